@@ -1,0 +1,42 @@
+"""NanoStream: sources, processors and sinks in a directed acyclic graph, in one process.
+
+The public API is re-exported here; every other module is private.
+"""
+
+from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
+from ._options import NodeOptions
+from ._processor import DeadLetter, NanoStreamProcessor, WithAck
+from ._runtime import GraphRun, NodeError, NodeStats, run, run_graph
+from .nodes import (
+    BlackHole,
+    ChannelSink,
+    ChannelSource,
+    ConstantEmitter,
+    PrintStreamProcessor,
+    SequenceEmitter,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlackHole",
+    "ChannelSink",
+    "ChannelSource",
+    "ConstantEmitter",
+    "DeadLetter",
+    "GraphError",
+    "GraphProblem",
+    "GraphRun",
+    "NanoStreamGraph",
+    "NanoStreamProcessor",
+    "Node",
+    "NodeError",
+    "NodeOptions",
+    "NodeStats",
+    "PrintStreamProcessor",
+    "SequenceEmitter",
+    "WithAck",
+    "__version__",
+    "run",
+    "run_graph",
+]

@@ -1,0 +1,223 @@
+"""A pipeline's shape: named nodes and the edges between them."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from ._options import NodeOptions
+from ._processor import NanoStreamProcessor, is_source
+
+
+class GraphError(ValueError):
+    """A graph that cannot run: every problem found, each naming its node."""
+
+    def __init__(self, problems: list[GraphProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+@attrs.frozen
+class GraphProblem:
+    """One thing wrong with a graph, and the node (and key) it concerns."""
+
+    node: str
+    message: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"node {self.node!r}: {self.message}"
+
+
+@attrs.frozen
+class Node:
+    """One node of a graph: its name, what it runs, where its items come from."""
+
+    name: str
+    processor: NanoStreamProcessor
+    parents: tuple[str, ...]
+    options: NodeOptions
+
+    @property
+    def is_source(self) -> bool:
+        return is_source(self.processor)
+
+
+class NanoStreamGraph:
+    """A directed acyclic graph of named nodes: a pipeline.
+
+    Build it with :meth:`add`, in any order; :func:`run_graph` checks it as a
+    whole before anything runs (unknown parents, cycles, sources given
+    parents, processors left without any) and reports every problem at once.
+    """
+
+    def __init__(self, name: str = "pipeline") -> None:
+        self.name = name
+        self._nodes: dict[str, Node] = {}
+
+    def add(
+        self,
+        name: str,
+        processor: NanoStreamProcessor,
+        parents: Iterable[str] = (),
+        **options: Any,
+    ) -> NanoStreamProcessor:
+        """Add ``processor`` as the node ``name``, fed by ``parents``.
+
+        ``options`` are the runtime keys of :class:`NodeOptions`
+        (``on_error``, ``retries``, ``dead_letter``, ``buffer_size``, ...).
+        Returns the processor, so a graph can be built inline.
+        """
+        if name in self._nodes:
+            raise GraphError([GraphProblem(name, "a node with this name already exists")])
+        if not isinstance(processor, NanoStreamProcessor):
+            raise GraphError(
+                [GraphProblem(name, f"{processor!r} is not a NanoStreamProcessor instance")]
+            )
+        if isinstance(parents, str):
+            parents = [parents]
+        unknown = sorted(set(options) - {field.name for field in attrs.fields(NodeOptions)})
+        if unknown:
+            raise GraphError(
+                [GraphProblem(name, _unknown_option_message(key)) for key in unknown]
+            )
+        try:
+            node_options = NodeOptions(**options)
+        except (TypeError, ValueError) as error:
+            raise GraphError([GraphProblem(name, str(error))]) from error
+        self._nodes[name] = Node(name, processor, tuple(parents), node_options)
+        return processor
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """The nodes by name, in the order they were added."""
+        return self._nodes
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def children(self, name: str) -> list[str]:
+        """The nodes that ``name`` sends its results to (not its dead letters)."""
+        return [node.name for node in self if name in node.parents]
+
+    def inputs(self, name: str) -> list[str]:
+        """Every node that sends to ``name``: its parents, then nodes whose
+        dead letters it takes."""
+        senders = list(self._nodes[name].parents)
+        senders += [node.name for node in self if node.options.dead_letter == name]
+        return senders
+
+    def problems(self) -> list[GraphProblem]:
+        """Everything that stops this graph from running, in node order."""
+        found: list[GraphProblem] = []
+        for node in self:
+            for parent in node.parents:
+                if parent not in self._nodes:
+                    found.append(
+                        GraphProblem(node.name, self._unknown_message("parent", parent), "parents")
+                    )
+            target = node.options.dead_letter
+            if target is not None and target not in self._nodes:
+                found.append(
+                    GraphProblem(
+                        node.name, self._unknown_message("dead_letter node", target), "dead_letter"
+                    )
+                )
+            if node.is_source and node.parents:
+                found.append(
+                    GraphProblem(
+                        node.name,
+                        f"{type(node.processor).__name__} is a source and takes no parents",
+                        "parents",
+                    )
+                )
+            if not node.is_source and not self.inputs(node.name):
+                found.append(
+                    GraphProblem(
+                        node.name,
+                        f"{type(node.processor).__name__} processes items but has no "
+                        "parents to receive them from",
+                    )
+                )
+        if not any(node.is_source for node in self):
+            found.append(GraphProblem(self.name, "the pipeline has no source node"))
+        cycle = self._find_cycle()
+        if cycle:
+            found.append(
+                GraphProblem(cycle[0], "the graph has a cycle: " + " -> ".join(cycle), "parents")
+            )
+        return found
+
+    def validate(self) -> None:
+        """Raise :class:`GraphError` listing every problem, if there is any."""
+        found = self.problems()
+        if found:
+            raise GraphError(found)
+
+    def topological_order(self) -> list[str]:
+        """Node names with every node after all of its inputs."""
+        order: list[str] = []
+        placed: set[str] = set()
+
+        def place(name: str) -> None:
+            if name in placed:
+                return
+            placed.add(name)
+            for sender in self.inputs(name):
+                if sender in self._nodes:
+                    place(sender)
+            order.append(name)
+
+        for name in self._nodes:
+            place(name)
+        return order
+
+    def _find_cycle(self) -> list[str]:
+        """A cycle as a list of names that starts and ends on the same node,
+        or an empty list."""
+        state: dict[str, str] = {}
+        path: list[str] = []
+
+        def visit(name: str) -> list[str]:
+            state[name] = "open"
+            path.append(name)
+            for sender in self.inputs(name):
+                if sender not in self._nodes:
+                    continue
+                if state.get(sender) == "open":
+                    cycle = path[path.index(sender) :] + [sender]
+                    return list(reversed(cycle))
+                if sender not in state:
+                    found = visit(sender)
+                    if found:
+                        return found
+            state[name] = "closed"
+            path.pop()
+            return []
+
+        for name in self._nodes:
+            if name not in state:
+                found = visit(name)
+                if found:
+                    return found
+        return []
+
+    def _unknown_message(self, what: str, name: str) -> str:
+        return f"unknown {what} {name!r}" + did_you_mean(name, self._nodes)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_option_message(key: str) -> str:
+    names = [field.name for field in attrs.fields(NodeOptions)]
+    return f"unknown option {key!r}" + did_you_mean(key, names)

@@ -1,0 +1,91 @@
+"""The runtime keys every node accepts beside its own parameters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from attrs import validators as v
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
+
+
+def _not_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class NodeOptions:
+    """How the runtime runs one node: its error policy and its input buffer.
+
+    These sit beside ``name``, ``class`` and ``parents`` in a YAML node, and
+    are the keyword arguments of :meth:`NanoStreamGraph.add`.
+    """
+
+    on_error: Literal["fail", "skip", "retry"] = attrs.field(
+        default="fail",
+        validator=v.in_(("fail", "skip", "retry")),
+        metadata={
+            "description": "What an exception in this node does: 'fail' stops the "
+            "pipeline, 'skip' logs and counts the item and goes on, 'retry' tries "
+            "again, then applies retry_fallback."
+        },
+    )
+    retries: int = attrs.field(
+        default=3,
+        validator=[v.instance_of(int), _not_negative],
+        metadata={"description": "With on_error 'retry': attempts after the first."},
+    )
+    retry_delay: float = attrs.field(
+        default=0.1,
+        converter=float,
+        validator=_not_negative,
+        metadata={"description": "Seconds before the first retry; doubles each attempt."},
+    )
+    retry_max_delay: float = attrs.field(
+        default=10.0,
+        converter=float,
+        validator=_not_negative,
+        metadata={"description": "The longest wait between two retries, in seconds."},
+    )
+    retry_fallback: Literal["fail", "skip"] = attrs.field(
+        default="fail",
+        validator=v.in_(("fail", "skip")),
+        metadata={"description": "What happens once the retries are used up."},
+    )
+    dead_letter: str | None = attrs.field(
+        default=None,
+        validator=v.optional(v.instance_of(str)),
+        metadata={
+            "description": "A node that receives each item given up on, as a "
+            "DeadLetter(node, item, error), instead of it being only logged."
+        },
+    )
+    buffer_size: int = attrs.field(
+        default=16,
+        validator=[v.instance_of(int), _positive],
+        metadata={"description": "How many batches this node's input holds before "
+                  "its parents wait (back-pressure)."},
+    )
+    max_batch: int = attrs.field(
+        default=512,
+        validator=[v.instance_of(int), _positive],
+        metadata={"description": "The most items that travel together in one batch."},
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.dead_letter is not None and self.gives_up_by_failing:
+            raise ValueError(
+                "dead_letter needs on_error 'skip', or 'retry' with retry_fallback 'skip'"
+            )
+
+    @property
+    def gives_up_by_failing(self) -> bool:
+        """Whether an item this node cannot process stops the pipeline."""
+        if self.on_error == "retry":
+            return self.retry_fallback == "fail"
+        return self.on_error == "fail"

@@ -1,0 +1,100 @@
+"""The node contract: the one class a user subclasses to write a node."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+
+class NanoStreamProcessor:
+    """A node of a pipeline: a source, a processor or a sink.
+
+    Subclass it and define one of:
+
+    * ``process_item(self, message)``: called once per incoming item. Return
+      a value to send it to every child, or ``None`` to send nothing (a
+      filter). A generator (or async generator) sends each item it yields.
+      It may be a plain function or ``async def``.
+    * ``process_batch(self, messages)``: the same, for a whole batch at once;
+      it returns (or yields) the results. Nodes that make a blocking call
+      (a file write, a network round trip) use it so that the call is made
+      once per batch in a thread, never once per item.
+    * ``generate(self)``: makes this node a source (it takes no parents). A
+      generator or async generator of items; yield :class:`WithAck` to have
+      an item acknowledged once everything derived from it is handled.
+    * ``generate_batches(self)``: a source whose items arrive in groups (a
+      poll, a read) yields lists, and each list travels as one batch.
+
+    Optional hooks ``setup(self)`` and ``teardown(self)``, plain or async,
+    open and close resources: ``setup`` runs before any item flows,
+    ``teardown`` after the last one, and also on error and cancellation.
+    ``finish(self)``, plain or async, runs once when every parent has ended
+    and may return or yield final items (a batching node flushes here).
+
+    A node's parameters are its attrs fields: decorate the subclass with
+    ``@attrs.define`` and declare typed fields with defaults. That single
+    declaration is what YAML configs are validated against. The runtime
+    keeps its own state (channels, counters) outside the instance, so the
+    class holds only what the user declared.
+    """
+
+    def setup(self) -> Any:
+        """Open resources before any item flows."""
+
+    def teardown(self) -> Any:
+        """Close resources; runs on success, error and cancellation alike."""
+
+
+@attrs.frozen
+class WithAck:
+    """An item yielded by a source together with its acknowledgement.
+
+    The runtime calls ``ack()`` exactly once, from the trio thread, after
+    every item derived from ``item`` has been handled (consumed by a sink or
+    dropped on purpose), and never if it was lost to an error under the
+    ``fail`` policy. ``ack`` must not block.
+    """
+
+    item: Any
+    ack: Callable[[], None]
+
+
+@attrs.frozen
+class DeadLetter:
+    """What a dead-letter node receives: the item a node gave up on, and why."""
+
+    node: str
+    item: Any
+    error: BaseException
+
+
+def is_source(processor: NanoStreamProcessor) -> bool:
+    """Whether ``processor`` produces items rather than consuming them."""
+    return _defines(processor, "generate") or _defines(processor, "generate_batches")
+
+
+def _defines(processor: NanoStreamProcessor, method: str) -> bool:
+    return callable(getattr(processor, method, None))
+
+
+def call_style(function: Callable[..., Any]) -> str:
+    """How a user callable produces its result: one of
+    ``"plain"``, ``"async"``, ``"generator"`` or ``"async generator"``."""
+    if inspect.isasyncgenfunction(function):
+        return "async generator"
+    if inspect.isgeneratorfunction(function):
+        return "generator"
+    if inspect.iscoroutinefunction(function):
+        return "async"
+    return "plain"
+
+
+async def call_hook(function: Callable[[], Any]) -> Any:
+    """Call a lifecycle hook that may be plain or async."""
+    result = function()
+    if inspect.isawaitable(result):
+        result = await result
+    return result

@@ -1,0 +1,595 @@
+"""Running a graph: one trio nursery, one task per node, channels between them.
+
+Each node that has inputs owns one bounded memory channel; every node that
+sends to it holds a clone of the send end. Items travel in batches
+(``(items, tickets)`` tuples): a node takes one batch, plus whatever else is
+already waiting, up to ``max_batch`` items, and sends its results on at
+once. An idle pipeline therefore moves single items with no delay, and a
+loaded one moves ever larger batches, which is where the throughput comes
+from. ``process_item`` never sees a batch.
+
+End of stream is the channels closing: a source that is exhausted closes its
+send ends, and a node whose every sender has closed runs ``finish``, closes
+its own outputs and tears down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import reprlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from types import NoneType
+from typing import Any
+
+import attrs
+import trio
+
+from ._acks import Ticket, Tickets, combine, release, retain
+from ._graph import NanoStreamGraph, Node
+from ._processor import DeadLetter, WithAck, call_hook, call_style
+
+logger = logging.getLogger("nanostream")
+
+#: How long a node's teardown may take once the graph is cancelled.
+TEARDOWN_TIMEOUT = 10.0
+
+_NO_ITEM = object()
+_short = reprlib.Repr()
+_short.maxstring = 80
+_short.maxother = 80
+_short.maxlist = 5
+
+
+def short_repr(item: Any) -> str:
+    """A repr of ``item`` short enough for an error message."""
+    return _short.repr(item)
+
+
+class NodeError(Exception):
+    """A node failed. Names the node, what it was doing, and the item.
+
+    The original exception is the ``__cause__``.
+    """
+
+    def __init__(self, node: str, during: str, error: BaseException, item: Any = _NO_ITEM):
+        self.node = node
+        self.during = during
+        self.error = error
+        self.item = None if item is _NO_ITEM else item
+        message = f"node {node!r} failed in {during}: {type(error).__name__}: {error}"
+        if item is not _NO_ITEM:
+            message += f" (item: {short_repr(item)})"
+        super().__init__(message)
+
+
+@attrs.define
+class NodeStats:
+    """What one node has done so far; read them live from :class:`GraphRun`."""
+
+    received: int = 0
+    emitted: int = 0
+    skipped: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    acknowledged: int = 0
+    busy_seconds: float = 0.0
+    state: str = "starting"
+
+
+class GraphRun:
+    """A graph while it runs: its counters, and the means to stop it.
+
+    ``await nursery.start(run_graph, graph)`` returns one once every node's
+    setup is done.
+    """
+
+    def __init__(self, graph: NanoStreamGraph, drain_timeout: float | None) -> None:
+        self.graph = graph
+        self.drain_timeout = drain_timeout
+        self.stats: dict[str, NodeStats] = {node.name: NodeStats() for node in graph}
+        self.errors: list[NodeError] = []
+        self.drained = True
+        self._scope = trio.CancelScope()
+        self._source_scopes: list[trio.CancelScope] = []
+        self._teardown_scopes: set[trio.CancelScope] = set()
+        self._waiting_for_setup = len(graph)
+        self._all_set_up = trio.Event()
+        self._stopping = False
+        self._cancelled = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` or :meth:`cancel` has been called."""
+        return self._stopping
+
+    def stop(self) -> None:
+        """Stop the sources and let what is in flight drain through.
+
+        Every node then finishes as at a normal end of stream. If
+        ``drain_timeout`` passes first, the rest is cancelled.
+        """
+        self._stopping = True
+        for scope in self._source_scopes:
+            scope.cancel()
+        if self.drain_timeout is not None:
+            deadline = trio.current_time() + self.drain_timeout
+            self._scope.deadline = min(self._scope.deadline, deadline)
+
+    def cancel(self) -> None:
+        """Stop everything at once; teardowns are cut short too."""
+        self._stopping = True
+        self._cancelled = True
+        self._scope.cancel()
+        for scope in self._teardown_scopes:
+            scope.cancel()
+
+    def _fail(self, error: NodeError) -> None:
+        self.errors.append(error)
+        self._scope.cancel()
+
+    def _set_up(self) -> None:
+        self._waiting_for_setup -= 1
+        if self._waiting_for_setup == 0:
+            self._all_set_up.set()
+
+    async def _run(self, handle_signals: bool, task_status: trio.TaskStatus) -> None:
+        tasks = _NodeTask.for_graph(self)
+        with self._scope:
+            async with trio.open_nursery() as watchers:
+                if handle_signals:
+                    await watchers.start(self._watch_signals)
+                async with trio.open_nursery() as nodes:
+                    for task in tasks:
+                        nodes.start_soon(task.run, name=f"nanostream node {task.name}")
+                    await self._all_set_up.wait()
+                    task_status.started(self)
+                watchers.cancel_scope.cancel()
+        if self._scope.cancelled_caught and not self.errors:
+            self.drained = False
+            if not self._cancelled:
+                logger.warning(
+                    "pipeline %r: the drain timeout of %ss passed; the rest was cancelled",
+                    self.graph.name,
+                    self.drain_timeout,
+                )
+        if self.errors:
+            first = self.errors[0]
+            for other in self.errors[1:]:
+                first.add_note(f"also: {other}")
+            raise first
+
+    async def _watch_signals(self, task_status: trio.TaskStatus) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self._stopping:
+                    logger.warning("second %s: stopping at once", signal.Signals(signum).name)
+                    self.cancel()
+                else:
+                    logger.info("%s: draining", signal.Signals(signum).name)
+                    self.stop()
+
+
+async def run_graph(
+    graph: NanoStreamGraph,
+    *,
+    drain_timeout: float | None = 30.0,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[GraphRun] = trio.TASK_STATUS_IGNORED,
+) -> GraphRun:
+    """Run ``graph`` until every node has finished, and return its :class:`GraphRun`.
+
+    Works inside any trio program. With ``await nursery.start(run_graph,
+    graph)`` it returns the :class:`GraphRun` once every node's setup is
+    done, and the graph goes on in the background; ``GraphRun.stop()``
+    drains it.
+
+    With ``handle_signals``, SIGINT and SIGTERM stop the sources and let the
+    items in flight drain (at most ``drain_timeout`` seconds); a second
+    signal cancels at once. Only the main thread can handle signals.
+
+    Errors: under a node's ``fail`` policy, an exception cancels the graph
+    and is raised here as a :class:`NodeError` naming the node and the
+    item. A graph that cannot run raises :class:`GraphError` before any
+    node starts.
+
+    Cancellation: cancelling the surrounding scope cancels every node; each
+    node that was set up still runs its teardown (for at most
+    ``TEARDOWN_TIMEOUT`` seconds) before the cancellation propagates.
+    """
+    graph.validate()
+    run = GraphRun(graph, drain_timeout)
+    await run._run(handle_signals, task_status)
+    return run
+
+
+def run(graph: NanoStreamGraph, *, drain_timeout: float | None = 30.0) -> GraphRun:
+    """Run ``graph`` in a new trio event loop, draining on SIGINT/SIGTERM.
+
+    The entry point for a script; inside a trio program use :func:`run_graph`.
+    """
+    return trio.run(
+        lambda: run_graph(graph, drain_timeout=drain_timeout, handle_signals=True)
+    )
+
+
+class _NodeTask:
+    """The runtime side of one node: its channels, counters and loop.
+
+    Kept apart from the user's processor so that the processor holds only
+    the parameters its class declares.
+    """
+
+    def __init__(self, run: GraphRun, node: Node) -> None:
+        self.graph_run = run
+        self.node = node
+        self.name = node.name
+        self.processor = node.processor
+        self.options = node.options
+        self.stats = run.stats[node.name]
+        self.inbox: trio.MemoryReceiveChannel | None = None
+        self.outputs: list[trio.MemorySendChannel] = []
+        self.dead_letters: trio.MemorySendChannel | None = None
+        self.tickets: Tickets = None
+
+    @classmethod
+    def for_graph(cls, run: GraphRun) -> list[_NodeTask]:
+        """A task per node, wired with a channel per node input."""
+        graph = run.graph
+        tasks = {node.name: cls(run, node) for node in graph}
+        for name in graph.topological_order():
+            senders = graph.inputs(name)
+            if not senders:
+                continue
+            send, receive = trio.open_memory_channel(tasks[name].options.buffer_size)
+            tasks[name].inbox = receive
+            for sender in graph.nodes[name].parents:
+                tasks[sender].outputs.append(send.clone())
+            for sender in graph.inputs(name)[len(graph.nodes[name].parents) :]:
+                tasks[sender].dead_letters = send.clone()
+            send.close()
+        return list(tasks.values())
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        set_up = False
+        try:
+            await self._call("setup", self.processor.setup)
+            set_up = True
+            self.graph_run._set_up()
+            await self.graph_run._all_set_up.wait()
+            self.stats.state = "running"
+            if self.node.is_source:
+                with trio.CancelScope() as scope:
+                    self.graph_run._source_scopes.append(scope)
+                    if self.graph_run.stopping:
+                        scope.cancel()
+                    await self._produce()
+            else:
+                await self._consume()
+                await self._finish()
+            self.stats.state = "finished"
+        except NodeError as error:
+            self.stats.state = "failed"
+            self.graph_run._fail(error)
+        except trio.Cancelled:
+            self.stats.state = "cancelled"
+            raise
+        finally:
+            for channel in self._all_outputs():
+                channel.close()
+            if set_up:
+                await self._teardown()
+
+    def _all_outputs(self) -> list[trio.MemorySendChannel]:
+        if self.dead_letters is None:
+            return self.outputs
+        return [*self.outputs, self.dead_letters]
+
+    async def _teardown(self) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + TEARDOWN_TIMEOUT
+            self.graph_run._teardown_scopes.add(scope)
+            try:
+                await self._call("teardown", self.processor.teardown)
+            except NodeError as error:
+                self.graph_run._fail(error)
+            finally:
+                self.graph_run._teardown_scopes.discard(scope)
+        if scope.cancelled_caught:
+            logger.warning("node %r: teardown did not finish in time", self.name)
+
+    async def _call(self, during: str, hook: Callable[[], Any]) -> Any:
+        try:
+            return await call_hook(hook)
+        except Exception as error:
+            raise NodeError(self.name, during, error) from error
+
+    # -- sources -----------------------------------------------------------
+
+    async def _produce(self) -> None:
+        processor = self.processor
+        max_batch = self.options.max_batch
+        if callable(getattr(processor, "generate_batches", None)):
+            generate, during = processor.generate_batches, "generate_batches"
+        else:
+            generate, during = processor.generate, "generate"
+        style = call_style(generate)
+        try:
+            produced = generate()
+            if during == "generate_batches":
+                if style == "async generator":
+                    async for batch in produced:
+                        await self._emit_from_source(list(batch))
+                else:
+                    for batch in produced:
+                        await self._emit_from_source(list(batch))
+            elif style == "async generator":
+                async for item in produced:
+                    await self._emit_from_source([item])
+            elif style == "generator":
+                iterator = iter(produced)
+                while batch := _take(iterator, max_batch):
+                    await self._emit_from_source(batch)
+            else:
+                raise TypeError(f"{during}() must be a generator or an async generator")
+        except (trio.Cancelled, NodeError):
+            raise
+        except Exception as error:
+            raise NodeError(self.name, during, error) from error
+
+    async def _emit_from_source(self, items: list) -> None:
+        tickets = None
+        kinds = set(map(type, items))
+        if WithAck in kinds or NoneType in kinds:
+            acks = [item.ack for item in items if type(item) is WithAck]
+            items = [item.item if type(item) is WithAck else item for item in items]
+            items = [item for item in items if item is not None]
+            if acks:
+                tickets = [Ticket(self.name, acks)]
+        self.stats.emitted += len(items)
+        await self._emit(items, tickets)
+
+    # -- processors --------------------------------------------------------
+
+    async def _consume(self) -> None:
+        inbox = self.inbox
+        assert inbox is not None
+        handle = self._batch_handler()
+        stats = self.stats
+        max_batch = self.options.max_batch
+        clock = time.perf_counter
+        while True:
+            try:
+                items, tickets = await inbox.receive()
+            except trio.EndOfChannel:
+                return
+            if len(items) < max_batch:
+                items, tickets = _take_waiting(inbox, items, tickets, max_batch)
+            stats.received += len(items)
+            self.tickets = tickets
+            started = clock()
+            results = await handle(items)
+            stats.busy_seconds += clock() - started
+            stats.emitted += len(results)
+            await self._emit(results, tickets)
+
+    async def _finish(self) -> None:
+        finish = getattr(self.processor, "finish", None)
+        if not callable(finish):
+            return
+        self.tickets = None
+        results = await self._results_of(finish, "finish")
+        self.stats.emitted += len(results)
+        await self._emit(results, None)
+
+    async def _results_of(self, function: Callable[..., Any], during: str, *args: Any) -> list:
+        """Call a user function of any call style; collect what it sends on."""
+        try:
+            style = call_style(function)
+            if style == "async generator":
+                return [result async for result in function(*args) if result is not None]
+            if style == "generator":
+                return [result for result in function(*args) if result is not None]
+            result = function(*args)
+            if style == "async":
+                result = await result
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            raise NodeError(self.name, during, error) from error
+        if during == "process_batch":
+            return [] if result is None else [r for r in result if r is not None]
+        return [] if result is None else [result]
+
+    def _batch_handler(self) -> Callable[[list], Awaitable[list]]:
+        """The coroutine function that turns one input batch into results.
+
+        Plain ``process_item`` functions get a tight loop with no per-item
+        overhead beyond the call itself; errors leave the loop and re-enter
+        it after the failed item.
+        """
+        processor = self.processor
+        if callable(getattr(processor, "process_batch", None)):
+            process_batch = processor.process_batch
+
+            async def handle_batch(items: list) -> list:
+                try:
+                    return await self._results_of(process_batch, "process_batch", items)
+                except NodeError as failure:
+                    return await self._recover(
+                        items,
+                        failure,
+                        lambda: self._results_of(process_batch, "process_batch", items),
+                    )
+
+            return handle_batch
+
+        process_item = getattr(processor, "process_item", None)
+        if not callable(process_item):
+            raise NodeError(
+                self.name,
+                "setup",
+                TypeError(f"{type(processor).__name__} defines no process_item()"),
+            )
+        if call_style(process_item) != "plain":
+
+            async def handle_each(items: list) -> list:
+                results = []
+                for item in items:
+                    try:
+                        results += await self._results_of(process_item, "process_item", item)
+                    except NodeError as failure:
+                        results += await self._recover(
+                            [item],
+                            failure,
+                            lambda: self._results_of(process_item, "process_item", item),
+                        )
+                return results
+
+            return handle_each
+
+        async def handle_plain(items: list) -> list:
+            results: list = []
+            append = results.append
+            remaining = iter(items)
+            while True:
+                try:
+                    for item in remaining:
+                        result = process_item(item)
+                        if result is not None:
+                            append(result)
+                    return results
+                except Exception as error:
+                    failure = NodeError(self.name, "process_item", error, item)
+                    failure.__cause__ = error
+                    results += await self._recover(
+                        [item],
+                        failure,
+                        lambda: self._results_of(process_item, "process_item", item),
+                    )
+
+        return handle_plain
+
+    async def _recover(
+        self, items: list, failure: NodeError, attempt: Callable[[], Awaitable[list]]
+    ) -> list:
+        """Apply this node's error policy to ``items``, which just failed.
+
+        Returns what a successful retry produced, or nothing once the items
+        are skipped (and dead-lettered); raises the failure under ``fail``.
+        """
+        options = self.options
+        policy = options.on_error
+        if policy == "retry":
+            delay = options.retry_delay
+            for _ in range(options.retries):
+                self.stats.retries += 1
+                await trio.sleep(delay)
+                delay = min(2 * delay, options.retry_max_delay)
+                try:
+                    return await attempt()
+                except NodeError as again:
+                    failure = again
+            policy = options.retry_fallback
+        if len(items) == 1 and failure.item is None:
+            failure = NodeError(self.name, failure.during, failure.error, items[0])
+        if policy == "fail":
+            raise failure from failure.error
+        self.stats.skipped += len(items)
+        _skip_log.warning(self.name, failure)
+        if self.dead_letters is not None:
+            letters = [DeadLetter(self.name, item, failure.error) for item in items]
+            self.stats.dead_lettered += len(letters)
+            if self.tickets is not None:
+                retain(self.tickets, 1)
+            await self.dead_letters.send((letters, self.tickets))
+        return []
+
+    # -- sending -----------------------------------------------------------
+
+    async def _emit(self, items: list, tickets: Tickets) -> None:
+        """Send ``items`` to every child, or release their tickets if this
+        is where they end."""
+        outputs = self.outputs
+        if items and outputs:
+            if tickets is not None and len(outputs) > 1:
+                retain(tickets, len(outputs) - 1)
+            for channel in outputs:
+                await channel.send((items, tickets))
+        elif tickets is not None:
+            self._acknowledge(release(tickets))
+
+    def _acknowledge(self, complete: list[Ticket]) -> None:
+        for ticket in complete:
+            try:
+                for ack in ticket.acks:
+                    ack()
+            except Exception as error:
+                raise NodeError(ticket.source, "acknowledgement", error) from error
+            self.graph_run.stats[ticket.source].acknowledged += len(ticket.acks)
+
+
+def _take(iterator: Any, count: int) -> list:
+    """Up to ``count`` items from ``iterator``."""
+    batch = []
+    append = batch.append
+    for item in iterator:
+        append(item)
+        if len(batch) >= count:
+            break
+    return batch
+
+
+def _take_waiting(
+    inbox: trio.MemoryReceiveChannel, items: list, tickets: Tickets, max_batch: int
+) -> tuple[list, Tickets]:
+    """``items`` merged with the batches already waiting, up to ``max_batch``.
+
+    Received lists may be shared with sibling nodes, so they are copied,
+    never extended in place.
+    """
+    merged = None
+    while len(merged if merged is not None else items) < max_batch:
+        try:
+            more, more_tickets = inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        if merged is None:
+            merged = list(items)
+        merged += more
+        tickets = combine(tickets, more_tickets)
+    return (items if merged is None else merged), tickets
+
+
+class _RateLimitedLog:
+    """Logs skipped items, at most ``burst`` per node per ``period`` seconds,
+    then one line saying how many more were skipped unlogged."""
+
+    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def warning(self, node: str, failure: NodeError) -> None:
+        now = time.monotonic()
+        start, count = self._windows.get(node, (-math.inf, 0))
+        if now - start >= self.period:
+            if count > self.burst:
+                logger.warning(
+                    "node %r: %d more items skipped without a log line",
+                    node,
+                    count - self.burst,
+                )
+            start, count = now, 0
+        count += 1
+        self._windows[node] = (start, count)
+        if count <= self.burst:
+            logger.warning("skipped: %s", failure)
+
+
+_skip_log = _RateLimitedLog()

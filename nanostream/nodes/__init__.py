@@ -1,0 +1,42 @@
+"""The built-in nodes, one module per family.
+
+``BUILTIN_NODES`` maps each name a YAML ``class:`` may use to the node's
+``module:Class`` path. Modules are imported only when a node is used, so a
+pipeline that never touches Kafka never imports kafka-python.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .basic import BlackHole, ConstantEmitter, PrintStreamProcessor, SequenceEmitter
+from .memory import ChannelSink, ChannelSource
+
+BUILTIN_NODES: dict[str, str] = {
+    "SequenceEmitter": "nanostream.nodes.basic:SequenceEmitter",
+    "ConstantEmitter": "nanostream.nodes.basic:ConstantEmitter",
+    "PrintStreamProcessor": "nanostream.nodes.basic:PrintStreamProcessor",
+    "BlackHole": "nanostream.nodes.basic:BlackHole",
+}
+
+#: Other names of built-in nodes, kept for configurations of the original project.
+ALIASES: dict[str, str] = {}
+
+
+def load_builtin(name: str) -> type:
+    """The built-in node class called ``name`` (or one of its aliases)."""
+    module_name, _, class_name = BUILTIN_NODES[ALIASES.get(name, name)].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+__all__ = [
+    "ALIASES",
+    "BUILTIN_NODES",
+    "BlackHole",
+    "ChannelSink",
+    "ChannelSource",
+    "ConstantEmitter",
+    "PrintStreamProcessor",
+    "SequenceEmitter",
+    "load_builtin",
+]
