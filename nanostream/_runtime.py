@@ -351,8 +351,8 @@ class _NodeTask:
             items = [item for item in items if item is not None]
             if acks:
                 tickets = [Ticket(self.name, acks)]
-        self.stats.emitted += len(items)
         await self._emit(items, tickets)
+        self.stats.emitted += len(items)
 
     # -- processors --------------------------------------------------------
 
@@ -375,8 +375,8 @@ class _NodeTask:
             started = clock()
             results = await handle(items)
             stats.busy_seconds += clock() - started
-            stats.emitted += len(results)
             await self._emit(results, tickets)
+            stats.emitted += len(results)
 
     async def _finish(self) -> None:
         finish = getattr(self.processor, "finish", None)

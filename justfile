@@ -1,0 +1,20 @@
+# List the recipes.
+default:
+    @just --list
+
+# Run the test suite.
+test *args:
+    python -m pytest -q {{args}}
+
+# Measure throughput, latency and memory against a plain chain and a threads design.
+bench *args:
+    python benchmarks/bench_chain.py {{args}}
+
+# Lint and check formatting.
+lint:
+    ruff check nanostream tests benchmarks examples
+    ruff format --check nanostream tests benchmarks examples
+
+# Run the quickstart pipeline.
+demo:
+    python examples/quickstart.py
