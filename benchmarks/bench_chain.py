@@ -156,16 +156,22 @@ def main() -> None:
     parser.add_argument("--memory-items", type=int, default=10_000_000)
     args = parser.parse_args()
 
-    print(f"items/s, median of {args.repeat} runs ({args.items:,} items; "
-          f"threads: {args.thread_items:,} items)")
-    print(f"{'stages':>6} {'plain':>12} {'threads':>10} {'nanostream':>12} "
-          f"{'ns/plain':>9} {'ns/threads':>11}")
+    print(
+        f"items/s, median of {args.repeat} runs ({args.items:,} items; "
+        f"threads: {args.thread_items:,} items)"
+    )
+    print(
+        f"{'stages':>6} {'plain':>12} {'threads':>10} {'nanostream':>12} "
+        f"{'ns/plain':>9} {'ns/threads':>11}"
+    )
     for stages in (1, 3, 10):
         plain = median_of(args.repeat, plain_chain, args.items, stages)
         threads = median_of(args.repeat, threads_chain, args.thread_items, stages)
         nano = median_of(args.repeat, nanostream_chain, args.items, stages)
-        print(f"{stages:>6} {plain:>12,.0f} {threads:>10,.0f} {nano:>12,.0f} "
-              f"{nano / plain:>8.0%} {nano / threads:>10.1f}x")
+        print(
+            f"{stages:>6} {plain:>12,.0f} {threads:>10,.0f} {nano:>12,.0f} "
+            f"{nano / plain:>8.0%} {nano / threads:>10.1f}x"
+        )
 
     latency = idle_latency(10, 300)
     print(f"idle latency, one item through 10 stages: {latency * 1e6:,.0f} us median")
@@ -173,10 +179,12 @@ def main() -> None:
     if args.memory_items:
         profile = memory_profile(args.memory_items, 10)
         first, last = profile[0], profile[-1]
-        print(f"resident memory over {args.memory_items:,} items through 10 stages: "
-              f"{first[1] / 1024:.1f} MiB after {first[0]:,}, "
-              f"{last[1] / 1024:.1f} MiB after {last[0]:,} "
-              f"(max {max(kib for _, kib in profile) / 1024:.1f} MiB)")
+        print(
+            f"resident memory over {args.memory_items:,} items through 10 stages: "
+            f"{first[1] / 1024:.1f} MiB after {first[0]:,}, "
+            f"{last[1] / 1024:.1f} MiB after {last[0]:,} "
+            f"(max {max(kib for _, kib in profile) / 1024:.1f} MiB)"
+        )
 
 
 if __name__ == "__main__":

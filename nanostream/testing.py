@@ -60,7 +60,9 @@ async def collect(
     collectors = {}
     for node in graph:
         if not graph.children(node.name):
-            collectors[node.name] = harness.add(f"{node.name} (collected)", Collector(), [node.name])
+            collectors[node.name] = harness.add(
+                f"{node.name} (collected)", Collector(), [node.name]
+            )
     await run_graph(harness)
     return {name: collector.items for name, collector in collectors.items()}
 
