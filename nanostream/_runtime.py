@@ -21,6 +21,7 @@ import reprlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from types import NoneType
 from typing import Any
 
@@ -323,14 +324,16 @@ class _NodeTask:
             produced = generate()
             if during == "generate_batches":
                 if style == "async generator":
-                    async for batch in produced:
-                        await self._emit_from_source(list(batch))
+                    async with aclosing(produced):
+                        async for batch in produced:
+                            await self._emit_from_source(list(batch))
                 else:
                     for batch in produced:
                         await self._emit_from_source(list(batch))
             elif style == "async generator":
-                async for item in produced:
-                    await self._emit_from_source([item])
+                async with aclosing(produced):
+                    async for item in produced:
+                        await self._emit_from_source([item])
             elif style == "generator":
                 iterator = iter(produced)
                 while batch := _take(iterator, max_batch):
@@ -392,7 +395,8 @@ class _NodeTask:
         try:
             style = call_style(function)
             if style == "async generator":
-                return [result async for result in function(*args) if result is not None]
+                async with aclosing(function(*args)) as results:
+                    return [result async for result in results if result is not None]
             if style == "generator":
                 return [result for result in function(*args) if result is not None]
             result = function(*args)

@@ -1,0 +1,615 @@
+import itertools
+
+import pytest
+import trio
+import trio.testing
+
+from nanostream import (
+    ChannelSink,
+    ChannelSource,
+    GraphRun,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    NodeError,
+    SequenceEmitter,
+    run_graph,
+)
+from nanostream.testing import Collector
+
+
+class Record(NanoStreamProcessor):
+    """A pass-through that logs its lifecycle in a shared list."""
+
+    def __init__(self, name, events, use_async=False):
+        self.name = name
+        self.events = events
+        self.use_async = use_async
+
+    def setup(self):
+        if self.use_async:
+            return self._async_setup()
+        self.events.append(("setup", self.name))
+
+    async def _async_setup(self):
+        await trio.sleep(0)
+        self.events.append(("setup", self.name))
+
+    def teardown(self):
+        if self.use_async:
+            return self._async_teardown()
+        self.events.append(("teardown", self.name))
+
+    async def _async_teardown(self):
+        await trio.sleep(0)
+        self.events.append(("teardown", self.name))
+
+    def process_item(self, message):
+        return message
+
+
+class RecordSource(Record):
+    def __init__(self, name, events, items, use_async=False, then_wait=False):
+        super().__init__(name, events, use_async)
+        self.items = items
+        self.then_wait = then_wait
+
+    async def generate(self):
+        self.events.append(("generate", self.name))
+        for item in self.items:
+            yield item
+        if self.then_wait:
+            await trio.sleep_forever()
+
+
+def linear(*processors, source_items=(), source_batch=512, **options):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(source_items)), max_batch=source_batch)
+    parent = "src"
+    for index, processor in enumerate(processors):
+        graph.add(f"n{index}", processor, [parent], **options)
+        parent = f"n{index}"
+    sink = graph.add("sink", Collector(), [parent])
+    return graph, sink
+
+
+class Add(NanoStreamProcessor):
+    def __init__(self, amount):
+        self.amount = amount
+
+    def process_item(self, message):
+        return message + self.amount
+
+
+async def test_linear_chain():
+    graph, sink = linear(Add(1), Add(10), source_items=range(5))
+    run = await run_graph(graph)
+    assert sink.items == [11, 12, 13, 14, 15]
+    assert isinstance(run, GraphRun)
+    assert run.drained
+    assert run.errors == []
+    assert run.stats["src"].emitted == 5
+    assert run.stats["n0"].received == run.stats["n0"].emitted == 5
+    assert run.stats["sink"].received == 5
+    assert {stats.state for stats in run.stats.values()} == {"finished"}
+
+
+async def test_empty_source():
+    graph, sink = linear(Add(1), source_items=[])
+    await run_graph(graph)
+    assert sink.items == []
+
+
+async def test_fan_out_each_child_gets_every_item():
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(2000))))
+    left = graph.add("left", Collector(), ["src"])
+    middle = graph.add("middle", Add(0), ["src"])
+    right = graph.add("right", Collector(), ["middle"])
+    also = graph.add("also", Collector(), ["src"], max_batch=3, buffer_size=1)
+    await run_graph(graph)
+    for sink in (left, right, also):
+        assert sink.items == list(range(2000))
+
+
+async def test_fan_in_merges_every_item_in_per_path_order():
+    graph = NanoStreamGraph()
+    count = 10_000
+    graph.add("a", SequenceEmitter([("a", i) for i in range(count)]))
+    graph.add("b", SequenceEmitter([("b", i) for i in range(count)]), max_batch=7)
+    graph.add("merge", Add(()), ["a", "b"])
+    sink = graph.add("sink", Collector(), ["merge"])
+    await run_graph(graph)
+    assert len(sink.items) == 2 * count
+    for tag in "ab":
+        assert [i for t, i in sink.items if t == tag] == list(range(count))
+
+
+class BatchSizes(NanoStreamProcessor):
+    def __init__(self):
+        self.items = []
+        self.sizes = []
+
+    def process_batch(self, messages):
+        self.sizes.append(len(messages))
+        self.items.extend(messages)
+
+
+async def test_per_path_order_under_batching():
+    count = 10_000
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(count))))
+    graph.add("a", Add(0), ["src"], max_batch=100, buffer_size=2)
+    graph.add("b", Add(0), ["a"])
+    sink = graph.add("sink", BatchSizes(), ["b"])
+    await run_graph(graph)
+    assert sink.items == list(range(count))
+    assert max(sink.sizes) > 1  # items really travelled in batches
+    assert max(sink.sizes) <= 512
+
+
+class Evens(NanoStreamProcessor):
+    def process_item(self, message):
+        return message if message % 2 == 0 else None
+
+
+class AsyncEvens(NanoStreamProcessor):
+    async def process_item(self, message):
+        await trio.sleep(0)
+        return message if message % 2 == 0 else None
+
+
+@pytest.mark.parametrize("processor", [Evens(), AsyncEvens()], ids=["plain", "async"])
+async def test_filters_drop_none(processor):
+    graph, sink = linear(processor, source_items=range(10))
+    run = await run_graph(graph)
+    assert sink.items == [0, 2, 4, 6, 8]
+    assert run.stats["n0"].received == 10
+    assert run.stats["n0"].emitted == 5
+
+
+async def test_source_none_items_dropped():
+    graph, sink = linear(source_items=[1, None, 2])
+    await run_graph(graph)
+    assert sink.items == [1, 2]
+
+
+class Repeat(NanoStreamProcessor):
+    def process_item(self, message):
+        for index in range(message):
+            yield (message, index)
+        yield None  # dropped
+
+
+class AsyncRepeat(NanoStreamProcessor):
+    async def process_item(self, message):
+        for index in range(message):
+            await trio.sleep(0)
+            yield (message, index)
+
+
+@pytest.mark.parametrize("processor", [Repeat(), AsyncRepeat()], ids=["sync", "async"])
+async def test_generator_process_item_yields_many(processor):
+    graph, sink = linear(processor, source_items=[0, 1, 3, 200])
+    await run_graph(graph)
+    expected = [(n, i) for n in [0, 1, 3, 200] for i in range(n)]
+    assert sink.items == expected
+
+
+class Double(NanoStreamProcessor):
+    async def process_item(self, message):
+        await trio.sleep(0)
+        return message * 2
+
+
+async def test_async_process_item():
+    graph, sink = linear(Double(), source_items=range(100))
+    await run_graph(graph)
+    assert sink.items == [2 * i for i in range(100)]
+
+
+class SumBatch(NanoStreamProcessor):
+    def __init__(self):
+        self.batches = []
+
+    def process_batch(self, messages):
+        self.batches.append(list(messages))
+        return [m * 3 for m in messages] + [None]
+
+
+class AsyncBatchGen(NanoStreamProcessor):
+    async def process_batch(self, messages):
+        for message in messages:
+            yield message
+            yield -message
+
+
+async def test_process_batch():
+    processor = SumBatch()
+    graph, sink = linear(processor, source_items=range(1000), source_batch=16, max_batch=64)
+    await run_graph(graph)
+    assert sink.items == [3 * i for i in range(1000)]
+    assert all(1 <= len(batch) <= 64 for batch in processor.batches)
+    assert sum(map(len, processor.batches)) == 1000
+
+
+async def test_async_generator_process_batch():
+    graph, sink = linear(AsyncBatchGen(), source_items=[1, 2, 3])
+    await run_graph(graph)
+    assert sink.items == [1, -1, 2, -2, 3, -3]
+
+
+class Batches(NanoStreamProcessor):
+    def __init__(self, batches, use_async=False):
+        self.batches = batches
+        self.use_async = use_async
+
+    def generate_batches(self):
+        if self.use_async:
+            return self._async()
+        return iter(self.batches)
+
+    async def _async(self):
+        for batch in self.batches:
+            await trio.sleep(0)
+            yield batch
+
+
+class SyncBatches(NanoStreamProcessor):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def generate_batches(self):
+        yield from self.batches
+
+
+class AsyncBatches(NanoStreamProcessor):
+    def __init__(self, batches):
+        self.batches = batches
+
+    async def generate_batches(self):
+        for batch in self.batches:
+            await trio.sleep(0)
+            yield batch
+
+
+@pytest.mark.parametrize("source_class", [SyncBatches, AsyncBatches])
+async def test_generate_batches_source(source_class):
+    batches = [[1, 2, 3], [], [4], (5, 6)]
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(batches))
+    sink = graph.add("sink", BatchSizes(), ["src"])
+    run = await run_graph(graph)
+    assert sink.items == [1, 2, 3, 4, 5, 6]
+    assert run.stats["src"].emitted == 6
+
+
+class Counter(NanoStreamProcessor):
+    def __init__(self, count):
+        self.count = count
+
+    async def generate(self):
+        for i in range(self.count):
+            if i % 100 == 0:
+                await trio.sleep(0)
+            yield i
+
+
+async def test_async_generator_source():
+    graph = NanoStreamGraph()
+    graph.add("src", Counter(1000))
+    sink = graph.add("sink", Collector(), ["src"])
+    await run_graph(graph)
+    assert sink.items == list(range(1000))
+
+
+class NotAGenerator(NanoStreamProcessor):
+    def generate(self):
+        return [1, 2, 3]
+
+
+async def test_generate_must_be_a_generator():
+    graph = NanoStreamGraph()
+    graph.add("src", NotAGenerator())
+    graph.add("sink", Collector(), ["src"])
+    with pytest.raises(NodeError, match="node 'src' failed in generate: TypeError"):
+        await run_graph(graph)
+
+
+class Chunker(NanoStreamProcessor):
+    def __init__(self, size):
+        self.size = size
+        self.pending = []
+
+    def process_item(self, message):
+        self.pending.append(message)
+        if len(self.pending) == self.size:
+            chunk, self.pending = self.pending, []
+            return chunk
+        return None
+
+    def finish(self):
+        return self.pending or None
+
+
+class AsyncChunker(Chunker):
+    async def finish(self):
+        await trio.sleep(0)
+        return self.pending or None
+
+
+class GenFinish(NanoStreamProcessor):
+    def process_item(self, message):
+        return message
+
+    async def finish(self):
+        yield "end-1"
+        yield None
+        yield "end-2"
+
+
+@pytest.mark.parametrize("chunker_class", [Chunker, AsyncChunker])
+async def test_finish_emits_final_items(chunker_class):
+    graph, sink = linear(chunker_class(3), source_items=range(7))
+    await run_graph(graph)
+    assert sink.items == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_finish_generator_and_downstream_finish():
+    graph, sink = linear(GenFinish(), Chunker(2), source_items=[1, 2, 3])
+    await run_graph(graph)
+    assert sink.items == [[1, 2], [3, "end-1"], ["end-2"]]
+
+
+def chain_with_records(events, use_async, source_items=(1, 2, 3), then_wait=False):
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", events, list(source_items), use_async, then_wait))
+    graph.add("mid", Record("mid", events, use_async), ["src"])
+    graph.add("sink", Record("sink", events, use_async), ["mid"])
+    return graph
+
+
+def lifecycle(events, kind):
+    return sorted(name for event, name in events if event == kind)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_setup_and_teardown_on_success(use_async):
+    events = []
+    await run_graph(chain_with_records(events, use_async))
+    assert lifecycle(events, "setup") == ["mid", "sink", "src"]
+    assert lifecycle(events, "teardown") == ["mid", "sink", "src"]
+    # every setup happens before any item flows, teardown after
+    first_generate = events.index(("generate", "src"))
+    assert all(events.index(("setup", n)) < first_generate for n in ("src", "mid", "sink"))
+    assert events.index(("teardown", "sink")) == len(events) - 1 or events[-1][0] == "teardown"
+
+
+class FailOn(Record):
+    def __init__(self, name, events, bad, use_async=False):
+        super().__init__(name, events, use_async)
+        self.bad = bad
+
+    def process_item(self, message):
+        if message == self.bad:
+            raise ValueError("bad item")
+        return message
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_setup_and_teardown_on_error(use_async):
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", events, [1, 2, 3], use_async, then_wait=True))
+    graph.add("mid", FailOn("mid", events, 2, use_async), ["src"])
+    graph.add("sink", Record("sink", events, use_async), ["mid"])
+    graph.add("other", Record("other", events, use_async), ["src"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "mid"
+    assert lifecycle(events, "teardown") == ["mid", "other", "sink", "src"]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_teardown_on_cancellation_of_surrounding_scope(use_async):
+    events = []
+    graph = chain_with_records(events, use_async, then_wait=True)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert lifecycle(events, "teardown") == ["mid", "sink", "src"]
+    assert run.stats["sink"].received == 3
+    assert {stats.state for stats in run.stats.values()} == {"cancelled"}
+
+
+class SlowSetup(Record):
+    def __init__(self, name, events, delay):
+        super().__init__(name, events)
+        self.delay = delay
+
+    async def setup(self):
+        await trio.sleep(self.delay)
+        self.events.append(("setup", self.name))
+
+
+async def test_start_returns_only_after_every_setup(autojump_clock):
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", events, [1, 2], then_wait=True))
+    graph.add("slow", SlowSetup("slow", events, 5), ["src"])
+    graph.add("slower", SlowSetup("slower", events, 7), ["slow"])
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        run = await nursery.start(run_graph, graph)
+        assert trio.current_time() - start == pytest.approx(7)
+        assert isinstance(run, GraphRun)
+        assert lifecycle(events, "setup") == ["slow", "slower", "src"]
+        assert ("generate", "src") not in events[: events.index(("setup", "slower"))]
+        await trio.testing.wait_all_tasks_blocked()
+        run.stop()
+    assert run.stats["slower"].received == 2
+
+
+async def test_start_raises_setup_error():
+    class BadSetup(NanoStreamProcessor):
+        def setup(self):
+            raise OSError("no such device")
+
+        def process_item(self, message):
+            return message
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1]))
+    graph.add("dev", BadSetup(), ["src"])
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(NodeError, match="node 'dev' failed in setup: OSError: no such device"):
+            await nursery.start(run_graph, graph)
+
+
+class Gate(NanoStreamProcessor):
+    """A sink that holds every item until ``gate`` is set."""
+
+    def __init__(self):
+        self.gate = trio.Event()
+        self.items = []
+
+    async def process_item(self, message):
+        await self.gate.wait()
+        self.items.append(message)
+
+
+class Endless(NanoStreamProcessor):
+    def __init__(self):
+        self.produced = 0
+
+    def generate(self):
+        for i in itertools.count():
+            self.produced += 1
+            yield i
+
+
+class EndlessAsync(NanoStreamProcessor):
+    def __init__(self):
+        self.produced = 0
+
+    async def generate(self):
+        for i in itertools.count():
+            self.produced += 1
+            yield i
+
+
+@pytest.mark.parametrize("source_class", [Endless, EndlessAsync])
+async def test_stop_drains_items_in_flight(source_class):
+    source = source_class()
+    sink = Gate()
+    graph = NanoStreamGraph()
+    graph.add("src", source, max_batch=4)
+    graph.add("mid", Add(0), ["src"], buffer_size=3, max_batch=4)
+    graph.add("sink", sink, ["mid"], buffer_size=3, max_batch=4)
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        in_flight = run.stats["src"].emitted
+        assert in_flight > 0
+        assert sink.items == []
+        run.stop()
+        assert run.stopping
+        await trio.testing.wait_all_tasks_blocked()
+        sink.gate.set()
+    # everything the source sent on reached the sink, in order
+    assert run.stats["src"].emitted == in_flight
+    assert sink.items == list(range(in_flight))
+    assert run.drained
+    assert run.stats["src"].state == "finished"
+
+
+async def test_stop_drain_timeout_cancels_the_rest(autojump_clock):
+    sink = Gate()
+    graph = NanoStreamGraph()
+    graph.add("src", Endless(), max_batch=2)
+    graph.add("sink", sink, ["src"], buffer_size=1, max_batch=2)
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(lambda task_status: run_graph(
+            graph, drain_timeout=3, task_status=task_status))
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        run.stop()
+    assert trio.current_time() - start == pytest.approx(3)
+    assert not run.drained
+    assert sink.items == []
+
+
+async def test_channel_source_and_sink():
+    in_send, in_receive = trio.open_memory_channel(0)
+    out_send, out_receive = trio.open_memory_channel(0)
+    graph = NanoStreamGraph()
+    graph.add("in", ChannelSource(in_receive))
+    graph.add("double", Double(), ["in"])
+    graph.add("out", ChannelSink(out_send), ["double"])
+    received = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_graph, graph)
+        async with in_send:
+            for i in range(5):
+                await in_send.send(i)
+                received.append(await out_receive.receive())
+            for i in range(5, 50):
+                await in_send.send(i)
+                received.append(await out_receive.receive())
+        # the sink closes its channel once the input is closed and drained
+        async for item in out_receive:
+            received.append(item)
+    assert received == [2 * i for i in range(50)]
+
+
+async def test_channel_source_batches_waiting_items():
+    in_send, in_receive = trio.open_memory_channel(100)
+    out_send, out_receive = trio.open_memory_channel(100)
+    for i in range(10):
+        in_send.send_nowait(i)
+    in_send.close()
+    graph = NanoStreamGraph()
+    graph.add("in", ChannelSource(in_receive))
+    sizes = graph.add("sizes", BatchSizes(), ["in"])
+    graph.add("out", ChannelSink(out_send), ["in"])
+    await run_graph(graph)
+    assert [item async for item in out_receive] == list(range(10))
+    assert sizes.sizes == [10]
+
+
+@pytest.mark.parametrize("source_class", [Endless, EndlessAsync])
+async def test_back_pressure_bounds_the_source(source_class):
+    buffer_size, max_batch = 2, 3
+    source = source_class()
+    sink = Gate()
+    graph = NanoStreamGraph()
+    graph.add("src", source, max_batch=max_batch)
+    graph.add("mid", Add(0), ["src"], buffer_size=buffer_size, max_batch=max_batch)
+    graph.add("sink", sink, ["mid"], buffer_size=buffer_size, max_batch=max_batch)
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        produced = source.produced
+        # per edge: the batches buffered, one being handled, one waiting to be sent
+        per_edge = (buffer_size + 2) * max_batch
+        assert run.stats["sink"].received <= max_batch
+        assert 0 < produced <= 2 * per_edge
+        await trio.testing.wait_all_tasks_blocked()
+        assert source.produced == produced  # blocked, not running ahead
+        sink.gate.set()
+        while len(sink.items) < 5 * per_edge:
+            await trio.sleep(0)
+        run.stop()
+    assert sink.items == list(range(len(sink.items)))
+    assert run.stats["src"].emitted == len(sink.items)
+
+
+async def test_run_graph_validates_first():
+    from nanostream import GraphError
+
+    graph = NanoStreamGraph()
+    graph.add("sink", Collector(), ["nowhere"])
+    with pytest.raises(GraphError):
+        await run_graph(graph)
