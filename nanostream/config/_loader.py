@@ -267,10 +267,13 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
 
     def walk(node: Any, position: tuple[int, int]) -> Any:
         if isinstance(node, dict):
-            return {
-                (str(k) if isinstance(k, str) else k): walk(v, value_position(node, k))
-                for k, v in node.items()
-            }
+            plain = {}
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    source.error(key_position(node, k), f"keys are names, not {_describe(k)}")
+                    continue
+                plain[str(k)] = walk(v, value_position(node, k))
+            return plain
         if isinstance(node, list):
             return [walk(v, value_position(node, i)) for i, v in enumerate(node)]
         if isinstance(node, str):
@@ -309,10 +312,12 @@ def _attribute_of(error: BaseException, names: list[str]) -> str | None:
         if isinstance(arg, attrs.Attribute):
             return arg.name
     text = str(error)
-    for name in sorted(names, key=len, reverse=True):
-        if re.search(rf"\b{re.escape(name)}\b", text):
-            return name
-    return None
+    found = []
+    for name in names:
+        match = re.search(rf"\b{re.escape(name)}\b", text)
+        if match:
+            found.append((match.start(), -len(name), name))
+    return min(found)[2] if found else None
 
 
 def _message(error: BaseException) -> str:
@@ -344,8 +349,9 @@ def _structure(
                         f"{prefix}unknown {what} {extra!r}{suffix}" + did_you_mean(extra, names),
                     )
             elif isinstance(error, KeyError) and not path[1:]:
+                missing = "class" if cls is NodeConfig and path == ["class_"] else (path or [""])[0]
                 source.error(
-                    _start(where), f"{prefix}missing required {what} {path[0]!r}{suffix}"
+                    _start(where), f"{prefix}missing required {what} {missing!r}{suffix}"
                     if path else f"{prefix}missing required {what}{suffix}"
                 )
             elif not path:
@@ -363,8 +369,8 @@ def _structure(
 def _report_init_error(source: _Source, where: Any, data: dict[str, Any], cls: type,
                        prefix: str, what: str, error: BaseException) -> None:
     """An error raised by the class itself (an attrs validator, ``__attrs_post_init__``)."""
-    name = _attribute_of(error, [field.name for field in attrs.fields(cls)])
-    if name is not None and name in data:
+    name = _attribute_of(error, [field.name for field in attrs.fields(cls) if field.name in data])
+    if name is not None:
         source.error(value_position(where, name), f"{prefix}{what} {name!r}: {_message(error)}")
     else:
         source.error(_start(where), f"{prefix}{_message(error)}")
@@ -433,18 +439,27 @@ def _build(
     graph = NanoStreamGraph(pipeline.pipeline_name)
     yaml_nodes: dict[str, Any] = {}
     unbuilt: set[str] = set()
+    incomplete = False
     seq = tree["node_sequence"]
     for index, raw in enumerate(pipeline.node_sequence):
         where = seq[index]
         if not isinstance(where, CommentedMap):
             source.error(value_position(seq, index), "a node is a mapping with 'name' and 'class'")
             continue
-        label = f"node #{index + 1}: "
+        label = (f"node {raw['name']!r}: " if isinstance(raw.get("name"), str)
+                 else f"node #{index + 1}: ")
         core = _structure(
             source, where, {k: v for k, v in raw.items() if k in RESERVED_KEYS},
             NodeConfig, label, "key",
         )
         if core is None:
+            name = raw.get("name")
+            if isinstance(name, str) and name not in yaml_nodes:
+                yaml_nodes[name] = where
+                unbuilt.add(name)
+                graph.add(name, _Unbuilt())
+            else:
+                incomplete = True
             continue
         prefix = f"node {core.name!r}: "
         if core.name in yaml_nodes:
@@ -492,7 +507,9 @@ def _build(
 
     for problem in graph.problems():
         if (problem.node in unbuilt and "unknown" not in problem.message
-                and "cycle" not in problem.message) or (unbuilt and "no source" in problem.message):
+                and "cycle" not in problem.message) or (
+            (unbuilt or incomplete) and "no source" in problem.message
+        ):
             continue
         where = yaml_nodes.get(problem.node)
         if where is None:

@@ -1,0 +1,25 @@
+"""Node classes used by the broken-config corpus."""
+
+import attrs
+
+from nanostream import NanoStreamProcessor
+
+
+@attrs.define
+class Scaler(NanoStreamProcessor):
+    """Multiplies each item by a factor."""
+
+    factor: float = attrs.field(metadata={"description": "What to multiply by."})
+    label: str = "scaled"
+
+    @factor.validator
+    def _check_factor(self, attribute, value):
+        if value == 0:
+            raise ValueError("factor must not be zero")
+
+    def process_item(self, message):
+        return message * self.factor
+
+
+class NotANode:
+    pass

@@ -1,0 +1,322 @@
+"""The YAML loader: the broken-config corpus, fuzzing, and configs that run."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+import nanostream
+from nanostream import ChannelSink, NanoStreamGraph, run_graph
+from nanostream.config import (
+    ConfigError,
+    ConfigErrors,
+    check_pipeline,
+    check_text,
+    load_pipeline,
+)
+from nanostream.config._schema import pipeline_schema, schema_text
+
+CONFIGS = Path(__file__).parent / "configs"
+ROOT = Path(__file__).parent.parent
+EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
+
+
+def expected_errors(path: Path) -> list[tuple[int, int, str]]:
+    return [(int(line), int(col), message) for line, col, message in EXPECT.findall(path.read_text())]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_broken_config_corpus(path: Path) -> None:
+    expected = expected_errors(path)
+    assert expected, f"{path.name} has no '# expect:' lines"
+    errors = check_pipeline(path)
+    assert [(e.line, e.col, e.message) for e in errors] == expected
+    with pytest.raises(ConfigErrors) as raised:
+        load_pipeline(path)
+    assert raised.value.errors == errors
+
+
+def test_error_format_shows_the_line_and_a_caret() -> None:
+    path = CONFIGS / "unknown_parameter.yaml"
+    (error,) = check_pipeline(path)
+    assert error.format().splitlines() == [
+        f"{path}:10:5: error: node 'copy': unknown parameter 'prefx' for "
+        "PrintStreamProcessor (did you mean 'prefix'?)",
+        '        prefx: "> "',
+        "        ^",
+    ]
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "many.yaml"
+    config.write_text(textwrap.dedent("""\
+        pipeline_name: many
+        node_sequence:
+          - name: src
+            class: ConstantEmitter
+            max_loops: ten
+            dellay: 1
+          - name: printer
+            class: PrintStreamProce
+            parents: [src, nope]
+          - name: sink
+            class: BlackHole
+            parents: [printer]
+            on_error: explode
+        """))
+    errors = check_pipeline(config)
+    assert [(e.line, e.col) for e in errors] == [(5, 16), (6, 5), (8, 12), (9, 20), (13, 15)]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    (error,) = check_pipeline(tmp_path / "missing.yaml")
+    assert error.message.startswith("cannot read the file")
+
+
+def _write_nodes_module(directory: Path, name: str) -> None:
+    (directory / f"{name}.py").write_text(textwrap.dedent("""\
+        import attrs
+        from nanostream import NanoStreamProcessor
+
+        @attrs.define
+        class Doubler(NanoStreamProcessor):
+            \"\"\"Doubles each item.\"\"\"
+            factor: int = 2
+
+            def process_item(self, message):
+                return message * self.factor
+        """))
+
+
+def _collect(graph: NanoStreamGraph, parent: str) -> list:
+    async def main() -> list:
+        send, receive = trio.open_memory_channel(100)
+        graph.add("collected", ChannelSink(send), [parent])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_graph, graph)
+            return [item async for item in receive]
+
+    return trio.run(main)
+
+
+def test_valid_config_runs_with_a_custom_class(tmp_path: Path, monkeypatch) -> None:
+    _write_nodes_module(tmp_path, "nanostream_test_nodes_a")
+    monkeypatch.setenv("NANOSTREAM_TEST_FACTOR", "3")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(textwrap.dedent("""\
+        pipeline_name: custom
+        node_sequence:
+          - name: numbers
+            class: SequenceEmitter
+            sequence: [1, 2, 3]
+          - name: double
+            class: nanostream_test_nodes_a:Doubler
+            factor: ${NANOSTREAM_TEST_FACTOR}
+            parents: [numbers]
+            on_error: skip
+            buffer_size: 4
+          - name: printer
+            class: PrintStreamProcessor
+            prefix: "${NANOSTREAM_TEST_PREFIX:-> }"
+            parents: double
+        """))
+    assert check_pipeline(config) == []
+    graph = load_pipeline(config)
+    assert graph.name == "custom"
+    assert graph.nodes["double"].options.on_error == "skip"
+    assert graph.nodes["double"].options.buffer_size == 4
+    assert graph.nodes["printer"].processor.prefix == "> "
+    assert _collect(graph, "printer") == [3, 6, 9]
+    assert str(tmp_path) not in sys.path
+
+
+def test_constant_emitter_and_dotted_class_path(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(textwrap.dedent("""\
+        pipeline_name: constant
+        node_sequence:
+          - name: src
+            class: nanostream.nodes.basic.ConstantEmitter
+            thing: hi
+            max_loops: 3
+          - name: printer
+            class: PrintStreamProcessor
+            parents: [src]
+        """))
+    graph = load_pipeline(config)
+    assert _collect(graph, "printer") == ["hi", "hi", "hi"]
+    assert capsys.readouterr().out == "hi\nhi\nhi\n"
+
+
+def test_entry_point_classes(monkeypatch) -> None:
+    import importlib.metadata
+
+    class FakeEntryPoint:
+        name = "Fancy"
+
+        def load(self) -> type:
+            return nanostream.BlackHole
+
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs):
+        if kwargs.get("group") == "nanostream.nodes":
+            return [FakeEntryPoint()]
+        return real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    text = textwrap.dedent("""\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+          - name: sink
+            class: Fancy
+            parents: [src]
+          - name: other
+            class: Fanci
+            parents: [src]
+        """)
+    (error,) = check_text(text)
+    assert error.message == "node 'other': unknown class 'Fanci' (did you mean 'Fancy'?)"
+
+
+def test_escaped_and_typed_interpolation() -> None:
+    from nanostream.config import load_text
+
+    graph = load_text(textwrap.dedent("""\
+        node_sequence:
+          - name: src
+            class: ConstantEmitter
+            max_loops: ${NANOSTREAM_TEST_UNSET_LOOPS:-2}
+            thing: "$${NOT_A_VAR}"
+        """))
+    processor = graph.nodes["src"].processor
+    assert processor.max_loops == 2
+    assert processor.thing == "${NOT_A_VAR}"
+
+
+def test_the_seed_example_reports_only_the_missing_file_nodes() -> None:
+    seed = textwrap.dedent("""\
+        pipeline_name: watchdog_example
+        node_sequence:
+          - name: watchdog
+            class: WatchdogDirectoryListener
+            watchdog_path: inbox
+          - name: printer
+            class: PrintStreamProcessor
+            parents:
+              - watchdog
+        """)
+    errors = check_text(seed)
+    from nanostream.nodes import BUILTIN_NODES
+
+    if "WatchdogDirectoryListener" in BUILTIN_NODES:
+        assert errors == []
+    else:
+        assert [e.message for e in errors] == [
+            "node 'watchdog': unknown class 'WatchdogDirectoryListener'"
+        ]
+
+
+yaml_text = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet="- :[]{}\n\"'#&*!|>%@`,?abc123$", max_size=200),
+    st.builds(
+        lambda keys: "\n".join(keys),
+        st.lists(
+            st.sampled_from([
+                "pipeline_name: x", "node_sequence:", "  - name: a", "    class: SequenceEmitter",
+                "    class: BlackHole", "    parents: [a]", "    parents: a", "  - name: b",
+                "    sequence: [1, 2]", "    on_error: skip", "    max_loops: ${X}",
+                "    class: ConstantEmitter", "    max_loops: -1", "  - 3", "node_sequence: 5",
+                "    dead_letter: a", "  - class: PrintStreamProcessor", "    prefix: {a: 1}",
+            ]),
+            max_size=15,
+        ),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_text)
+def test_arbitrary_yaml_never_crashes_the_loader(text: str) -> None:
+    errors = check_text(text, environ={})
+    assert all(isinstance(error, ConfigError) for error in errors)
+    for error in errors:
+        assert error.line >= 1 and error.col >= 1
+        error.format()
+
+
+# ------------------------------------------------------------------ schema
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = pipeline_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _yaml(text: str) -> object:
+    return YAML(typ="safe", pure=True).load(text)
+
+
+GOOD = """\
+pipeline_name: good
+node_sequence:
+  - name: src
+    class: ConstantEmitter
+    thing: hi
+    max_loops: 3
+  - name: printer
+    class: PrintStreamProcessor
+    prefix: "> "
+    parents: [src]
+    on_error: retry
+    retries: 2
+  - name: custom
+    class: mymodule:Anything
+    whatever: 1
+    parents: [printer]
+"""
+
+
+def test_schema_accepts_a_good_config() -> None:
+    assert list(_validator().iter_errors(_yaml(GOOD))) == []
+
+
+def test_schema_rejects_a_misspelt_parameter_and_a_wrong_type() -> None:
+    validator = _validator()
+    misspelt = _yaml(GOOD.replace("prefix:", "prefx:"))
+    assert any("prefx" in error.message for error in validator.iter_errors(misspelt))
+    wrong = _yaml(GOOD.replace("max_loops: 3", "max_loops: ten"))
+    assert list(validator.iter_errors(wrong))
+    bad_option = _yaml(GOOD.replace("on_error: retry", "on_error: explode"))
+    assert list(validator.iter_errors(bad_option))
+
+
+def test_schema_describes_parameters_from_attrs() -> None:
+    schema = pipeline_schema()
+    emitter = schema["$defs"]["ConstantEmitter"]
+    assert emitter["additionalProperties"] is False
+    assert emitter["properties"]["max_loops"]["type"] == ["integer", "null"]
+    assert emitter["properties"]["delay"]["default"] == 0.0
+    assert emitter["properties"]["delay"]["description"]
+    assert schema["$defs"]["option_retries"]["type"] == "integer"
+
+
+def test_checked_in_schema_is_current() -> None:
+    checked_in = ROOT / "schemas" / "nanostream.schema.json"
+    assert json.loads(checked_in.read_text()) == json.loads(schema_text()), (
+        "schemas/nanostream.schema.json is stale: run "
+        "`python -m nanostream schema -o schemas/nanostream.schema.json`"
+    )
