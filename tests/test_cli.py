@@ -1,0 +1,164 @@
+"""The ``nanostream`` command, driven as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema
+
+import nanostream
+from nanostream.config._schema import schema_text
+
+CONFIGS = Path(__file__).parent / "configs"
+
+GOOD = textwrap.dedent("""\
+    pipeline_name: cli_demo
+    node_sequence:
+      - name: src
+        class: ConstantEmitter
+        thing: ${NANOSTREAM_CLI_THING:-hello}
+        max_loops: 3
+      - name: printer
+        class: PrintStreamProcessor
+        prefix: "got "
+        parents: [src]
+      - name: sink
+        class: BlackHole
+        parents: [printer]
+        on_error: skip
+        dead_letter: bin
+      - name: bin
+        class: BlackHole
+        parents: [src]
+    """)
+
+
+def nanostream_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "nanostream", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd, env=env,
+    )
+
+
+def good_config(tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+def test_run_a_good_pipeline(tmp_path: Path) -> None:
+    result = nanostream_cmd("run", str(good_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "got hello\n" * 3
+
+
+def test_run_a_pipeline_with_a_custom_class(tmp_path: Path) -> None:
+    (tmp_path / "nanostream_cli_nodes.py").write_text(textwrap.dedent("""\
+        import attrs
+        from nanostream import NanoStreamProcessor
+
+        @attrs.define
+        class Shout(NanoStreamProcessor):
+            def process_item(self, message):
+                return message.upper()
+        """))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(GOOD.replace("class: PrintStreamProcessor",
+                                   "class: nanostream_cli_nodes:Shout"
+                                   ).replace('prefix: "got "', ""))
+    config.write_text(
+        config.read_text()
+        + "  - name: out\n    class: PrintStreamProcessor\n    parents: [printer]\n"
+    )
+    result = nanostream_cmd("run", "pipeline.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "HELLO\n" * 3
+
+
+def test_run_refuses_a_broken_pipeline() -> None:
+    result = nanostream_cmd("run", str(CONFIGS / "wrong_type.yaml"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "wrong_type.yaml:7:16: error: node 'src': parameter 'max_loops'" in result.stderr
+    assert "wrong_type.yaml:8:12: error:" in result.stderr
+    assert "2 errors" in result.stderr
+
+
+def test_check(tmp_path: Path) -> None:
+    good = good_config(tmp_path)
+    ok = nanostream_cmd("check", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"{good}: ok\n"
+
+    broken = nanostream_cmd("check", str(good), str(CONFIGS / "unknown_parameter.yaml"))
+    assert broken.returncode == 1
+    assert broken.stderr.splitlines()[:3] == [
+        f"{CONFIGS / 'unknown_parameter.yaml'}:10:5: error: node 'copy': unknown parameter "
+        "'prefx' for PrintStreamProcessor (did you mean 'prefix'?)",
+        '        prefx: "> "',
+        "        ^",
+    ]
+
+
+def test_check_every_corpus_file_fails() -> None:
+    paths = sorted(str(path) for path in CONFIGS.glob("*.yaml"))
+    result = nanostream_cmd("check", *paths)
+    assert result.returncode == 1
+    for path in paths:
+        assert f"{path}:" in result.stderr
+
+
+def test_schema_is_valid_and_written(tmp_path: Path) -> None:
+    printed = nanostream_cmd("schema")
+    assert printed.returncode == 0
+    schema = json.loads(printed.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert printed.stdout == schema_text()
+    out = tmp_path / "schema.json"
+    written = nanostream_cmd("schema", "-o", str(out))
+    assert written.returncode == 0
+    assert out.read_text() == printed.stdout
+
+
+def test_nodes_catalogue() -> None:
+    listing = nanostream_cmd("nodes")
+    assert listing.returncode == 0
+    assert "ConstantEmitter       Emits the same thing again and again" in listing.stdout
+    detail = nanostream_cmd("nodes", "ConstantEmitter")
+    assert detail.returncode == 0
+    assert "  max_loops: int | None (default null)" in detail.stdout
+    assert "  delay: float (default 0.0)" in detail.stdout
+    unknown = nanostream_cmd("nodes", "ConstantEmiter")
+    assert unknown.returncode == 1
+    assert "did you mean 'ConstantEmitter'?" in unknown.stderr
+
+
+def test_graph_formats(tmp_path: Path) -> None:
+    config = good_config(tmp_path)
+    mermaid = nanostream_cmd("graph", str(config))
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout.splitlines()[0] == "flowchart LR"
+    assert "    src --> printer" in mermaid.stdout
+    assert "    sink -. dead letters .-> bin" in mermaid.stdout
+    dot = nanostream_cmd("graph", str(config), "--format", "dot")
+    assert dot.returncode == 0
+    assert dot.stdout.startswith('digraph "cli_demo" {')
+    assert '    "src" -> "printer";' in dot.stdout
+    broken = nanostream_cmd("graph", str(CONFIGS / "cycle.yaml"))
+    assert broken.returncode == 1
+
+
+def test_version_help_and_usage_errors() -> None:
+    version = nanostream_cmd("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"nanostream {nanostream.__version__}"
+    assert nanostream_cmd("--help").returncode == 0
+    assert nanostream_cmd().returncode == 2
+    assert nanostream_cmd("explode").returncode == 2
+    assert nanostream_cmd("graph", "x.yaml", "--format", "png").returncode == 2
