@@ -32,7 +32,8 @@ EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
 
 
 def expected_errors(path: Path) -> list[tuple[int, int, str]]:
-    return [(int(line), int(col), message) for line, col, message in EXPECT.findall(path.read_text())]
+    found = EXPECT.findall(path.read_text())
+    return [(int(line), int(col), message) for line, col, message in found]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

@@ -154,7 +154,8 @@ def resolve_class(name: str) -> type:
         module = importlib.import_module(module_name)
     except Exception as error:  # the user's module may fail in any way
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        raise ClassNotFound(f"cannot import {module_name!r} for class {name!r}: {detail}") from error
+        message = f"cannot import {module_name!r} for class {name!r}: {detail}"
+        raise ClassNotFound(message) from error
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -358,7 +359,9 @@ def _structure(
                 _report_init_error(source, where, data, cls, prefix, what, error)
             else:
                 label = ".".join(str(step) for step in path)
-                source.error(path_position(where, path), f"{prefix}{what} {label!r}: {_message(error)}")
+                source.error(
+                    path_position(where, path), f"{prefix}{what} {label!r}: {_message(error)}"
+                )
     except (TypeError, ValueError) as error:
         _report_init_error(source, where, data, cls, prefix, what, error)
     except Exception as error:
@@ -479,7 +482,8 @@ def _build(
             source.error(value_position(where, "class"), f"{prefix}{error}")
         except Exception as error:
             source.error(value_position(where, "class"),
-                         f"{prefix}cannot load class {core.class_!r}: {type(error).__name__}: {error}")
+                         f"{prefix}cannot load class {core.class_!r}: "
+                         f"{type(error).__name__}: {error}")
         else:
             if not (isinstance(cls, type) and issubclass(cls, NanoStreamProcessor)):
                 source.error(value_position(where, "class"),

@@ -3,6 +3,7 @@ from the attrs declarations of the node classes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import types
 import typing
@@ -33,9 +34,8 @@ def type_schema(type_: Any) -> dict[str, Any]:
         return {"anyOf": parts}
     if origin in (list, tuple, set, frozenset) or type_ in (list, tuple, set, frozenset):
         schema: dict[str, Any] = {"type": "array"}
-        if args and args[0] is not Any and args[-1] is not Ellipsis:
-            schema["items"] = type_schema(args[0])
-        elif len(args) == 2 and args[1] is Ellipsis:
+        homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
+        if homogeneous and args[0] is not Any:
             schema["items"] = type_schema(args[0])
         return schema
     if origin is dict or type_ is dict:
@@ -75,10 +75,9 @@ def field_schema(field: attrs.Attribute) -> dict[str, Any]:
 def _fields(cls: type) -> list[attrs.Attribute]:
     if not attrs.has(cls):
         return []
-    try:
+    # An annotation that names something unimportable stays a string.
+    with contextlib.suppress(Exception):
         attrs.resolve_types(cls)
-    except Exception:  # an annotation that names something unimportable stays a string
-        pass
     return [field for field in attrs.fields(cls) if field.init]
 
 
@@ -149,7 +148,7 @@ def pipeline_schema() -> dict[str, Any]:
             properties[field.name] = field_schema(field)
             if field.default is attrs.NOTHING:
                 required.append(field.name)
-        accepted = [name] + sorted(a for a, target in ALIASES.items() if target == name)
+        accepted = [name, *sorted(a for a, target in ALIASES.items() if target == name)]
         defs[name] = {
             "type": "object",
             "description": summary(cls),
