@@ -309,10 +309,15 @@ def test_schema_describes_parameters_from_attrs() -> None:
     schema = pipeline_schema()
     emitter = schema["$defs"]["ConstantEmitter"]
     assert emitter["additionalProperties"] is False
-    assert emitter["properties"]["max_loops"]["type"] == ["integer", "null"]
+    assert emitter["properties"]["max_loops"]["anyOf"][0]["type"] == ["integer", "null"]
     assert emitter["properties"]["delay"]["default"] == 0.0
     assert emitter["properties"]["delay"]["description"]
-    assert schema["$defs"]["option_retries"]["type"] == "integer"
+    assert schema["$defs"]["option_retries"]["anyOf"][0]["type"] == "integer"
+
+
+def test_schema_accepts_environment_references() -> None:
+    config = _yaml(GOOD.replace("max_loops: 3", "max_loops: ${LOOPS:-3}"))
+    assert list(_validator().iter_errors(config)) == []
 
 
 def test_checked_in_schema_is_current() -> None:

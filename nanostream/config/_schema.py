@@ -61,8 +61,15 @@ def _default(field: attrs.Attribute) -> tuple[bool, Any]:
     return True, default
 
 
+#: A whole value written as ``${VAR}`` or ``${VAR:-default}``, resolved when loading.
+ENV_REFERENCE = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$"}
+
+
 def field_schema(field: attrs.Attribute) -> dict[str, Any]:
     schema = type_schema(field.type)
+    kinds = schema.get("type")
+    if schema and kinds != "string" and not (isinstance(kinds, list) and "string" in kinds):
+        schema = {"anyOf": [schema, ENV_REFERENCE]}
     description = field.metadata.get("description")
     if description:
         schema["description"] = description
