@@ -1,0 +1,371 @@
+import logging
+import reprlib
+
+import pytest
+import trio
+
+from nanostream import (
+    DeadLetter,
+    GraphError,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    NodeError,
+    NodeOptions,
+    SequenceEmitter,
+    run_graph,
+)
+from nanostream.testing import Collector
+
+
+class Flaky(NanoStreamProcessor):
+    """Fails on ``bad`` items; each item fails ``times`` times, then succeeds."""
+
+    def __init__(self, bad=(), times=None):
+        self.bad = list(bad)
+        self.times = times
+        self.attempts = []
+
+    def process_item(self, message):
+        self.attempts.append((message, trio.current_time()))
+        if message in self.bad:
+            failures = sum(1 for m, _ in self.attempts if m == message)
+            if self.times is None or failures <= self.times:
+                raise ValueError(f"cannot handle {reprlib.repr(message)}")
+        return message
+
+
+class AsyncFlaky(Flaky):
+    async def process_item(self, message):
+        await trio.sleep(0)
+        return Flaky.process_item(self, message)
+
+
+class BatchFlaky(NanoStreamProcessor):
+    def __init__(self, bad):
+        self.bad = bad
+
+    def process_batch(self, messages):
+        if self.bad in messages:
+            raise ValueError("bad batch")
+        return messages
+
+
+class Tracked(NanoStreamProcessor):
+    def __init__(self, events, name):
+        self.events = events
+        self.name = name
+
+    def process_item(self, message):
+        return message
+
+    def teardown(self):
+        self.events.append(self.name)
+
+
+class WaitingSource(NanoStreamProcessor):
+    def __init__(self, items, events):
+        self.items = items
+        self.events = events
+
+    async def generate(self):
+        try:
+            for item in self.items:
+                yield item
+            await trio.sleep_forever()
+        finally:
+            self.events.append("generator closed")
+
+    def teardown(self):
+        self.events.append("src")
+
+
+def chain(processor, items, **options):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(items)))
+    graph.add("proc", processor, ["src"], **options)
+    sink = graph.add("sink", Collector(), ["proc"])
+    return graph, sink
+
+
+@pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
+async def test_fail_policy_raises_node_error_and_cancels_the_rest(processor_class):
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", WaitingSource([{"id": 1}, {"id": 2}, {"id": 3}], events))
+    graph.add("boom", processor_class(bad=[{"id": 2}]), ["src"])
+    graph.add("other", Tracked(events, "other"), ["src"])
+    graph.add("sink", Tracked(events, "sink"), ["boom"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    error = excinfo.value
+    assert error.node == "boom"
+    assert error.during == "process_item"
+    assert isinstance(error.error, ValueError)
+    assert error.__cause__ is error.error
+    assert error.item == {"id": 2}
+    assert str(error) == (
+        "node 'boom' failed in process_item: ValueError: cannot handle {'id': 2} "
+        "(item: {'id': 2})"
+    )
+    # everything else was cancelled (the source was waiting forever) and torn down
+    assert sorted(events) == ["generator closed", "other", "sink", "src"]
+
+
+async def test_fail_policy_long_item_repr_is_shortened():
+    graph, _ = chain(Flaky(bad=["x" * 1000]), ["x" * 1000])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert len(str(excinfo.value)) < 300
+    assert "(item: 'xxxx" in str(excinfo.value)
+
+
+async def test_fail_policy_in_process_batch_names_node():
+    graph, _ = chain(BatchFlaky(bad=3), range(5))
+    with pytest.raises(NodeError, match="node 'proc' failed in process_batch: ValueError: bad"):
+        await run_graph(graph)
+
+
+@pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
+async def test_skip_policy_counts_and_logs(processor_class, caplog):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(6))))
+    name = f"skipper-{processor_class.__name__}"
+    graph.add(name, processor_class(bad=[1, 4]), ["src"], on_error="skip")
+    sink = graph.add("sink", Collector(), [name])
+    with caplog.at_level(logging.WARNING, logger="nanostream"):
+        run = await run_graph(graph)
+    assert sink.items == [0, 2, 3, 5]
+    assert run.stats[name].skipped == 2
+    assert run.stats[name].received == 6
+    assert run.stats[name].emitted == 4
+    skipped = [r.getMessage() for r in caplog.records if r.name == "nanostream"]
+    assert len(skipped) == 2
+    assert f"node {name!r} failed in process_item: ValueError" in skipped[0]
+    assert "(item: 1)" in skipped[0]
+    assert "(item: 4)" in skipped[1]
+
+
+async def test_skip_policy_process_batch_skips_whole_batch():
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(10))), max_batch=5)
+    graph.add("proc", BatchFlaky(bad=7), ["src"], on_error="skip", max_batch=5)
+    sink = graph.add("sink", Collector(), ["proc"])
+    run = await run_graph(graph)
+    assert sink.items == [0, 1, 2, 3, 4]
+    assert run.stats["proc"].skipped == 5
+
+
+@pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
+async def test_retry_with_back_off_then_success(processor_class, autojump_clock):
+    processor = processor_class(bad=[2], times=3)
+    graph, sink = chain(
+        processor, [1, 2, 3], on_error="retry", retries=3, retry_delay=1.0, retry_max_delay=3.0
+    )
+    run = await run_graph(graph)
+    assert sink.items == [1, 2, 3]
+    attempts = [time for message, time in processor.attempts if message == 2]
+    assert len(attempts) == 4  # first attempt and three retries
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    assert gaps == pytest.approx([1.0, 2.0, 3.0])  # doubling, capped at retry_max_delay
+    assert run.stats["proc"].retries == 3
+    assert run.stats["proc"].skipped == 0
+
+
+@pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
+async def test_retry_then_fallback_fail(processor_class, autojump_clock):
+    processor = processor_class(bad=[2])
+    graph, _ = chain(processor, [1, 2, 3], on_error="retry", retries=2, retry_delay=0.5)
+    start = trio.current_time()
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "proc"
+    assert excinfo.value.item == 2
+    assert [m for m, _ in processor.attempts].count(2) == 3
+    assert trio.current_time() - start == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
+async def test_retry_then_fallback_skip(processor_class, autojump_clock):
+    processor = processor_class(bad=[2])
+    graph, sink = chain(
+        processor, [1, 2, 3], on_error="retry", retries=2, retry_fallback="skip"
+    )
+    run = await run_graph(graph)
+    assert sink.items == [1, 3]
+    assert [m for m, _ in processor.attempts].count(2) == 3
+    assert run.stats["proc"].retries == 2
+    assert run.stats["proc"].skipped == 1
+
+
+async def test_retry_zero_retries(autojump_clock):
+    processor = Flaky(bad=[1])
+    graph, sink = chain(processor, [1, 2], on_error="retry", retries=0, retry_fallback="skip")
+    await run_graph(graph)
+    assert sink.items == [2]
+    assert len(processor.attempts) == 2
+
+
+@pytest.mark.parametrize("options", [
+    {"on_error": "skip"},
+    {"on_error": "retry", "retries": 1, "retry_delay": 0, "retry_fallback": "skip"},
+])
+async def test_dead_letter_node_receives_dead_letters(options):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(5))))
+    graph.add("proc", Flaky(bad=[1, 3]), ["src"], dead_letter="dlq", **options)
+    sink = graph.add("sink", Collector(), ["proc"])
+    dlq = graph.add("dlq", Collector())
+    run = await run_graph(graph)
+    assert sink.items == [0, 2, 4]
+    assert [(letter.node, letter.item) for letter in dlq.items] == [("proc", 1), ("proc", 3)]
+    assert all(isinstance(letter, DeadLetter) for letter in dlq.items)
+    assert all(isinstance(letter.error, ValueError) for letter in dlq.items)
+    assert str(dlq.items[0].error) == "cannot handle 1"
+    assert run.stats["proc"].dead_lettered == 2
+    assert run.stats["proc"].skipped == 2
+    assert run.stats["dlq"].received == 2
+
+
+async def test_dead_letter_node_can_have_parents_and_children():
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(["a", "b"]))
+    graph.add("proc", Flaky(bad=["b"]), ["src"], on_error="skip", dead_letter="both")
+    graph.add("both", Tracked([], "both"), ["src"])
+    sink = graph.add("sink", Collector(), ["both"])
+    await run_graph(graph)
+    plain = [item for item in sink.items if not isinstance(item, DeadLetter)]
+    letters = [item.item for item in sink.items if isinstance(item, DeadLetter)]
+    assert plain == ["a", "b"]
+    assert letters == ["b"]
+
+
+def test_node_options_reject_dead_letter_with_fail():
+    with pytest.raises(ValueError, match="dead_letter needs on_error 'skip'"):
+        NodeOptions(dead_letter="dlq")
+    with pytest.raises(ValueError, match="dead_letter needs"):
+        NodeOptions(on_error="retry", dead_letter="dlq")
+    assert NodeOptions(on_error="retry", retry_fallback="skip", dead_letter="dlq").dead_letter
+    graph = NanoStreamGraph()
+    with pytest.raises(GraphError, match="dead_letter needs"):
+        graph.add("x", Flaky(), ["src"], dead_letter="dlq")
+
+
+def test_node_options_validation():
+    with pytest.raises(ValueError):
+        NodeOptions(retries=-1)
+    with pytest.raises(ValueError):
+        NodeOptions(retry_delay=-0.1)
+    with pytest.raises(ValueError):
+        NodeOptions(max_batch=0)
+    with pytest.raises(ValueError):
+        NodeOptions(retry_fallback="retry")
+    assert NodeOptions(retry_delay=1).retry_delay == 1.0
+    assert NodeOptions().gives_up_by_failing
+    assert not NodeOptions(on_error="skip").gives_up_by_failing
+    assert NodeOptions(on_error="retry").gives_up_by_failing
+
+
+class Hooks(NanoStreamProcessor):
+    def __init__(self, fail_in, events):
+        self.fail_in = fail_in
+        self.events = events
+
+    async def setup(self):
+        if self.fail_in == "setup":
+            raise RuntimeError("setup broke")
+
+    def teardown(self):
+        self.events.append("teardown")
+        if self.fail_in == "teardown":
+            raise RuntimeError("teardown broke")
+
+    def process_item(self, message):
+        return message
+
+
+class BrokenSource(NanoStreamProcessor):
+    def __init__(self, use_batches=False):
+        self.use_batches = use_batches
+
+    def generate(self):
+        yield 1
+        raise KeyError("gone")
+
+
+class BrokenBatchSource(NanoStreamProcessor):
+    async def generate_batches(self):
+        yield [1, 2]
+        raise KeyError("gone")
+
+
+async def test_setup_error_is_node_error_and_nothing_runs():
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1, 2]))
+    graph.add("hooks", Hooks("setup", events), ["src"])
+    other = graph.add("other", Hooks(None, events), ["src"])
+    sink = graph.add("sink", Collector(), ["other"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "hooks"
+    assert excinfo.value.during == "setup"
+    assert str(excinfo.value) == "node 'hooks' failed in setup: RuntimeError: setup broke"
+    assert isinstance(excinfo.value.__cause__, RuntimeError)
+    assert sink.items == []
+    assert other is not None
+    # the failing node was never set up, so only the other one is torn down
+    assert events == ["teardown"]
+
+
+async def test_teardown_error_is_node_error():
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1, 2]))
+    graph.add("hooks", Hooks("teardown", events), ["src"])
+    sink = graph.add("sink", Collector(), ["hooks"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "hooks"
+    assert excinfo.value.during == "teardown"
+    assert sink.items == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("source", "during"),
+    [(BrokenSource(), "generate"), (BrokenBatchSource(), "generate_batches")],
+)
+async def test_generate_error_is_node_error(source, during):
+    graph = NanoStreamGraph()
+    graph.add("src", source)
+    graph.add("sink", Collector(), ["src"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "src"
+    assert excinfo.value.during == during
+    assert "KeyError: 'gone'" in str(excinfo.value)
+
+
+class BadFinish(NanoStreamProcessor):
+    def process_item(self, message):
+        return message
+
+    def finish(self):
+        raise ZeroDivisionError("at the end")
+
+
+async def test_finish_error_is_node_error():
+    graph, _ = chain(BadFinish(), [1])
+    with pytest.raises(NodeError, match="node 'proc' failed in finish: ZeroDivisionError"):
+        await run_graph(graph)
+
+
+async def test_several_errors_are_reported_together():
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1]))
+    graph.add("a", Hooks("teardown", []), ["src"])
+    graph.add("b", Flaky(bad=[1]), ["src"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "b"
+    notes = getattr(excinfo.value, "__notes__", [])
+    assert any("node 'a' failed in teardown" in note for note in notes)
