@@ -1,0 +1,215 @@
+import collections
+
+import pytest
+import trio
+
+from nanostream import (
+    DeadLetter,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    NodeError,
+    WithAck,
+    run_graph,
+)
+
+
+class AckSource(NanoStreamProcessor):
+    """Yields WithAck items; each ack appends ("ack", item) to ``events``."""
+
+    def __init__(self, items, events):
+        self.items = items
+        self.events = events
+
+    def _with_ack(self, item):
+        return WithAck(item, lambda: self.events.append(("ack", item)))
+
+
+class SyncAckSource(AckSource):
+    def generate(self):
+        for item in self.items:
+            yield self._with_ack(item)
+
+
+class AsyncAckSource(AckSource):
+    async def generate(self):
+        for item in self.items:
+            await trio.sleep(0)
+            yield self._with_ack(item)
+
+
+class Sink(NanoStreamProcessor):
+    def __init__(self, events, tag="sink", key=lambda item: item):
+        self.events = events
+        self.tag = tag
+        self.key = key
+
+    async def process_item(self, message):
+        await trio.sleep(0)
+        self.events.append((self.tag, self.key(message)))
+
+
+class Map(NanoStreamProcessor):
+    def __init__(self, function):
+        self.function = function
+
+    def process_item(self, message):
+        return self.function(message)
+
+
+class Spread(NanoStreamProcessor):
+    async def process_item(self, message):
+        for index in range(3):
+            await trio.sleep(0)
+            yield (message, index)
+
+
+def check_acks(events, items, handled):
+    """Each item acked once, after every event in ``handled[item]``."""
+    acks = [item for kind, item in events if kind == "ack"]
+    assert collections.Counter(acks) == collections.Counter(items)
+    for item in items:
+        ack_at = events.index(("ack", item))
+        for event in handled[item]:
+            assert events.index(event) < ack_at, (event, item)
+
+
+SOURCES = [SyncAckSource, AsyncAckSource]
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_ack_after_sink_handled_item(source_class):
+    events = []
+    items = list(range(50))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=4)
+    graph.add("inc", Map(lambda x: x + 1000), ["src"])
+    graph.add("sink", Sink(events), ["inc"], max_batch=3)
+    run = await run_graph(graph)
+    check_acks(events, items, {i: [("sink", i + 1000)] for i in items})
+    assert run.stats["src"].acknowledged == 50
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_ack_with_fan_out_waits_for_both_sinks(source_class):
+    events = []
+    items = list(range(30))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=5)
+    graph.add("left", Sink(events, "left"), ["src"])
+    graph.add("slow", Map(lambda x: x), ["src"], max_batch=2, buffer_size=1)
+    graph.add("right", Sink(events, "right"), ["slow"])
+    await run_graph(graph)
+    check_acks(events, items, {i: [("left", i), ("right", i)] for i in items})
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_ack_fan_out_then_fan_in(source_class):
+    events = []
+    items = list(range(20))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=3)
+    graph.add("a", Map(lambda x: ("a", x)), ["src"])
+    graph.add("b", Map(lambda x: ("b", x)), ["src"])
+    graph.add("sink", Sink(events), ["a", "b"])
+    await run_graph(graph)
+    check_acks(events, items, {i: [("sink", ("a", i)), ("sink", ("b", i))] for i in items})
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_filtered_items_are_acked(source_class):
+    events = []
+    items = list(range(20))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=4)
+    graph.add("odd", Map(lambda x: x if x % 2 else None), ["src"])
+    graph.add("sink", Sink(events), ["odd"])
+    await run_graph(graph)
+    check_acks(events, items, {i: [("sink", i)] if i % 2 else [] for i in items})
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_ack_after_every_generated_item(source_class):
+    events = []
+    items = list(range(10))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=2)
+    graph.add("spread", Spread(), ["src"])
+    graph.add("sink", Sink(events), ["spread"], max_batch=1)
+    await run_graph(graph)
+    check_acks(events, items, {i: [("sink", (i, k)) for k in range(3)] for i in items})
+
+
+class FailOn(NanoStreamProcessor):
+    def __init__(self, bad):
+        self.bad = bad
+
+    def process_item(self, message):
+        if message in self.bad:
+            raise ValueError(f"bad {message}")
+        return message
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_dead_lettered_items_acked_after_dead_letter_node(source_class):
+    events = []
+    items = list(range(12))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=4)
+    graph.add("proc", FailOn({3, 7}), ["src"], on_error="skip", dead_letter="dlq")
+    graph.add("sink", Sink(events), ["proc"])
+    graph.add("dlq", Sink(events, "dlq", key=lambda letter: letter.item))
+    await run_graph(graph)
+    handled = {i: [("sink", i)] for i in items}
+    handled[3] = [("dlq", 3)]
+    handled[7] = [("dlq", 7)]
+    check_acks(events, items, handled)
+
+
+async def test_dead_letter_items_are_dead_letters():
+    events = []
+    seen = []
+    graph = NanoStreamGraph()
+    graph.add("src", SyncAckSource([1, 2], events))
+    graph.add("proc", FailOn({2}), ["src"], on_error="skip", dead_letter="dlq")
+    graph.add("dlq", Map(seen.append))
+    await run_graph(graph)
+    assert [type(letter) for letter in seen] == [DeadLetter]
+    assert sorted(item for kind, item in events if kind == "ack") == [1, 2]
+
+
+@pytest.mark.parametrize("source_class", SOURCES)
+async def test_never_acked_when_graph_fails(source_class):
+    events = []
+    items = list(range(10))
+    graph = NanoStreamGraph()
+    graph.add("src", source_class(items, events), max_batch=2)
+    graph.add("proc", FailOn({5}), ["src"])
+    graph.add("sink", Sink(events), ["proc"])
+    with pytest.raises(NodeError):
+        await run_graph(graph)
+    acks = [item for kind, item in events if kind == "ack"]
+    assert 5 not in acks
+    assert len(acks) == len(set(acks))
+    for item in acks:
+        assert events.index(("sink", item)) < events.index(("ack", item))
+
+
+async def test_mixed_acked_and_plain_items():
+    events = []
+
+    class Mixed(NanoStreamProcessor):
+        def generate(self):
+            yield WithAck("a", lambda: events.append(("ack", "a")))
+            yield "plain"
+            yield WithAck(None, lambda: events.append(("ack", None)))
+            yield WithAck("b", lambda: events.append(("ack", "b")))
+
+    graph = NanoStreamGraph()
+    graph.add("src", Mixed())
+    graph.add("sink", Sink(events), ["src"])
+    run = await run_graph(graph)
+    assert [item for kind, item in events if kind == "sink"] == ["a", "plain", "b"]
+    assert sorted(map(str, (item for kind, item in events if kind == "ack"))) == [
+        "None", "a", "b"
+    ]
+    assert run.stats["src"].acknowledged == 3
