@@ -294,6 +294,8 @@ class _NodeTask:
     async def _teardown(self) -> None:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + TEARDOWN_TIMEOUT
+            if self.graph_run._cancelled:
+                scope.cancel()
             self.graph_run._teardown_scopes.add(scope)
             try:
                 await self._call("teardown", self.processor.teardown)

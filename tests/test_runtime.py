@@ -613,3 +613,53 @@ async def test_run_graph_validates_first():
     graph.add("sink", Collector(), ["nowhere"])
     with pytest.raises(GraphError):
         await run_graph(graph)
+
+
+class StuckTeardown(NanoStreamProcessor):
+    def __init__(self):
+        self.torn_down = False
+
+    def process_item(self, message):
+        return message
+
+    async def teardown(self):
+        await trio.sleep_forever()
+
+
+async def test_teardown_is_cut_short_after_timeout(autojump_clock, caplog):
+    from nanostream._runtime import TEARDOWN_TIMEOUT
+
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", events, [1], then_wait=True))
+    graph.add("stuck", StuckTeardown(), ["src"])
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_graph, graph)
+            start = trio.current_time()
+            scope.cancel()
+    assert trio.current_time() - start == pytest.approx(TEARDOWN_TIMEOUT)
+    assert ("teardown", "src") in events
+    assert "node 'stuck': teardown did not finish in time" in caplog.text
+
+
+async def test_graph_run_cancel_cuts_teardowns_short(autojump_clock):
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", [], [1], then_wait=True))
+    graph.add("stuck", StuckTeardown(), ["src"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        start = trio.current_time()
+        run.cancel()
+    assert trio.current_time() - start < 1
+    assert run.stopping
+    assert not run.drained
+
+
+def test_run_in_new_event_loop():
+    from nanostream import run
+
+    graph, sink = linear(Add(1), source_items=[1, 2])
+    result = run(graph)
+    assert isinstance(result, GraphRun)
+    assert sink.items == [2, 3]
