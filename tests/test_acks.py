@@ -213,3 +213,21 @@ async def test_mixed_acked_and_plain_items():
         "None", "a", "b"
     ]
     assert run.stats["src"].acknowledged == 3
+
+
+async def test_failing_ack_is_a_node_error_naming_the_source():
+    def broken_ack():
+        raise RuntimeError("broker gone")
+
+    class Source(NanoStreamProcessor):
+        def generate(self):
+            yield WithAck(1, broken_ack)
+
+    graph = NanoStreamGraph()
+    graph.add("src", Source())
+    graph.add("sink", Sink([]), ["src"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "src"
+    assert excinfo.value.during == "acknowledgement"
+    assert "RuntimeError: broker gone" in str(excinfo.value)
