@@ -364,8 +364,19 @@ def _structure(
                 )
     except (TypeError, ValueError) as error:
         _report_init_error(source, where, data, cls, prefix, what, error)
-    except Exception as error:
-        source.error(_start(where), f"{prefix}{type(error).__name__}: {error}")
+    except cattrs.errors.StructureHandlerNotFoundError as error:
+        wanted = error.type_
+        type_name = getattr(wanted, "__name__", str(wanted))
+        fields = [f.name for f in attrs.fields(cls) if f.type in (wanted, type_name)]
+        field = fields[0] if fields else None
+        position = value_position(where, field) if field in where else _start(where)
+        label = f"{what} {field!r}: " if field else ""
+        source.error(position, f"{prefix}{label}a value of type {type_name} cannot be given in a "
+                     "configuration file")
+    except Exception as error:  # e.g. a field type cattrs cannot build from YAML
+        position = value_position(where, "class") if "class" in where else _start(where)
+        source.error(position, f"{prefix}cannot build {getattr(cls, '__name__', cls)} from "
+                     f"the configuration: {type(error).__name__}: {error}")
     return None
 
 

@@ -23,3 +23,20 @@ class Scaler(NanoStreamProcessor):
 
 class NotANode:
     pass
+
+
+class Opaque:
+    """A type that cannot be built from YAML."""
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+
+@attrs.define
+class Holder(NanoStreamProcessor):
+    """Holds something that cannot come from a configuration file."""
+
+    thing: Opaque
+
+    def process_item(self, message):
+        return message
