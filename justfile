@@ -18,3 +18,7 @@ lint:
 # Run the quickstart pipeline.
 demo:
     python examples/quickstart.py
+
+# Regenerate the JSON Schema of pipeline files from the node declarations.
+schema:
+    python -m nanostream schema -o schemas/nanostream.schema.json
