@@ -368,13 +368,17 @@ class _NodeTask:
         stats = self.stats
         max_batch = self.options.max_batch
         clock = time.perf_counter
+        held = None
         while True:
-            try:
-                items, tickets = await inbox.receive()
-            except trio.EndOfChannel:
-                return
+            if held is not None:
+                (items, tickets), held = held, None
+            else:
+                try:
+                    items, tickets = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
             if len(items) < max_batch:
-                items, tickets = _take_waiting(inbox, items, tickets, max_batch)
+                items, tickets, held = _take_waiting(inbox, items, tickets, max_batch)
             stats.received += len(items)
             self.tickets = tickets
             started = clock()
@@ -553,11 +557,13 @@ def _take(iterator: Any, count: int) -> list:
 
 def _take_waiting(
     inbox: trio.MemoryReceiveChannel, items: list, tickets: Tickets, max_batch: int
-) -> tuple[list, Tickets]:
+) -> tuple[list, Tickets, tuple[list, Tickets] | None]:
     """``items`` merged with the batches already waiting, up to ``max_batch``.
 
-    Received lists may be shared with sibling nodes, so they are copied,
-    never extended in place.
+    Returns the merged items, their tickets, and the batch that was received
+    but would have taken the merge past ``max_batch`` (or ``None``); the
+    caller handles that one next. Received lists may be shared with sibling
+    nodes, so they are copied, never extended in place.
     """
     merged = None
     while len(merged if merged is not None else items) < max_batch:
@@ -565,11 +571,13 @@ def _take_waiting(
             more, more_tickets = inbox.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             break
+        if len(merged if merged is not None else items) + len(more) > max_batch:
+            return (items if merged is None else merged), tickets, (more, more_tickets)
         if merged is None:
             merged = list(items)
         merged += more
         tickets = combine(tickets, more_tickets)
-    return (items if merged is None else merged), tickets
+    return (items if merged is None else merged), tickets, None
 
 
 class _RateLimitedLog:
