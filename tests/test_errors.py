@@ -1,3 +1,4 @@
+import itertools
 import logging
 import reprlib
 
@@ -165,7 +166,7 @@ async def test_retry_with_back_off_then_success(processor_class, autojump_clock)
     assert sink.items == [1, 2, 3]
     attempts = [time for message, time in processor.attempts if message == 2]
     assert len(attempts) == 4  # first attempt and three retries
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert gaps == pytest.approx([1.0, 2.0, 3.0])  # doubling, capped at retry_max_delay
     assert run.stats["proc"].retries == 3
     assert run.stats["proc"].skipped == 0

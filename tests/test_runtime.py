@@ -103,7 +103,7 @@ async def test_fan_out_each_child_gets_every_item():
     graph = NanoStreamGraph()
     graph.add("src", SequenceEmitter(list(range(2000))))
     left = graph.add("left", Collector(), ["src"])
-    middle = graph.add("middle", Add(0), ["src"])
+    graph.add("middle", Add(0), ["src"])
     right = graph.add("right", Collector(), ["middle"])
     also = graph.add("also", Collector(), ["src"], max_batch=3, buffer_size=1)
     await run_graph(graph)
@@ -620,9 +620,6 @@ async def test_run_graph_validates_first():
 
 
 class StuckTeardown(NanoStreamProcessor):
-    def __init__(self):
-        self.torn_down = False
-
     def process_item(self, message):
         return message
 
@@ -667,3 +664,26 @@ def test_run_in_new_event_loop():
     result = run(graph)
     assert isinstance(result, GraphRun)
     assert sink.items == [2, 3]
+
+
+class GatedBatches(BatchSizes):
+    def __init__(self):
+        super().__init__()
+        self.gate = trio.Event()
+
+    async def process_batch(self, messages):
+        await self.gate.wait()
+        super().process_batch(messages)
+
+
+@pytest.mark.parametrize(("max_batch", "largest"), [(4, 3), (6, 6), (7, 6)])
+async def test_merging_waiting_batches_stays_within_max_batch(max_batch, largest):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(300))), max_batch=3)
+    sink = graph.add("sink", GatedBatches(), ["src"], max_batch=max_batch, buffer_size=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        sink.gate.set()
+    assert sink.items == list(range(300))
+    assert max(sink.sizes) == largest  # waiting batches merged, never past max_batch
