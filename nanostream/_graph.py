@@ -81,9 +81,7 @@ class NanoStreamGraph:
             parents = [parents]
         unknown = sorted(set(options) - {field.name for field in attrs.fields(NodeOptions)})
         if unknown:
-            raise GraphError(
-                [GraphProblem(name, _unknown_option_message(key)) for key in unknown]
-            )
+            raise GraphError([GraphProblem(name, _unknown_option_message(key)) for key in unknown])
         try:
             node_options = NodeOptions(**options)
         except (TypeError, ValueError) as error:
@@ -191,7 +189,7 @@ class NanoStreamGraph:
                 if sender not in self._nodes:
                     continue
                 if state.get(sender) == "open":
-                    cycle = path[path.index(sender) :] + [sender]
+                    cycle = [*path[path.index(sender) :], sender]
                     return list(reversed(cycle))
                 if sender not in state:
                     found = visit(sender)

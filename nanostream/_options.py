@@ -68,8 +68,10 @@ class NodeOptions:
     buffer_size: int = attrs.field(
         default=16,
         validator=[v.instance_of(int), _positive],
-        metadata={"description": "How many batches this node's input holds before "
-                  "its parents wait (back-pressure)."},
+        metadata={
+            "description": "How many batches this node's input holds before "
+            "its parents wait (back-pressure)."
+        },
     )
     max_batch: int = attrs.field(
         default=512,

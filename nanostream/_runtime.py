@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 from types import NoneType
 from typing import Any
 
@@ -99,6 +100,7 @@ class GraphRun:
         self._waiting_for_setup = len(graph)
         self._all_set_up = trio.Event()
         self._stopping = False
+        self._skip_log = _RateLimitedLog()
         self._cancelled = False
 
     @property
@@ -212,9 +214,7 @@ def run(graph: NanoStreamGraph, *, drain_timeout: float | None = 30.0) -> GraphR
 
     The entry point for a script; inside a trio program use :func:`run_graph`.
     """
-    return trio.run(
-        lambda: run_graph(graph, drain_timeout=drain_timeout, handle_signals=True)
-    )
+    return trio.run(lambda: run_graph(graph, drain_timeout=drain_timeout, handle_signals=True))
 
 
 class _NodeTask:
@@ -434,7 +434,7 @@ class _NodeTask:
                     return await self._recover(
                         items,
                         failure,
-                        lambda: self._results_of(process_batch, "process_batch", items),
+                        partial(self._results_of, process_batch, "process_batch", items),
                     )
 
             return handle_batch
@@ -457,7 +457,7 @@ class _NodeTask:
                         results += await self._recover(
                             [item],
                             failure,
-                            lambda: self._results_of(process_item, "process_item", item),
+                            partial(self._results_of, process_item, "process_item", item),
                         )
                 return results
 
@@ -480,7 +480,7 @@ class _NodeTask:
                     results += await self._recover(
                         [item],
                         failure,
-                        lambda: self._results_of(process_item, "process_item", item),
+                        partial(self._results_of, process_item, "process_item", item),
                     )
 
         return handle_plain
@@ -511,7 +511,7 @@ class _NodeTask:
         if policy == "fail":
             raise failure from failure.error
         self.stats.skipped += len(items)
-        _skip_log.warning(self.name, failure)
+        self.graph_run._skip_log.warning(self.name, failure)
         if self.dead_letters is not None:
             letters = [DeadLetter(self.name, item, failure.error) for item in items]
             self.stats.dead_lettered += len(letters)
@@ -604,6 +604,3 @@ class _RateLimitedLog:
         self._windows[node] = (start, count)
         if count <= self.burst:
             logger.warning("skipped: %s", failure)
-
-
-_skip_log = _RateLimitedLog()

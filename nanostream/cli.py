@@ -26,8 +26,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="check a pipeline, then run it")
     run.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
-    run.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-                     help="on SIGINT/SIGTERM, how long in-flight items may drain (default 30)")
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long in-flight items may drain (default 30)",
+    )
 
     check = commands.add_parser("check", help="report every error in pipeline files")
     check.add_argument("configs", metavar="CONFIG", nargs="+", help="pipeline YAML files")
@@ -36,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
 
     nodes = commands.add_parser("nodes", help="list the node classes, or describe one")
-    nodes.add_argument("node_class", metavar="CLASS", nargs="?",
-                       help="a built-in name or module:ClassName")
+    nodes.add_argument(
+        "node_class", metavar="CLASS", nargs="?", help="a built-in name or module:ClassName"
+    )
 
     graph = commands.add_parser("graph", help="draw a pipeline (Mermaid or Graphviz dot)")
     graph.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
@@ -48,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 errors, 2 usage)."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes,
-               "graph": _graph}[args.command]
+    handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes, "graph": _graph}[
+        args.command
+    ]
     return handler(args)
 
 
@@ -154,6 +161,7 @@ def _graph(args: argparse.Namespace) -> int:
                     f"{_node_id(node.options.dead_letter)}"
                 )
     else:
+
         def quote(text: str) -> str:
             return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -161,13 +169,15 @@ def _graph(args: argparse.Namespace) -> int:
         lines.append("    rankdir=LR;")
         for node in graph:
             label = f"{node.name}\\n{type(node.processor).__name__}"
-            lines.append(f"    {quote(node.name)} [shape=box, label=\"{label}\"];")
+            lines.append(f'    {quote(node.name)} [shape=box, label="{label}"];')
         for node in graph:
             for parent in node.parents:
                 lines.append(f"    {quote(parent)} -> {quote(node.name)};")
             if node.options.dead_letter:
-                lines.append(f"    {quote(node.name)} -> {quote(node.options.dead_letter)} "
-                             "[style=dashed, label=\"dead letters\"];")
+                lines.append(
+                    f"    {quote(node.name)} -> {quote(node.options.dead_letter)} "
+                    '[style=dashed, label="dead letters"];'
+                )
         lines.append("}")
     print("\n".join(lines))
     return 0

@@ -43,9 +43,8 @@ async def collect(
     """Run ``graph`` to the end and return what each leaf node sent on.
 
     ``inputs`` replaces the named sources with the given items. Every node
-    without children (and every dead-letter node) gets a :class:`Collector`
-    after it; the result maps each such node's name to the items it
-    produced, in order. The graph itself is left unchanged.
+    without children gets a :class:`Collector` after it; the result maps
+    each such node's name to the items it produced, in order. The graph itself is left unchanged.
     """
     inputs = dict(inputs or {})
     unknown = sorted(set(inputs) - set(graph.nodes))

@@ -209,9 +209,7 @@ async def test_mixed_acked_and_plain_items():
     graph.add("sink", Sink(events), ["src"])
     run = await run_graph(graph)
     assert [item for kind, item in events if kind == "sink"] == ["a", "plain", "b"]
-    assert sorted(map(str, (item for kind, item in events if kind == "ack"))) == [
-        "None", "a", "b"
-    ]
+    assert sorted(map(str, (item for kind, item in events if kind == "ack"))) == ["None", "a", "b"]
     assert run.stats["src"].acknowledged == 3
 
 

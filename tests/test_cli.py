@@ -42,7 +42,11 @@ def nanostream_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     return subprocess.run(
         [sys.executable, "-m", "nanostream", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -59,7 +63,8 @@ def test_run_a_good_pipeline(tmp_path: Path) -> None:
 
 
 def test_run_a_pipeline_with_a_custom_class(tmp_path: Path) -> None:
-    (tmp_path / "nanostream_cli_nodes.py").write_text(textwrap.dedent("""\
+    (tmp_path / "nanostream_cli_nodes.py").write_text(
+        textwrap.dedent("""\
         import attrs
         from nanostream import NanoStreamProcessor
 
@@ -67,11 +72,14 @@ def test_run_a_pipeline_with_a_custom_class(tmp_path: Path) -> None:
         class Shout(NanoStreamProcessor):
             def process_item(self, message):
                 return message.upper()
-        """))
+        """)
+    )
     config = tmp_path / "pipeline.yaml"
-    config.write_text(GOOD.replace("class: PrintStreamProcessor",
-                                   "class: nanostream_cli_nodes:Shout"
-                                   ).replace('prefix: "got "', ""))
+    config.write_text(
+        GOOD.replace("class: PrintStreamProcessor", "class: nanostream_cli_nodes:Shout").replace(
+            'prefix: "got "', ""
+        )
+    )
     config.write_text(
         config.read_text()
         + "  - name: out\n    class: PrintStreamProcessor\n    parents: [printer]\n"

@@ -60,7 +60,8 @@ def test_error_format_shows_the_line_and_a_caret() -> None:
 
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     config = tmp_path / "many.yaml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         pipeline_name: many
         node_sequence:
           - name: src
@@ -74,7 +75,8 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
             class: BlackHole
             parents: [printer]
             on_error: explode
-        """))
+        """)
+    )
     errors = check_pipeline(config)
     assert [(e.line, e.col) for e in errors] == [(5, 16), (6, 5), (8, 12), (9, 20), (13, 15)]
 
@@ -85,7 +87,8 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def _write_nodes_module(directory: Path, name: str) -> None:
-    (directory / f"{name}.py").write_text(textwrap.dedent("""\
+    (directory / f"{name}.py").write_text(
+        textwrap.dedent("""\
         import attrs
         from nanostream import NanoStreamProcessor
 
@@ -96,7 +99,8 @@ def _write_nodes_module(directory: Path, name: str) -> None:
 
             def process_item(self, message):
                 return message * self.factor
-        """))
+        """)
+    )
 
 
 def _collect(graph: NanoStreamGraph, parent: str) -> list:
@@ -114,7 +118,8 @@ def test_valid_config_runs_with_a_custom_class(tmp_path: Path, monkeypatch) -> N
     _write_nodes_module(tmp_path, "nanostream_test_nodes_a")
     monkeypatch.setenv("NANOSTREAM_TEST_FACTOR", "3")
     config = tmp_path / "pipeline.yaml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         pipeline_name: custom
         node_sequence:
           - name: numbers
@@ -130,7 +135,8 @@ def test_valid_config_runs_with_a_custom_class(tmp_path: Path, monkeypatch) -> N
             class: PrintStreamProcessor
             prefix: "${NANOSTREAM_TEST_PREFIX:-> }"
             parents: double
-        """))
+        """)
+    )
     assert check_pipeline(config) == []
     graph = load_pipeline(config)
     assert graph.name == "custom"
@@ -143,7 +149,8 @@ def test_valid_config_runs_with_a_custom_class(tmp_path: Path, monkeypatch) -> N
 
 def test_constant_emitter_and_dotted_class_path(tmp_path: Path, capsys) -> None:
     config = tmp_path / "pipeline.yaml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         pipeline_name: constant
         node_sequence:
           - name: src
@@ -153,7 +160,8 @@ def test_constant_emitter_and_dotted_class_path(tmp_path: Path, capsys) -> None:
           - name: printer
             class: PrintStreamProcessor
             parents: [src]
-        """))
+        """)
+    )
     graph = load_pipeline(config)
     assert _collect(graph, "printer") == ["hi", "hi", "hi"]
     assert capsys.readouterr().out == "hi\nhi\nhi\n"
@@ -194,13 +202,15 @@ def test_entry_point_classes(monkeypatch) -> None:
 def test_escaped_and_typed_interpolation() -> None:
     from nanostream.config import load_text
 
-    graph = load_text(textwrap.dedent("""\
+    graph = load_text(
+        textwrap.dedent("""\
         node_sequence:
           - name: src
             class: ConstantEmitter
             max_loops: ${NANOSTREAM_TEST_UNSET_LOOPS:-2}
             thing: "$${NOT_A_VAR}"
-        """))
+        """)
+    )
     processor = graph.nodes["src"].processor
     assert processor.max_loops == 2
     assert processor.thing == "${NOT_A_VAR}"
@@ -235,13 +245,28 @@ yaml_text = st.one_of(
     st.builds(
         lambda keys: "\n".join(keys),
         st.lists(
-            st.sampled_from([
-                "pipeline_name: x", "node_sequence:", "  - name: a", "    class: SequenceEmitter",
-                "    class: BlackHole", "    parents: [a]", "    parents: a", "  - name: b",
-                "    sequence: [1, 2]", "    on_error: skip", "    max_loops: ${X}",
-                "    class: ConstantEmitter", "    max_loops: -1", "  - 3", "node_sequence: 5",
-                "    dead_letter: a", "  - class: PrintStreamProcessor", "    prefix: {a: 1}",
-            ]),
+            st.sampled_from(
+                [
+                    "pipeline_name: x",
+                    "node_sequence:",
+                    "  - name: a",
+                    "    class: SequenceEmitter",
+                    "    class: BlackHole",
+                    "    parents: [a]",
+                    "    parents: a",
+                    "  - name: b",
+                    "    sequence: [1, 2]",
+                    "    on_error: skip",
+                    "    max_loops: ${X}",
+                    "    class: ConstantEmitter",
+                    "    max_loops: -1",
+                    "  - 3",
+                    "node_sequence: 5",
+                    "    dead_letter: a",
+                    "  - class: PrintStreamProcessor",
+                    "    prefix: {a: 1}",
+                ]
+            ),
             max_size=15,
         ),
     ),

@@ -105,8 +105,7 @@ async def test_fail_policy_raises_node_error_and_cancels_the_rest(processor_clas
     assert error.__cause__ is error.error
     assert error.item == {"id": 2}
     assert str(error) == (
-        "node 'boom' failed in process_item: ValueError: cannot handle {'id': 2} "
-        "(item: {'id': 2})"
+        "node 'boom' failed in process_item: ValueError: cannot handle {'id': 2} (item: {'id': 2})"
     )
     # everything else was cancelled (the source was waiting forever) and torn down
     assert sorted(events) == ["generator closed", "other", "sink", "src"]
@@ -188,9 +187,7 @@ async def test_retry_then_fallback_fail(processor_class, autojump_clock):
 @pytest.mark.parametrize("processor_class", [Flaky, AsyncFlaky])
 async def test_retry_then_fallback_skip(processor_class, autojump_clock):
     processor = processor_class(bad=[2])
-    graph, sink = chain(
-        processor, [1, 2, 3], on_error="retry", retries=2, retry_fallback="skip"
-    )
+    graph, sink = chain(processor, [1, 2, 3], on_error="retry", retries=2, retry_fallback="skip")
     run = await run_graph(graph)
     assert sink.items == [1, 3]
     assert [m for m, _ in processor.attempts].count(2) == 3
@@ -206,10 +203,13 @@ async def test_retry_zero_retries(autojump_clock):
     assert len(processor.attempts) == 2
 
 
-@pytest.mark.parametrize("options", [
-    {"on_error": "skip"},
-    {"on_error": "retry", "retries": 1, "retry_delay": 0, "retry_fallback": "skip"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"on_error": "skip"},
+        {"on_error": "retry", "retries": 1, "retry_delay": 0, "retry_fallback": "skip"},
+    ],
+)
 async def test_dead_letter_node_receives_dead_letters(options):
     graph = NanoStreamGraph()
     graph.add("src", SequenceEmitter(list(range(5))))

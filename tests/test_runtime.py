@@ -531,8 +531,9 @@ async def test_stop_drain_timeout_cancels_the_rest(autojump_clock):
     graph.add("src", Endless(), max_batch=2)
     graph.add("sink", sink, ["src"], buffer_size=1, max_batch=2)
     async with trio.open_nursery() as nursery:
-        run = await nursery.start(lambda task_status: run_graph(
-            graph, drain_timeout=3, task_status=task_status))
+        run = await nursery.start(
+            lambda task_status: run_graph(graph, drain_timeout=3, task_status=task_status)
+        )
         await trio.testing.wait_all_tasks_blocked()
         start = trio.current_time()
         run.stop()

@@ -69,8 +69,14 @@ def _strict(kind: type, name: str, accept: tuple[type, ...]):
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a mapping"}
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
     for kind, word in kinds.items():
         if isinstance(value, kind):
             return f"{word} {value!r}" if kind in (bool, int, float, str) else word
@@ -219,12 +225,14 @@ def path_position(container: Any, path: list[Any], *, key: bool = False) -> tupl
     for index, step in enumerate(path):
         last = index == len(path) - 1
         if isinstance(container, CommentedMap) and step in container:
-            position = key_position(container, step) if (last and key) else value_position(
-                container, step
+            position = (
+                key_position(container, step) if (last and key) else value_position(container, step)
             )
             container = container[step]
-        elif isinstance(container, CommentedSeq) and isinstance(step, int) and 0 <= step < len(
-            container
+        elif (
+            isinstance(container, CommentedSeq)
+            and isinstance(step, int)
+            and 0 <= step < len(container)
         ):
             position = value_position(container, step)
             container = container[step]
@@ -256,8 +264,12 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
 
         result = _REFERENCE.sub(replace, text)
         for name in missing:
-            source.error(position, f"environment variable {name!r} is not set "
-                         f"(write ${{{name}:-default}} to give a default)", unset=True)
+            source.error(
+                position,
+                f"environment variable {name!r} is not set "
+                f"(write ${{{name}:-default}} to give a default)",
+                unset=True,
+            )
         if not missing and result != text and type(text) is str and _REFERENCE.fullmatch(text):
             # A whole plain scalar that was one reference takes the YAML type of its value.
             with contextlib.suppress(Exception):
@@ -352,8 +364,10 @@ def _structure(
             elif isinstance(error, KeyError) and not path[1:]:
                 missing = "class" if cls is NodeConfig and path == ["class_"] else (path or [""])[0]
                 source.error(
-                    _start(where), f"{prefix}missing required {what} {missing!r}{suffix}"
-                    if path else f"{prefix}missing required {what}{suffix}"
+                    _start(where),
+                    f"{prefix}missing required {what} {missing!r}{suffix}"
+                    if path
+                    else f"{prefix}missing required {what}{suffix}",
                 )
             elif not path:
                 _report_init_error(source, where, data, cls, prefix, what, error)
@@ -371,17 +385,29 @@ def _structure(
         field = fields[0] if fields else None
         position = value_position(where, field) if field in where else _start(where)
         label = f"{what} {field!r}: " if field else ""
-        source.error(position, f"{prefix}{label}a value of type {type_name} cannot be given in a "
-                     "configuration file")
+        source.error(
+            position,
+            f"{prefix}{label}a value of type {type_name} cannot be given in a configuration file",
+        )
     except Exception as error:  # e.g. a field type cattrs cannot build from YAML
         position = value_position(where, "class") if "class" in where else _start(where)
-        source.error(position, f"{prefix}cannot build {getattr(cls, '__name__', cls)} from "
-                     f"the configuration: {type(error).__name__}: {error}")
+        source.error(
+            position,
+            f"{prefix}cannot build {getattr(cls, '__name__', cls)} from "
+            f"the configuration: {type(error).__name__}: {error}",
+        )
     return None
 
 
-def _report_init_error(source: _Source, where: Any, data: dict[str, Any], cls: type,
-                       prefix: str, what: str, error: BaseException) -> None:
+def _report_init_error(
+    source: _Source,
+    where: Any,
+    data: dict[str, Any],
+    cls: type,
+    prefix: str,
+    what: str,
+    error: BaseException,
+) -> None:
     """An error raised by the class itself (an attrs validator, ``__attrs_post_init__``)."""
     name = _attribute_of(error, [field.name for field in attrs.fields(cls) if field.name in data])
     if name is not None:
@@ -441,8 +467,10 @@ def _build(
     if source.errors:
         return None, source.errors, {}
     if not isinstance(tree, CommentedMap):
-        source.error(_start(tree) if tree is not None else (1, 1),
-                     "a pipeline file is a mapping with 'pipeline_name' and 'node_sequence'")
+        source.error(
+            _start(tree) if tree is not None else (1, 1),
+            "a pipeline file is a mapping with 'pipeline_name' and 'node_sequence'",
+        )
         return None, source.errors, {}
 
     data = _interpolate(tree, source, os.environ if environ is None else environ)
@@ -460,11 +488,18 @@ def _build(
         if not isinstance(where, CommentedMap):
             source.error(value_position(seq, index), "a node is a mapping with 'name' and 'class'")
             continue
-        label = (f"node {raw['name']!r}: " if isinstance(raw.get("name"), str)
-                 else f"node #{index + 1}: ")
+        label = (
+            f"node {raw['name']!r}: "
+            if isinstance(raw.get("name"), str)
+            else f"node #{index + 1}: "
+        )
         core = _structure(
-            source, where, {k: v for k, v in raw.items() if k in RESERVED_KEYS},
-            NodeConfig, label, "key",
+            source,
+            where,
+            {k: v for k, v in raw.items() if k in RESERVED_KEYS},
+            NodeConfig,
+            label,
+            "key",
         )
         if core is None:
             name = raw.get("name")
@@ -478,8 +513,10 @@ def _build(
         prefix = f"node {core.name!r}: "
         if core.name in yaml_nodes:
             first = key_position(yaml_nodes[core.name], "name")[0]
-            source.error(value_position(where, "name"),
-                         f"{prefix}duplicate node name (first defined on line {first})")
+            source.error(
+                value_position(where, "name"),
+                f"{prefix}duplicate node name (first defined on line {first})",
+            )
             continue
         yaml_nodes[core.name] = where
         options_data = {k: v for k, v in raw.items() if k in OPTION_KEYS}
@@ -492,27 +529,34 @@ def _build(
         except ClassNotFound as error:
             source.error(value_position(where, "class"), f"{prefix}{error}")
         except Exception as error:
-            source.error(value_position(where, "class"),
-                         f"{prefix}cannot load class {core.class_!r}: "
-                         f"{type(error).__name__}: {error}")
+            source.error(
+                value_position(where, "class"),
+                f"{prefix}cannot load class {core.class_!r}: {type(error).__name__}: {error}",
+            )
         else:
             if not (isinstance(cls, type) and issubclass(cls, NanoStreamProcessor)):
-                source.error(value_position(where, "class"),
-                             f"{prefix}{core.class_!r} is not a NanoStreamProcessor subclass")
+                source.error(
+                    value_position(where, "class"),
+                    f"{prefix}{core.class_!r} is not a NanoStreamProcessor subclass",
+                )
             elif attrs.has(cls):
                 processor = _structure(
                     source, where, params, cls, prefix, "parameter", f" for {cls.__name__}"
                 )
             elif params:
                 for key in params:
-                    source.error(key_position(where, key),
-                                 f"{prefix}unknown parameter {key!r}: {cls.__name__} takes none")
+                    source.error(
+                        key_position(where, key),
+                        f"{prefix}unknown parameter {key!r}: {cls.__name__} takes none",
+                    )
             else:
                 try:
                     processor = cls()
                 except Exception as error:
-                    source.error(value_position(where, "class"),
-                                 f"{prefix}{cls.__name__}(): {type(error).__name__}: {error}")
+                    source.error(
+                        value_position(where, "class"),
+                        f"{prefix}{cls.__name__}(): {type(error).__name__}: {error}",
+                    )
 
         if processor is None or options is None:
             unbuilt.add(core.name)
@@ -521,10 +565,11 @@ def _build(
         graph.add(core.name, processor, core.parents, **attrs.asdict(options))
 
     for problem in graph.problems():
-        if (problem.node in unbuilt and "unknown" not in problem.message
-                and "cycle" not in problem.message) or (
-            (unbuilt or incomplete) and "no source" in problem.message
-        ):
+        if (
+            problem.node in unbuilt
+            and "unknown" not in problem.message
+            and "cycle" not in problem.message
+        ) or ((unbuilt or incomplete) and "no source" in problem.message):
             continue
         where = yaml_nodes.get(problem.node)
         if where is None:
@@ -544,8 +589,12 @@ def _build(
     return graph, source.errors, yaml_nodes
 
 
-def check_text(text: str, path: str = "<string>", directory: str | None = None,
-               environ: typing.Mapping[str, str] | None = None) -> list[ConfigError]:
+def check_text(
+    text: str,
+    path: str = "<string>",
+    directory: str | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> list[ConfigError]:
     """Every error in the pipeline ``text``."""
     with _on_sys_path(directory or os.getcwd()):
         return _build(path, text, environ)[1]
@@ -594,4 +643,3 @@ def load_text(text: str, path: str = "<string>") -> NanoStreamGraph:
     if errors or graph is None:
         raise ConfigErrors(sorted(errors, key=lambda e: (e.line, e.col)))
     return graph
-

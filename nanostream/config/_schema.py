@@ -15,8 +15,7 @@ from .._options import NodeOptions
 from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
 
 SCHEMA_ID = "https://nanostream.dev/schemas/nanostream.schema.json"
-_SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean",
-            type(None): "null"}
+_SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 
 
 def type_schema(type_: Any) -> dict[str, Any]:
@@ -99,8 +98,9 @@ def parameters(cls: type) -> list[tuple[str, str, str | None, str]]:
             shown = json.dumps(default)
         else:
             shown = "(computed)"
-        rows.append((field.name, type_name(field.type), shown,
-                     field.metadata.get("description", "")))
+        rows.append(
+            (field.name, type_name(field.type), shown, field.metadata.get("description", ""))
+        )
     return rows
 
 
@@ -148,8 +148,9 @@ def pipeline_schema() -> dict[str, Any]:
             key: ({"$ref": f"#/$defs/{key}"} if key != "class" else {"const": name})
             for key in ["name", "class", "parents"]
         }
-        properties.update({f.name: {"$ref": f"#/$defs/option_{f.name}"}
-                           for f in attrs.fields(NodeOptions)})
+        properties.update(
+            {f.name: {"$ref": f"#/$defs/option_{f.name}"} for f in attrs.fields(NodeOptions)}
+        )
         required = ["name", "class"]
         for field in _fields(cls):
             properties[field.name] = field_schema(field)
@@ -166,10 +167,12 @@ def pipeline_schema() -> dict[str, Any]:
         class_test = {"const": name} if len(accepted) == 1 else {"enum": accepted}
         if len(accepted) > 1:
             defs[name]["properties"]["class"] = {"enum": accepted}
-        branches.append({
-            "if": {"properties": {"class": class_test}, "required": ["class"]},
-            "then": {"$ref": f"#/$defs/{name}"},
-        })
+        branches.append(
+            {
+                "if": {"properties": {"class": class_test}, "required": ["class"]},
+                "then": {"$ref": f"#/$defs/{name}"},
+            }
+        )
     common = _common()
     for key in ["name", "class", "parents"]:
         defs[key] = common[key]
