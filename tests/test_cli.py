@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -170,3 +171,32 @@ def test_version_help_and_usage_errors() -> None:
     assert nanostream_cmd().returncode == 2
     assert nanostream_cmd("explode").returncode == 2
     assert nanostream_cmd("graph", "x.yaml", "--format", "png").returncode == 2
+
+
+def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "forever.yaml"
+    config.write_text(
+        textwrap.dedent("""\
+            pipeline_name: forever
+            node_sequence:
+              - name: tick
+                class: ConstantEmitter
+                thing: tick
+                delay: 0.01
+              - name: print
+                class: PrintStreamProcessor
+                parents: [tick]
+            """)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The first printed item shows the pipeline is running.
+    assert process.stdout.readline() == "tick\n"
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert set(stdout.splitlines()) <= {"tick"}
