@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,7 +139,10 @@ def test_schema_is_valid_and_written(tmp_path: Path) -> None:
 def test_nodes_catalogue() -> None:
     listing = nanostream_cmd("nodes")
     assert listing.returncode == 0
-    assert "ConstantEmitter       Emits the same thing again and again" in listing.stdout
+    # The name column is as wide as the longest node name.
+    assert re.search(
+        r"^ConstantEmitter +Emits the same thing again and again", listing.stdout, re.M
+    )
     detail = nanostream_cmd("nodes", "ConstantEmitter")
     assert detail.returncode == 0
     assert "  max_loops: int | None (default null)" in detail.stdout

@@ -39,3 +39,65 @@ def test_every_yaml_example_passes_check_and_the_json_schema():
     for path in examples:
         assert check_pipeline(path) == [], path
         jsonschema.validate(YAML(typ="safe").load(path.read_text()), schema)
+
+
+def test_the_watchdog_example_copies_files_dropped_into_its_inbox(tmp_path):
+    import os
+    import shutil
+    import signal
+    import time
+
+    folder = tmp_path / "watchdog_example"
+    shutil.copytree(EXAMPLES / "watchdog_example", folder)
+    assert check_pipeline(folder / "pipeline.yaml") == []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        inbox, outbox = folder / "inbox", folder / "outbox"
+        expected = {}
+
+        def wait_for(predicate, what):
+            deadline = time.monotonic() + 20
+            while not predicate():
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                time.sleep(0.02)
+
+        # The watch starts during setup; a probe file tells when it is live.
+        def probe_arrived():
+            (inbox / "probe.txt").write_text("probe")
+            return (outbox / "probe.txt").exists()
+
+        wait_for(probe_arrived, "the watch to start")
+        expected["probe.txt"] = "probe"
+        with open(inbox / "slow.txt", "w") as f:
+            for piece in ("first ", "second ", "third\n"):
+                f.write(piece)
+                f.flush()
+                time.sleep(0.05)
+                assert not (outbox / "slow.txt").exists()
+        expected["slow.txt"] = "first second third\n"
+        outside = tmp_path / "moved.txt"
+        outside.write_text("moved in\n")
+        os.rename(outside, inbox / "moved.txt")
+        expected["moved.txt"] = "moved in\n"
+        wait_for(
+            lambda: all((outbox / n).exists() for n in expected),
+            f"{sorted(expected)} in the outbox",
+        )
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    for name, content in expected.items():
+        assert (outbox / name).read_text() == content
+    assert str(inbox / "slow.txt") in out.splitlines()
+    assert str(inbox / "moved.txt") in out.splitlines()

@@ -17,10 +17,13 @@ BUILTIN_NODES: dict[str, str] = {
     "ConstantEmitter": "nanostream.nodes.basic:ConstantEmitter",
     "PrintStreamProcessor": "nanostream.nodes.basic:PrintStreamProcessor",
     "BlackHole": "nanostream.nodes.basic:BlackHole",
+    "WatchdogDirectoryListener": "nanostream.nodes.directory:WatchdogDirectoryListener",
+    "FileReader": "nanostream.nodes.files:FileReader",
+    "FileWriter": "nanostream.nodes.files:FileWriter",
 }
 
 #: Other names of built-in nodes, kept for configurations of the original project.
-ALIASES: dict[str, str] = {}
+ALIASES: dict[str, str] = {"DirectoryListener": "WatchdogDirectoryListener"}
 
 
 def load_builtin(name: str) -> type:

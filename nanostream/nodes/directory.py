@@ -1,0 +1,126 @@
+"""A source that watches a directory and emits each file once it is complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._processor import NanoStreamProcessor
+
+
+@attrs.define
+class WatchdogDirectoryListener(NanoStreamProcessor):
+    """Emits the absolute path of each file written into (closed after writing)
+    or moved into a directory. A file is never emitted while it is still being
+    written; a file written again and closed again is emitted again."""
+
+    watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
+    patterns: list[str] = attrs.field(
+        factory=lambda: ["*"],
+        metadata={"description": "Glob patterns of file names to emit."},
+    )
+    ignore_patterns: list[str] = attrs.field(
+        factory=list,
+        metadata={"description": "Glob patterns of file names never to emit."},
+    )
+    recursive: bool = attrs.field(
+        default=False, metadata={"description": "Also watch the subdirectories."}
+    )
+    existing: bool = attrs.field(
+        default=False,
+        metadata={"description": "First emit the files already there when the pipeline starts."},
+    )
+
+    def _wanted(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch(name, p) for p in self.patterns) and not any(
+            fnmatch(name, p) for p in self.ignore_patterns
+        )
+
+    def _existing_files(self, root: str) -> list[str]:
+        if self.recursive:
+            found = [str(p) for p in Path(root).rglob("*") if p.is_file()]
+        else:
+            found = [str(p) for p in Path(root).iterdir() if p.is_file()]
+        return sorted(p for p in found if self._wanted(p))
+
+    # The running observer and the channel it hands paths over on; set in setup.
+    _watch: Any = attrs.field(default=None, init=False, repr=False, alias="_watch")
+
+    async def setup(self) -> None:
+        from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
+
+        try:
+            # Reports a file moved in from outside the watched tree as a move,
+            # not as a creation, so it can be told apart from a file opened
+            # for writing (which is emitted when it is closed).
+            from watchdog.observers.inotify import InotifyObserver
+
+            def make_observer() -> Any:
+                return InotifyObserver(generate_full_events=True)
+        except ImportError:  # pragma: no cover - not Linux
+            from watchdog.observers import Observer as make_observer
+
+        root = os.path.abspath(self.watchdog_path)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"watchdog_path {root!r} is not a directory")
+        token = trio.lowlevel.current_trio_token()
+        # Unbounded, so that handing a path over never blocks the observer thread
+        # for longer than one trip through the trio run loop.
+        send, receive = trio.open_memory_channel[str](float("inf"))
+        wanted = self._wanted
+
+        def hand_over(path: str) -> None:
+            with contextlib.suppress(
+                trio.RunFinishedError, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
+                trio.from_thread.run_sync(send.send_nowait, path, trio_token=token)
+
+        class Handler(FileSystemEventHandler):
+            def on_closed(self, event: FileClosedEvent) -> None:
+                path = os.fsdecode(event.src_path)
+                if not event.is_directory and wanted(path):
+                    hand_over(os.path.abspath(path))
+
+            def on_moved(self, event: FileMovedEvent) -> None:
+                path = os.fsdecode(event.dest_path)
+                if path and not event.is_directory and wanted(path):
+                    hand_over(os.path.abspath(path))
+
+        observer = make_observer()
+        observer.schedule(Handler(), root, recursive=self.recursive)
+        await trio.to_thread.run_sync(observer.start)
+        self._watch = (root, observer, send, receive)
+
+    async def generate_batches(self) -> AsyncIterator[list[str]]:
+        root, _, _, receive = self._watch
+        if self.existing:
+            present = await trio.to_thread.run_sync(self._existing_files, root)
+            if present:
+                yield present
+        while True:
+            batch = [await receive.receive()]
+            while True:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            yield batch
+
+    async def teardown(self) -> None:
+        if self._watch is None:
+            return
+        _, observer, send, receive = self._watch
+        self._watch = None
+        send.close()
+        receive.close()
+        observer.stop()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(observer.join)
