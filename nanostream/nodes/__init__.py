@@ -20,6 +20,8 @@ BUILTIN_NODES: dict[str, str] = {
     "WatchdogDirectoryListener": "nanostream.nodes.directory:WatchdogDirectoryListener",
     "FileReader": "nanostream.nodes.files:FileReader",
     "FileWriter": "nanostream.nodes.files:FileWriter",
+    "KafkaConsumer": "nanostream.nodes.kafka:KafkaConsumer",
+    "KafkaProducer": "nanostream.nodes.kafka:KafkaProducer",
 }
 
 #: Other names of built-in nodes, kept for configurations of the original project.
