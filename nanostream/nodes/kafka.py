@@ -28,6 +28,17 @@ def _default_bootstrap_servers() -> str:
     return os.environ.get("BOOTSTRAP_SERVERS", "localhost:9092")
 
 
+def _bootstrap_servers_field() -> Any:
+    """The ``bootstrap_servers`` parameter, declared once for both Kafka nodes."""
+    return attrs.field(
+        factory=_default_bootstrap_servers,
+        metadata={
+            "description": "Comma-separated host:port list of brokers; defaults to "
+            "the BOOTSTRAP_SERVERS environment variable, else localhost:9092."
+        },
+    )
+
+
 def _decode(raw: bytes | None, value_format: str) -> Any:
     if raw is None or value_format == "bytes":
         return raw
@@ -101,13 +112,7 @@ class KafkaConsumer(NanoStreamProcessor):
     """
 
     topics: list[str] = attrs.field(metadata={"description": "The topics to subscribe to."})
-    bootstrap_servers: str = attrs.field(
-        factory=_default_bootstrap_servers,
-        metadata={
-            "description": "Comma-separated host:port list of brokers; defaults to "
-            "the BOOTSTRAP_SERVERS environment variable, else localhost:9092."
-        },
-    )
+    bootstrap_servers: str = _bootstrap_servers_field()
     group_id: str | None = attrs.field(
         default=None,
         metadata={"description": "Consumer group; offsets are committed only when one is set."},
@@ -227,13 +232,7 @@ class KafkaProducer(NanoStreamProcessor):
     """Writes each item to a Kafka topic; a batch is done once the broker confirms it."""
 
     topic: str = attrs.field(metadata={"description": "The topic to write to."})
-    bootstrap_servers: str = attrs.field(
-        factory=_default_bootstrap_servers,
-        metadata={
-            "description": "Comma-separated host:port list of brokers; defaults to "
-            "the BOOTSTRAP_SERVERS environment variable, else localhost:9092."
-        },
-    )
+    bootstrap_servers: str = _bootstrap_servers_field()
     value_format: ValueFormat = attrs.field(
         default="json",
         metadata={"description": "How to encode values: raw bytes, UTF-8 text, or JSON."},
