@@ -69,16 +69,35 @@ class NodeError(Exception):
 
 @attrs.define
 class NodeStats:
-    """What one node has done so far; read them live from :class:`GraphRun`."""
+    """What one node has done so far; read them live from :class:`GraphRun`.
+
+    Counts are of items. ``errors`` counts every exception the node's code
+    raised, including those a retry then overcame; ``skipped`` the items
+    given up on under ``skip`` (or a retry's ``skip`` fallback), of which
+    ``dead_lettered`` were sent to a dead-letter node. ``busy_seconds`` is
+    the time spent in the node's own code. The input queue is counted in
+    batches: ``queued`` of ``queue_capacity`` (both 0 for a source).
+    ``state`` goes starting, running, then finished, failed or cancelled.
+    """
 
     received: int = 0
     emitted: int = 0
     skipped: int = 0
     retries: int = 0
+    errors: int = 0
     dead_lettered: int = 0
     acknowledged: int = 0
     busy_seconds: float = 0.0
     state: str = "starting"
+    queue_capacity: int = 0
+    _inbox: trio.MemoryReceiveChannel | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting in this node's input queue right now."""
+        if self._inbox is None:
+            return 0
+        return self._inbox.statistics().current_buffer_used
 
 
 class GraphRun:
@@ -247,6 +266,8 @@ class _NodeTask:
                 continue
             send, receive = trio.open_memory_channel(tasks[name].options.buffer_size)
             tasks[name].inbox = receive
+            tasks[name].stats._inbox = receive
+            tasks[name].stats.queue_capacity = tasks[name].options.buffer_size
             for sender in graph.nodes[name].parents:
                 tasks[sender].outputs.append(send.clone())
             for sender in graph.inputs(name)[len(graph.nodes[name].parents) :]:
@@ -495,6 +516,7 @@ class _NodeTask:
         """
         options = self.options
         policy = options.on_error
+        self.stats.errors += 1
         if policy == "retry":
             delay = options.retry_delay
             for _ in range(options.retries):
@@ -504,6 +526,7 @@ class _NodeTask:
                 try:
                     return await attempt()
                 except NodeError as again:
+                    self.stats.errors += 1
                     failure = again
             policy = options.retry_fallback
         if len(items) == 1 and failure.item is None:

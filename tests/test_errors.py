@@ -136,6 +136,7 @@ async def test_skip_policy_counts_and_logs(processor_class, caplog):
         run = await run_graph(graph)
     assert sink.items == [0, 2, 3, 5]
     assert run.stats[name].skipped == 2
+    assert run.stats[name].errors == 2
     assert run.stats[name].received == 6
     assert run.stats[name].emitted == 4
     skipped = [r.getMessage() for r in caplog.records if r.name == "nanostream"]
@@ -168,6 +169,7 @@ async def test_retry_with_back_off_then_success(processor_class, autojump_clock)
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert gaps == pytest.approx([1.0, 2.0, 3.0])  # doubling, capped at retry_max_delay
     assert run.stats["proc"].retries == 3
+    assert run.stats["proc"].errors == 3  # the fourth attempt succeeded
     assert run.stats["proc"].skipped == 0
 
 
@@ -192,6 +194,7 @@ async def test_retry_then_fallback_skip(processor_class, autojump_clock):
     assert sink.items == [1, 3]
     assert [m for m, _ in processor.attempts].count(2) == 3
     assert run.stats["proc"].retries == 2
+    assert run.stats["proc"].errors == 3
     assert run.stats["proc"].skipped == 1
 
 

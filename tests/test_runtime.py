@@ -688,3 +688,29 @@ async def test_merging_waiting_batches_stays_within_max_batch(max_batch, largest
         sink.gate.set()
     assert sink.items == list(range(300))
     assert max(sink.sizes) == largest  # waiting batches merged, never past max_batch
+
+
+async def test_stats_show_queue_depth_and_capacity():
+    """A blocked node's input queue fills to its capacity, in batches."""
+    release = trio.Event()
+
+    class Stuck(NanoStreamProcessor):
+        async def process_item(self, message):
+            await release.wait()
+            return message
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(100))), max_batch=1)
+    graph.add("stuck", Stuck(), ["src"], buffer_size=4)
+    graph.add("sink", Collector(), ["stuck"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        assert run.stats["src"].queue_capacity == 0
+        assert run.stats["src"].queued == 0
+        assert run.stats["stuck"].queue_capacity == 4
+        assert run.stats["stuck"].queued == 4
+        assert run.stats["sink"].queued == 0
+        release.set()
+    assert run.stats["stuck"].queued == 0
+    assert run.stats["sink"].received == 100
