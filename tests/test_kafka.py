@@ -4,11 +4,20 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import trio
 
-from nanostream import NanoStreamGraph, NanoStreamProcessor, run_graph
+from nanostream import (
+    BlackHole,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    NodeError,
+    SequenceEmitter,
+    run_graph,
+)
+from nanostream.config._schema import schema_text
 from nanostream.nodes.kafka import KafkaConsumer, KafkaProducer, KafkaRecord, _OffsetTracker
 from nanostream.nodes.memory import ChannelSink
 
@@ -72,12 +81,12 @@ def _topic(name):
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def _produce(broker, topic, items):
+async def _produce(broker, topic, items, **options):
     graph = NanoStreamGraph("produce")
-    from nanostream import SequenceEmitter
-
     graph.add("items", SequenceEmitter(list(items)))
-    graph.add("out", KafkaProducer(topic=topic, bootstrap_servers=broker), parents=["items"])
+    graph.add(
+        "out", KafkaProducer(topic=topic, bootstrap_servers=broker, **options), parents=["items"]
+    )
     await run_graph(graph)
 
 
@@ -111,16 +120,35 @@ async def _consume(broker, topic, count, *, timeout=20, **options):
 
 def test_offset_tracker_commits_only_contiguous_acks():
     tracker = _OffsetTracker()
-    for offset in (5, 6, 8, 9):  # 7 missing (compacted), still contiguous as delivered
-        tracker.deliver("p", offset)
-    tracker.ack("p", 6)
+    # 7 is missing (compacted away): still contiguous as delivered.
+    ack = {offset: tracker.deliver("p", offset) for offset in (5, 6, 8, 9)}
+    ack[6]()
     assert tracker.take_committable() == {}
-    tracker.ack("p", 5)
+    ack[5]()
     assert tracker.take_committable() == {"p": 7}
-    tracker.ack("p", 9)
+    ack[9]()
     assert tracker.take_committable() == {}
-    tracker.ack("p", 8)
+    ack[8]()
     assert tracker.take_committable() == {"p": 10}
+
+
+def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotten():
+    tracker = _OffsetTracker()
+    ack = {offset: tracker.deliver("p", offset) for offset in range(5)}
+    other = tracker.deliver("q", 0)
+    ack[0]()
+    ack[1]()
+    ack[3]()
+    assert tracker.revoke(["p", "unknown"]) == {"p": 2}
+    # Late acknowledgements for the revoked partition commit nothing...
+    ack[2]()
+    ack[4]()
+    assert tracker.take_committable() == {}
+    # ...and do not disturb the records delivered again once it is reassigned.
+    again = tracker.deliver("p", 2)
+    other()
+    again()
+    assert tracker.take_committable() == {"p": 3, "q": 1}
 
 
 async def test_produce_then_consume_json(broker):
@@ -135,8 +163,6 @@ async def test_produce_then_consume_json(broker):
 async def test_records_carry_metadata(broker):
     topic = _topic("records")
     graph = NanoStreamGraph("produce")
-    from nanostream import SequenceEmitter
-
     graph.add("items", SequenceEmitter([{"id": "a", "v": 1}]))
     graph.add(
         "out",
@@ -221,3 +247,89 @@ async def test_at_least_once_across_a_cancelled_run(broker):
     seen = {item["n"] for item in out}
     assert seen == set(range(total))
     assert all(item["double"] == item["n"] * 2 for item in out)
+
+
+# ------------------------------------------------------- formats and errors
+
+
+@pytest.mark.parametrize(
+    ("value_format", "values"),
+    [("bytes", [b"\x00\xff raw", b""]), ("text", ["h\u00e9llo", "{not json"])],
+)
+async def test_values_travel_as_bytes_or_text(broker, value_format, values):
+    topic = _topic(value_format)
+    graph = NanoStreamGraph("produce")
+    graph.add("items", SequenceEmitter(values))
+    graph.add(
+        "out",
+        KafkaProducer(topic=topic, bootstrap_servers=broker, value_format=value_format),
+        parents=["items"],
+    )
+    await run_graph(graph)
+    got = await _consume(broker, topic, len(values), group_id=None, value_format=value_format)
+    assert sorted(got) == sorted(values)
+
+
+async def test_a_value_that_is_not_json_fails_naming_where_it_is(broker):
+    topic = _topic("notjson")
+    await _produce(broker, topic, ["{broken"], value_format="text")
+    graph = NanoStreamGraph("consume")
+    graph.add(
+        "in", KafkaConsumer(topics=[topic], bootstrap_servers=broker, auto_offset_reset="earliest")
+    )
+    graph.add("sink", BlackHole(), parents=["in"])
+    with trio.fail_after(20), pytest.raises(NodeError) as caught:
+        await run_graph(graph)
+    error = caught.value
+    assert error.node == "in"
+    assert f"topic {topic!r}, partition " in str(error)
+    assert ", offset 0: the value is not JSON (value_format 'json')" in str(error)
+
+
+def _sending_too_large_a_value(broker, **options):
+    """A graph whose producer is given a value larger than kafka-python's
+    default max_request_size of 1 MB."""
+    graph = NanoStreamGraph("produce")
+    graph.add("items", SequenceEmitter(["x" * 2_000_000]))
+    graph.add(
+        "out",
+        KafkaProducer(topic=_topic("large"), bootstrap_servers=broker, value_format="text"),
+        parents=["items"],
+        **options,
+    )
+    return graph
+
+
+async def test_a_send_the_client_refuses_is_skipped_and_counted(broker, caplog):
+    run = await run_graph(_sending_too_large_a_value(broker, on_error="skip"))
+    assert (run.stats["out"].skipped, run.stats["out"].errors) == (1, 1)
+    assert "MessageSizeTooLargeError" in caplog.text
+
+
+async def test_a_send_the_client_refuses_fails_the_pipeline(broker):
+    with pytest.raises(NodeError) as caught:
+        await run_graph(_sending_too_large_a_value(broker))
+    assert caught.value.node == "out"
+    assert isinstance(caught.value.__cause__, kafka.errors.MessageSizeTooLargeError)
+
+
+# ------------------------------------------------------- bootstrap_servers
+
+
+def test_the_schema_does_not_depend_on_bootstrap_servers_in_the_environment(monkeypatch):
+    monkeypatch.setenv("BOOTSTRAP_SERVERS", "elsewhere:9092")
+    checked_in = Path(__file__).parent.parent / "schemas" / "nanostream.schema.json"
+    assert schema_text() == checked_in.read_text()
+
+
+async def test_bootstrap_servers_default_to_the_environment_when_the_node_starts(
+    broker, monkeypatch
+):
+    topic = _topic("env")
+    producer = KafkaProducer(topic=topic)  # declared before the variable is set
+    monkeypatch.setenv("BOOTSTRAP_SERVERS", broker)
+    graph = NanoStreamGraph("produce")
+    graph.add("items", SequenceEmitter([{"via": "environment"}]))
+    graph.add("out", producer, parents=["items"])
+    await run_graph(graph)
+    assert await _consume(broker, topic, 1, group_id=None) == [{"via": "environment"}]

@@ -8,10 +8,12 @@ consumer, a send-and-flush per batch for the producer.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Literal
 
 import attrs
@@ -24,26 +26,41 @@ logger = logging.getLogger(__name__)
 ValueFormat = Literal["bytes", "text", "json"]
 
 
-def _default_bootstrap_servers() -> str:
-    return os.environ.get("BOOTSTRAP_SERVERS", "localhost:9092")
-
-
 def _bootstrap_servers_field() -> Any:
-    """The ``bootstrap_servers`` parameter, declared once for both Kafka nodes."""
+    """The ``bootstrap_servers`` parameter, declared once for both Kafka nodes.
+
+    Its default is resolved when the node starts, not when the class is
+    declared, so that the node catalogue and the schema never depend on the
+    environment they were generated in.
+    """
     return attrs.field(
-        factory=_default_bootstrap_servers,
+        default=None,
         metadata={
-            "description": "Comma-separated host:port list of brokers; defaults to "
-            "the BOOTSTRAP_SERVERS environment variable, else localhost:9092."
+            "description": "Comma-separated host:port list of brokers. Unset, it is "
+            "$BOOTSTRAP_SERVERS when the node starts, else localhost:9092."
         },
     )
 
 
-def _decode(raw: bytes | None, value_format: str) -> Any:
+def _resolve_bootstrap_servers(configured: str | None) -> str:
+    if configured:
+        return configured
+    return os.environ.get("BOOTSTRAP_SERVERS") or "localhost:9092"
+
+
+def _decode(record: Any, value_format: str) -> Any:
+    raw = record.value
     if raw is None or value_format == "bytes":
         return raw
-    text = raw.decode("utf-8")
-    return json.loads(text) if value_format == "json" else text
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text) if value_format == "json" else text
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError alike
+        expected = "JSON" if value_format == "json" else "UTF-8 text"
+        raise ValueError(
+            f"topic {record.topic!r}, partition {record.partition}, offset {record.offset}: "
+            f"the value is not {expected} (value_format {value_format!r}): {error}"
+        ) from error
 
 
 def _encode(value: Any, value_format: str) -> bytes | None:
@@ -71,35 +88,112 @@ class KafkaRecord:
     headers: list[tuple[str, bytes]]
 
 
+class _PartitionOffsets:
+    """The offsets of one partition handed out and acknowledged since it was assigned."""
+
+    __slots__ = ("acked", "committable", "delivered")
+
+    def __init__(self) -> None:
+        self.delivered: collections.deque[int] = collections.deque()
+        self.acked: set[int] = set()
+        self.committable: int | None = None
+
+
 class _OffsetTracker:
     """Per partition, the offsets handed out and the ones acknowledged.
 
     The committable offset of a partition is one past the highest offset
     below which every handed-out offset has been acknowledged, so a commit
     never skips a record still in flight.
+
+    When a rebalance takes partitions away, :meth:`revoke` hands over what
+    is committable for them and forgets them: acknowledgements that arrive
+    later for records of a revoked partition change nothing, so they can
+    never commit an offset over the one its new owner commits. Rebalances
+    run on kafka-python's IO thread while acknowledgements arrive on trio's,
+    hence the lock.
     """
 
     def __init__(self) -> None:
-        self._delivered: dict[Any, collections.deque[int]] = {}
-        self._acked: dict[Any, set[int]] = {}
-        self._committable: dict[Any, int] = {}
+        self._lock = threading.Lock()
+        self._partitions: dict[Any, _PartitionOffsets] = {}
 
-    def deliver(self, partition: Any, offset: int) -> None:
-        self._delivered.setdefault(partition, collections.deque()).append(offset)
-        self._acked.setdefault(partition, set())
+    def deliver(self, partition: Any, offset: int) -> Callable[[], None]:
+        """Record ``offset`` as handed out; return the callback that acknowledges it."""
+        with self._lock:
+            offsets = self._partitions.get(partition)
+            if offsets is None:
+                offsets = self._partitions[partition] = _PartitionOffsets()
+            offsets.delivered.append(offset)
+        return functools.partial(self._ack, offsets, offset)
 
-    def ack(self, partition: Any, offset: int) -> None:
-        delivered, acked = self._delivered[partition], self._acked[partition]
-        acked.add(offset)
-        while delivered and delivered[0] in acked:
-            done = delivered.popleft()
-            acked.discard(done)
-            self._committable[partition] = done + 1
+    def _ack(self, offsets: _PartitionOffsets, offset: int) -> None:
+        with self._lock:
+            delivered, acked = offsets.delivered, offsets.acked
+            acked.add(offset)
+            while delivered and delivered[0] in acked:
+                done = delivered.popleft()
+                acked.discard(done)
+                offsets.committable = done + 1
 
     def take_committable(self) -> dict[Any, int]:
         """The offsets to commit since the last call (and forget them)."""
-        committable, self._committable = self._committable, {}
+        with self._lock:
+            return self._take(list(self._partitions))
+
+    def revoke(self, partitions: Iterable[Any]) -> dict[Any, int]:
+        """The offsets to commit for ``partitions``, which are then forgotten."""
+        with self._lock:
+            partitions = [p for p in partitions if p in self._partitions]
+            committable = self._take(partitions)
+            for partition in partitions:
+                del self._partitions[partition]
+            return committable
+
+    def _take(self, partitions: list[Any]) -> dict[Any, int]:
+        committable = {}
+        for partition in partitions:
+            offsets = self._partitions[partition]
+            if offsets.committable is not None:
+                committable[partition] = offsets.committable
+                offsets.committable = None
         return committable
+
+
+def _commit_request(offsets: dict[Any, int]) -> dict[Any, Any]:
+    from kafka.structs import OffsetAndMetadata
+
+    return {partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()}
+
+
+def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker) -> Any:
+    """A rebalance listener that commits what is acknowledged for the
+    partitions a rebalance (or closing) takes away, then forgets them.
+
+    kafka-python runs it on its IO thread, so it commits with the awaitable
+    ``commit_async``: the blocking ``commit`` cannot run there.
+    """
+    import kafka
+
+    class CommitOnRevoke(kafka.AsyncConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+            offsets = tracker.revoke(revoked)
+            if not offsets:
+                return
+            try:
+                await consumer.commit_async(_commit_request(offsets))
+            except Exception:
+                # The new owner starts from the last commit: records repeat, none is lost.
+                logger.warning("Kafka offset commit on revocation failed", exc_info=True)
+
+        async def on_partitions_lost(self, lost: set[Any]) -> None:
+            # The group has moved on without this member: a commit would be refused.
+            tracker.revoke(lost)
+
+        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+            pass
+
+    return CommitOnRevoke()
 
 
 @attrs.define
@@ -112,7 +206,7 @@ class KafkaConsumer(NanoStreamProcessor):
     """
 
     topics: list[str] = attrs.field(metadata={"description": "The topics to subscribe to."})
-    bootstrap_servers: str = _bootstrap_servers_field()
+    bootstrap_servers: str | None = _bootstrap_servers_field()
     group_id: str | None = attrs.field(
         default=None,
         metadata={"description": "Consumer group; offsets are committed only when one is set."},
@@ -151,47 +245,46 @@ class KafkaConsumer(NanoStreamProcessor):
 
         config = dict(self.consumer_config)
         config.update(
-            bootstrap_servers=self.bootstrap_servers,
+            bootstrap_servers=_resolve_bootstrap_servers(self.bootstrap_servers),
             group_id=self.group_id,
             auto_offset_reset=self.auto_offset_reset,
             enable_auto_commit=False,
         )
-        self._tracker = _OffsetTracker()
-        self._consumer = await trio.to_thread.run_sync(
-            lambda: kafka.KafkaConsumer(*self.topics, **config)
-        )
+        tracker = self._tracker = _OffsetTracker()
+
+        def connect() -> Any:
+            consumer = kafka.KafkaConsumer(**config)
+            consumer.subscribe(self.topics, listener=_commit_on_revoke(consumer, tracker))
+            return consumer
+
+        self._consumer = await trio.to_thread.run_sync(connect)
 
     def _item(self, record: Any) -> WithAck:
         from kafka import TopicPartition
 
-        partition = TopicPartition(record.topic, record.partition)
-        offset = record.offset
-        self._tracker.deliver(partition, offset)
-        value = _decode(record.value, self.value_format)
+        ack = self._tracker.deliver(TopicPartition(record.topic, record.partition), record.offset)
+        value = _decode(record, self.value_format)
         if self.records:
             value = KafkaRecord(
                 topic=record.topic,
                 partition=record.partition,
-                offset=offset,
+                offset=record.offset,
                 key=record.key,
                 value=value,
                 timestamp=record.timestamp,
                 headers=list(record.headers or []),
             )
-        return WithAck(value, lambda: self._tracker.ack(partition, offset))
+        return WithAck(value, ack)
 
     async def _commit(self) -> None:
-        if self.group_id is None or self._consumer is None:
+        if self.group_id is None:
             return
         offsets = self._tracker.take_committable()
         if not offsets:
             return
-        from kafka.structs import OffsetAndMetadata
-
         consumer = self._consumer
-        to_commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
         try:
-            await trio.to_thread.run_sync(lambda: consumer.commit(to_commit))
+            await trio.to_thread.run_sync(consumer.commit, _commit_request(offsets))
         except Exception:
             # The records will be delivered again; at-least-once still holds.
             logger.warning("Kafka offset commit failed", exc_info=True)
@@ -211,20 +304,9 @@ class KafkaConsumer(NanoStreamProcessor):
         consumer, self._consumer = self._consumer, None
         if consumer is None:
             return
-        offsets = self._tracker.take_committable() if self.group_id is not None else {}
-
-        def close() -> None:
-            if offsets:
-                from kafka.structs import OffsetAndMetadata
-
-                try:
-                    consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-                except Exception:
-                    logger.warning("Kafka offset commit at close failed", exc_info=True)
-            consumer.close(autocommit=False)
-
+        # Closing revokes every partition: the listener commits what is acknowledged.
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(close)
+            await trio.to_thread.run_sync(lambda: consumer.close(autocommit=False))
 
 
 @attrs.define
@@ -232,7 +314,7 @@ class KafkaProducer(NanoStreamProcessor):
     """Writes each item to a Kafka topic; a batch is done once the broker confirms it."""
 
     topic: str = attrs.field(metadata={"description": "The topic to write to."})
-    bootstrap_servers: str = _bootstrap_servers_field()
+    bootstrap_servers: str | None = _bootstrap_servers_field()
     value_format: ValueFormat = attrs.field(
         default="json",
         metadata={"description": "How to encode values: raw bytes, UTF-8 text, or JSON."},
@@ -252,7 +334,7 @@ class KafkaProducer(NanoStreamProcessor):
         import kafka
 
         config = dict(self.producer_config)
-        config["bootstrap_servers"] = self.bootstrap_servers
+        config["bootstrap_servers"] = _resolve_bootstrap_servers(self.bootstrap_servers)
         self._producer = await trio.to_thread.run_sync(lambda: kafka.KafkaProducer(**config))
 
     def _key(self, message: Any) -> bytes | None:
@@ -264,16 +346,15 @@ class KafkaProducer(NanoStreamProcessor):
         return key if isinstance(key, bytes) else str(key).encode("utf-8")
 
     def _send_all(self, messages: list[Any]) -> None:
-        producer = self._producer
+        producer, topic, value_format = self._producer, self.topic, self.value_format
         futures = [
-            producer.send(
-                self.topic, value=_encode(message, self.value_format), key=self._key(message)
-            )
+            producer.send(topic, value=_encode(message, value_format), key=self._key(message))
             for message in messages
         ]
         producer.flush()
         for future in futures:
-            future.get(timeout=0)  # raises the send's error, if any
+            if future.failed():
+                raise future.exception
 
     async def process_batch(self, messages: list[Any]) -> None:
         await trio.to_thread.run_sync(self._send_all, messages)
