@@ -10,6 +10,10 @@ test *args:
 bench *args:
     python benchmarks/bench_chain.py {{args}}
 
+# Measure consume-transform-produce through Kafka against a bare kafka-python loop.
+bench-kafka *args:
+    python benchmarks/bench_kafka.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples

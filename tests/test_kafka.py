@@ -74,7 +74,7 @@ async def _consume(broker, topic, count, *, timeout=20, **options):
 def test_offset_tracker_commits_only_contiguous_acks():
     tracker = _OffsetTracker()
     # 7 is missing (compacted away): still contiguous as delivered.
-    ack = {offset: tracker.deliver("p", offset) for offset in (5, 6, 8, 9)}
+    ack = dict(zip((5, 6, 8, 9), tracker.deliver("p", [5, 6, 8, 9]), strict=True))
     ack[6]()
     assert tracker.take_committable() == {}
     ack[5]()
@@ -87,8 +87,8 @@ def test_offset_tracker_commits_only_contiguous_acks():
 
 def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotten():
     tracker = _OffsetTracker()
-    ack = {offset: tracker.deliver("p", offset) for offset in range(5)}
-    other = tracker.deliver("q", 0)
+    ack = tracker.deliver("p", list(range(5)))
+    [other] = tracker.deliver("q", [0])
     ack[0]()
     ack[1]()
     ack[3]()
@@ -98,7 +98,7 @@ def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotte
     ack[4]()
     assert tracker.take_committable() == {}
     # ...and do not disturb the records delivered again once it is reassigned.
-    again = tracker.deliver("p", 2)
+    [again] = tracker.deliver("p", [2])
     other()
     again()
     assert tracker.take_committable() == {"p": 3, "q": 1}

@@ -118,14 +118,15 @@ class _OffsetTracker:
         self._lock = threading.Lock()
         self._partitions: dict[Any, _PartitionOffsets] = {}
 
-    def deliver(self, partition: Any, offset: int) -> Callable[[], None]:
-        """Record ``offset`` as handed out; return the callback that acknowledges it."""
+    def deliver(self, partition: Any, offsets: list[int]) -> list[Callable[[], None]]:
+        """Record ``offsets`` as handed out, in order; return the callbacks
+        that acknowledge each."""
         with self._lock:
-            offsets = self._partitions.get(partition)
-            if offsets is None:
-                offsets = self._partitions[partition] = _PartitionOffsets()
-            offsets.delivered.append(offset)
-        return functools.partial(self._ack, offsets, offset)
+            state = self._partitions.get(partition)
+            if state is None:
+                state = self._partitions[partition] = _PartitionOffsets()
+            state.delivered.extend(offsets)
+        return [functools.partial(self._ack, state, offset) for offset in offsets]
 
     def _ack(self, offsets: _PartitionOffsets, offset: int) -> None:
         with self._lock:
@@ -259,22 +260,24 @@ class KafkaConsumer(NanoStreamProcessor):
 
         self._consumer = await trio.to_thread.run_sync(connect)
 
-    def _item(self, record: Any) -> WithAck:
-        from kafka import TopicPartition
+    def _items(self, partition: Any, records: list[Any]) -> list[WithAck]:
+        acks = self._tracker.deliver(partition, [record.offset for record in records])
+        value = self._value
+        return [WithAck(value(record), ack) for record, ack in zip(records, acks, strict=True)]
 
-        ack = self._tracker.deliver(TopicPartition(record.topic, record.partition), record.offset)
+    def _value(self, record: Any) -> Any:
         value = _decode(record, self.value_format)
-        if self.records:
-            value = KafkaRecord(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=value,
-                timestamp=record.timestamp,
-                headers=list(record.headers or []),
-            )
-        return WithAck(value, ack)
+        if not self.records:
+            return value
+        return KafkaRecord(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=value,
+            timestamp=record.timestamp,
+            headers=list(record.headers or []),
+        )
 
     async def _commit(self) -> None:
         if self.group_id is None:
@@ -296,7 +299,9 @@ class KafkaConsumer(NanoStreamProcessor):
             polled = await trio.to_thread.run_sync(
                 lambda: consumer.poll(timeout_ms=self.poll_timeout_ms)
             )
-            batch = [self._item(record) for records in polled.values() for record in records]
+            batch = []
+            for partition, records in polled.items():
+                batch += self._items(partition, records)
             if batch:
                 yield batch
 
