@@ -128,14 +128,14 @@ class _OffsetTracker:
             state.delivered.extend(offsets)
         return [functools.partial(self._ack, state, offset) for offset in offsets]
 
-    def _ack(self, offsets: _PartitionOffsets, offset: int) -> None:
+    def _ack(self, state: _PartitionOffsets, offset: int) -> None:
         with self._lock:
-            delivered, acked = offsets.delivered, offsets.acked
+            delivered, acked = state.delivered, state.acked
             acked.add(offset)
             while delivered and delivered[0] in acked:
                 done = delivered.popleft()
                 acked.discard(done)
-                offsets.committable = done + 1
+                state.committable = done + 1
 
     def take_committable(self) -> dict[Any, int]:
         """The offsets to commit since the last call (and forget them)."""
@@ -154,10 +154,10 @@ class _OffsetTracker:
     def _take(self, partitions: list[Any]) -> dict[Any, int]:
         committable = {}
         for partition in partitions:
-            offsets = self._partitions[partition]
-            if offsets.committable is not None:
-                committable[partition] = offsets.committable
-                offsets.committable = None
+            state = self._partitions[partition]
+            if state.committable is not None:
+                committable[partition] = state.committable
+                state.committable = None
         return committable
 
 
@@ -255,15 +255,16 @@ class KafkaConsumer(NanoStreamProcessor):
 
         def connect() -> Any:
             consumer = kafka.KafkaConsumer(**config)
-            consumer.subscribe(self.topics, listener=_commit_on_revoke(consumer, tracker))
+            listener = None if self.group_id is None else _commit_on_revoke(consumer, tracker)
+            consumer.subscribe(self.topics, listener=listener)
             return consumer
 
         self._consumer = await trio.to_thread.run_sync(connect)
 
     def _items(self, partition: Any, records: list[Any]) -> list[WithAck]:
+        values = [self._value(record) for record in records]
         acks = self._tracker.deliver(partition, [record.offset for record in records])
-        value = self._value
-        return [WithAck(value(record), ack) for record, ack in zip(records, acks, strict=True)]
+        return [WithAck(value, ack) for value, ack in zip(values, acks, strict=True)]
 
     def _value(self, record: Any) -> Any:
         value = _decode(record, self.value_format)
