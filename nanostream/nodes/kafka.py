@@ -280,26 +280,24 @@ class KafkaConsumer(NanoStreamProcessor):
             headers=list(record.headers or []),
         )
 
-    async def _commit(self) -> None:
-        if self.group_id is None:
-            return
-        offsets = self._tracker.take_committable()
-        if not offsets:
-            return
+    def _commit_and_poll(self) -> dict[Any, list[Any]]:
+        """Commit what is acknowledged, then poll: one trip to a worker thread.
+
+        The offsets are taken in the thread, so a trip cancelled before it
+        starts takes none, and a stopping pipeline commits them at close.
+        """
         consumer = self._consumer
-        try:
-            await trio.to_thread.run_sync(consumer.commit, _commit_request(offsets))
-        except Exception:
-            # The records will be delivered again; at-least-once still holds.
-            logger.warning("Kafka offset commit failed", exc_info=True)
+        if self.group_id is not None and (offsets := self._tracker.take_committable()):
+            try:
+                consumer.commit(_commit_request(offsets))
+            except Exception:
+                # The records will be delivered again; at-least-once still holds.
+                logger.warning("Kafka offset commit failed", exc_info=True)
+        return consumer.poll(timeout_ms=self.poll_timeout_ms)
 
     async def generate_batches(self) -> AsyncIterator[list[WithAck]]:
-        consumer = self._consumer
         while True:
-            await self._commit()
-            polled = await trio.to_thread.run_sync(
-                lambda: consumer.poll(timeout_ms=self.poll_timeout_ms)
-            )
+            polled = await trio.to_thread.run_sync(self._commit_and_poll)
             batch = []
             for partition, records in polled.items():
                 batch += self._items(partition, records)
