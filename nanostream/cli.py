@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -57,7 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes, "graph": _graph}[
         args.command
     ]
-    return handler(args)
+    try:
+        return handler(args)
+    except BrokenPipeError:
+        # The reader went away (``nanostream nodes | head``): not an error of
+        # ours. Point stdout at /dev/null so the interpreter's final flush
+        # does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _print_errors(errors: Sequence[object]) -> None:

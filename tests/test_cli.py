@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -204,3 +205,21 @@ def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert set(stdout.splitlines()) <= {"tick"}
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """``nanostream schema | head -1``: the reader leaves early. The pipe is
+    made smaller than the output, so the command is still writing when the
+    reader closes it."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    with subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "schema"], stdout=write_end, stderr=subprocess.PIPE
+    ) as process:
+        os.close(write_end)
+        first = os.read(read_end, 10)
+        os.close(read_end)
+        stderr = process.stderr.read()
+    assert process.returncode == 0
+    assert first == b'{\n  "$sche'
+    assert stderr == b""
