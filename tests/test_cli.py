@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -13,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 import nanostream
 from nanostream.config._schema import schema_text
@@ -207,19 +207,16 @@ def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert set(stdout.splitlines()) <= {"tick"}
 
 
-def test_a_closed_pipe_is_not_an_error():
-    """``nanostream schema | head -1``: the reader leaves early. The pipe is
-    made smaller than the output, so the command is still writing when the
-    reader closes it."""
+@pytest.mark.parametrize("command", ["nodes", "schema"])
+def test_a_closed_pipe_is_not_an_error(command):
+    """``nanostream nodes | head -1``: the reader has gone before the
+    command writes (its end of the pipe is closed before the start)."""
     read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.close(read_end)
     with subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "schema"], stdout=write_end, stderr=subprocess.PIPE
+        [sys.executable, "-m", "nanostream", command], stdout=write_end, stderr=subprocess.PIPE
     ) as process:
         os.close(write_end)
-        first = os.read(read_end, 10)
-        os.close(read_end)
         stderr = process.stderr.read()
-    assert process.returncode == 0
-    assert first == b'{\n  "$sche'
     assert stderr == b""
+    assert process.returncode == 0
