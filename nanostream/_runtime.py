@@ -15,6 +15,7 @@ its own outputs and tears down.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -303,7 +304,7 @@ class _NodeTask:
                         scope.cancel()
                     await self._produce()
             else:
-                await self._consume()
+                await self._consume_with_workers()
                 await self._finish()
             self.stats.state = "finished"
         except NodeError as error:
@@ -311,6 +312,10 @@ class _NodeTask:
             self.graph_run._fail(error)
         except trio.Cancelled:
             self.stats.state = "cancelled"
+            raise
+        except BaseExceptionGroup as group:
+            if group.split(trio.Cancelled)[1] is None:
+                self.stats.state = "cancelled"
             raise
         finally:
             for channel in self._all_outputs():
@@ -431,6 +436,25 @@ class _NodeTask:
                 tickets = self._settle(tickets, len(items))
             await self._emit(results, tickets)
             stats.emitted += len(results)
+
+    async def _consume_with_workers(self) -> None:
+        """Run ``workers`` consuming loops on the one input.
+
+        Each worker is a shallow copy of this task: the same processor,
+        channels and counters, its own batch in hand.
+        """
+        if self.options.workers == 1:
+            await self._consume()
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.options.workers):
+                    nursery.start_soon(copy.copy(self)._consume)
+        except* NodeError as failures:
+            first, *others = failures.exceptions
+            for other in others:
+                first.add_note(f"also: {other}")
+            raise first from first.__cause__
 
     async def _on_deadline(self) -> None:
         """Run a holding node's ``on_deadline`` and send on what it lets go."""

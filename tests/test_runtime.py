@@ -7,6 +7,7 @@ import trio.testing
 from nanostream import (
     ChannelSink,
     ChannelSource,
+    GraphError,
     GraphRun,
     NanoStreamGraph,
     NanoStreamProcessor,
@@ -612,8 +613,6 @@ async def test_back_pressure_bounds_the_source(source_class, edges):
 
 
 async def test_run_graph_validates_first():
-    from nanostream import GraphError
-
     graph = NanoStreamGraph()
     graph.add("sink", Collector(), ["nowhere"])
     with pytest.raises(GraphError):
@@ -811,3 +810,65 @@ async def test_a_plain_finish_may_return_an_awaitable():
     sink = graph.add("sink", Collector(), ["flush"])
     await run_graph(graph)
     assert sink.items == ["flushed"]
+
+
+class Waits(NanoStreamProcessor):
+    """Takes one second per item; records how many were in hand at once."""
+
+    def __init__(self, fail_on=None):
+        self.active = 0
+        self.most_active = 0
+        self.fail_on = fail_on
+
+    async def process_item(self, message):
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        await trio.sleep(1)
+        self.active -= 1
+        if message == self.fail_on:
+            raise ValueError(f"bad item {message}")
+        return message
+
+
+async def test_workers_handle_batches_at_once(autojump_clock):
+    waits = Waits()
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(8))), max_batch=1)
+    graph.add("waits", waits, ["src"], workers=4, max_batch=1)
+    sink = graph.add("sink", Collector(), ["waits"])
+    start = trio.current_time()
+    run = await run_graph(graph)
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert waits.most_active == 4
+    assert sorted(sink.items) == list(range(8))
+    assert run.stats["waits"].received == run.stats["waits"].emitted == 8
+    assert run.stats["waits"].state == "finished"
+
+
+async def test_a_failing_worker_fails_the_graph_with_a_node_error(autojump_clock):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(8))), max_batch=1)
+    graph.add("waits", Waits(fail_on=5), ["src"], workers=3, max_batch=1)
+    graph.add("sink", Collector(), ["waits"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "waits"
+    assert excinfo.value.item == 5
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("src", "SequenceEmitter is a source and runs as one worker"),
+        ("batch", "Batcher is a node that holds items back and runs as one worker"),
+    ],
+)
+def test_sources_and_holding_nodes_take_one_worker(node, message):
+    from nanostream.nodes.batching import Batcher
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1]), workers=2 if node == "src" else 1)
+    graph.add("batch", Batcher(), ["src"], workers=2 if node == "batch" else 1)
+    with pytest.raises(GraphError) as excinfo:
+        graph.validate()
+    assert message in str(excinfo.value)
