@@ -13,6 +13,7 @@ import attrs
 from . import __version__
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
+from .config._reference import reference_text
 from .config._schema import parameters, schema_text, summary
 from .nodes import ALIASES, BUILTIN_NODES, load_builtin
 
@@ -45,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     nodes.add_argument(
         "node_class", metavar="CLASS", nargs="?", help="a built-in name or module:ClassName"
     )
+    nodes.add_argument(
+        "--markdown", action="store_true", help="print the node reference as Markdown"
+    )
+    nodes.add_argument("-o", "--output", metavar="FILE", help="with --markdown: write to FILE")
 
     graph = commands.add_parser("graph", help="draw a pipeline (Mermaid or Graphviz dot)")
     graph.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
@@ -109,17 +114,23 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _schema(args: argparse.Namespace) -> int:
-    text = schema_text()
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as file:
+def _write(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as file:
             file.write(text)
     else:
         sys.stdout.write(text)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    _write(schema_text(), args.output)
     return 0
 
 
 def _nodes(args: argparse.Namespace) -> int:
+    if args.markdown:
+        _write(reference_text(), args.output)
+        return 0
     if args.node_class is None:
         width = max((len(name) for name in BUILTIN_NODES), default=0)
         for name in sorted(BUILTIN_NODES):
