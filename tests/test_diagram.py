@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from nanostream import cli
+from nanostream.observe._diagram import DiagramError, parse_counters
 
 needs_graphviz = pytest.mark.skipif(
     shutil.which("dot") is None, reason="Graphviz's `dot` program is not installed"
@@ -508,6 +509,30 @@ def test_refresh_rewrites_the_page_with_fresh_counters(
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert not (tmp_path / "page.html.partial").exists()
+
+
+def test_a_metrics_url_must_be_http(
+    config: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    status, _, err = graph(capsysbinary, str(config), "--metrics", "127.0.0.1:9100/metrics")
+    assert status == 1
+    assert err == (
+        "nanostream: metrics URL '127.0.0.1:9100/metrics' is not http:// or https:// "
+        "(for example http://127.0.0.1:9100/metrics)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<html>hello</html>\n", "where: not Prometheus text format: invalid metric name"),
+        ("process_cpu_seconds_total 1.5\n", "where: no nanostream metrics"),
+    ],
+)
+def test_metrics_that_are_not_a_nanostream_runs_are_refused(text: str, message: str) -> None:
+    with pytest.raises(DiagramError) as caught:
+        parse_counters(text, "diagram_demo", source="where")
+    assert str(caught.value).startswith(message)
 
 
 @pytest.mark.parametrize(

@@ -104,9 +104,8 @@ def parse_counters(text: str, pipeline: str, source: str = "metrics") -> dict[st
                 pipelines.add(sample.labels.get("pipeline", ""))
                 if sample.labels.get("pipeline") != pipeline:
                     continue
-                value = sample.value
                 node = values.setdefault(sample.labels["node"], {})
-                node[field] = bool(value) if field == "running" else int(value)
+                node[field] = bool(sample.value) if field == "running" else int(sample.value)
     except ValueError as error:
         raise DiagramError(f"{source}: not Prometheus text format: {error}") from None
     if not values:
@@ -119,6 +118,11 @@ def parse_counters(text: str, pipeline: str, source: str = "metrics") -> dict[st
 
 def scrape_counters(url: str, pipeline: str) -> dict[str, NodeCounters]:
     """Read ``url`` (a ``/metrics`` endpoint) and parse it for ``pipeline``."""
+    if not url.startswith(("http://", "https://")):
+        raise DiagramError(
+            f"metrics URL {url!r} is not http:// or https:// "
+            "(for example http://127.0.0.1:9100/metrics)"
+        )
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             text = response.read().decode("utf-8")
