@@ -199,11 +199,14 @@ def _draw(graph: NanoStreamGraph, args: argparse.Namespace) -> None:
     drawing = diagram.render(graph, args.format, counters, refresh=args.refresh)
     data = drawing.encode("utf-8") if isinstance(drawing, str) else drawing
     if args.output:
+        from .nodes.files import _write_atomically
+
         # Replace the file whole, so a browser reloading it never sees half a page.
-        partial = f"{args.output}.partial"
-        with open(partial, "wb") as file:
-            file.write(data)
-        os.replace(partial, args.output)
+        directory, name = os.path.split(os.path.abspath(args.output))
+        try:
+            _write_atomically(directory, name, data)
+        except OSError as error:
+            raise diagram.DiagramError(f"cannot write {args.output}: {error}") from None
     else:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
