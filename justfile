@@ -26,3 +26,7 @@ demo:
 # Regenerate the JSON Schema of pipeline files from the node declarations.
 schema:
     python -m nanostream schema -o schemas/nanostream.schema.json
+
+# Regenerate the node reference (docs/reference.md) from the node declarations.
+docs:
+    python -m nanostream nodes --markdown -o docs/reference.md

@@ -135,6 +135,15 @@ class NanoStreamGraph:
                         "parents",
                     )
                 )
+            if node.options.workers > 1 and (node.is_source or _holds_items(node.processor)):
+                what = "a source" if node.is_source else "a node that holds items back"
+                found.append(
+                    GraphProblem(
+                        node.name,
+                        f"{type(node.processor).__name__} is {what} and runs as one worker",
+                        "workers",
+                    )
+                )
             if not node.is_source and not self.inputs(node.name):
                 found.append(
                     GraphProblem(
@@ -219,3 +228,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def _unknown_option_message(key: str) -> str:
     names = [field.name for field in attrs.fields(NodeOptions)]
     return f"unknown option {key!r}" + did_you_mean(key, names)
+
+
+def _holds_items(processor: NanoStreamProcessor) -> bool:
+    return any(callable(getattr(processor, hook, None)) for hook in ("holding", "deadline"))

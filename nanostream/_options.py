@@ -20,7 +20,7 @@ def _not_negative(instance: object, attribute: attrs.Attribute, value: float) ->
 
 @attrs.frozen(kw_only=True)
 class NodeOptions:
-    """How the runtime runs one node: its error policy and its input buffer.
+    """How the runtime runs one node: its error policy, input buffer and workers.
 
     These sit beside ``name``, ``class`` and ``parents`` in a YAML node, and
     are the keyword arguments of :meth:`NanoStreamGraph.add`.
@@ -71,6 +71,14 @@ class NodeOptions:
         metadata={
             "description": "How many batches this node's input holds before "
             "its parents wait (back-pressure)."
+        },
+    )
+    workers: int = attrs.field(
+        default=1,
+        validator=[v.instance_of(int), _positive],
+        metadata={
+            "description": "How many copies of this node's loop take batches from its "
+            "input at once; for nodes that wait on I/O. Items then leave out of order."
         },
     )
     max_batch: int = attrs.field(

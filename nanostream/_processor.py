@@ -34,6 +34,16 @@ class NanoStreamProcessor:
     ``finish(self)``, plain or async, runs once when every parent has ended
     and may return or yield final items (a batching node flushes here).
 
+    A node that keeps items back to send them later (a batching or
+    windowing node) tells the runtime with ``holding(self) -> int``: how
+    many of the items it has received it has not yet sent on, letting them
+    go in the order they came. Their acknowledgements then wait with them.
+    To send on after a time rather than on the next item, it also defines
+    ``deadline(self)``, the ``trio.current_time()`` at which to call
+    ``on_deadline(self)`` (or ``None`` for no deadline), and
+    ``on_deadline``, which returns or yields what to send, like ``finish``.
+    Both run in the node's own task, never beside ``process_item``.
+
     A node's parameters are its attrs fields: decorate the subclass with
     ``@attrs.define`` and declare typed fields with defaults. That single
     declaration is what YAML configs are validated against. The runtime

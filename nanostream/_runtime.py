@@ -15,13 +15,16 @@ its own outputs and tears down.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import math
 import reprlib
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from functools import partial
 from types import NoneType
 from typing import Any
@@ -119,7 +122,7 @@ class GraphRun:
         self._waiting_for_setup = len(graph)
         self._all_set_up = trio.Event()
         self._stopping = False
-        self._skip_log = _RateLimitedLog()
+        self._skip_log = _RateLimitedLog(graph.name)
         self._cancelled = False
 
     @property
@@ -169,6 +172,7 @@ class GraphRun:
                     await self._all_set_up.wait()
                     task_status.started(self)
                 watchers.cancel_scope.cancel()
+        self._skip_log.flush()
         if self._scope.cancelled_caught and not self.errors:
             self.drained = False
             if not self._cancelled:
@@ -176,6 +180,7 @@ class GraphRun:
                     "pipeline %r: the drain timeout of %ss passed; the rest was cancelled",
                     self.graph.name,
                     self.drain_timeout,
+                    extra={"pipeline": self.graph.name, "event": "drain_timeout"},
                 )
         if self.errors:
             first = self.errors[0]
@@ -187,11 +192,15 @@ class GraphRun:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
+                name = signal.Signals(signum).name
+                extra = {"pipeline": self.graph.name, "signal": name}
                 if self._stopping:
-                    logger.warning("second %s: stopping at once", signal.Signals(signum).name)
+                    logger.warning(
+                        "second %s: stopping at once", name, extra={**extra, "event": "cancel"}
+                    )
                     self.cancel()
                 else:
-                    logger.info("%s: draining", signal.Signals(signum).name)
+                    logger.info("%s: draining", name, extra={**extra, "event": "drain"})
                     self.stop()
 
 
@@ -254,6 +263,15 @@ class _NodeTask:
         self.outputs: list[trio.MemorySendChannel] = []
         self.dead_letters: trio.MemorySendChannel | None = None
         self.tickets: Tickets = None
+        # A node that keeps items back (``holding``) gets its tickets kept
+        # back with them: one ``[tickets, count]`` per batch still held, in
+        # arrival order. Such a node sends its output whole, never in chunks.
+        self.held: deque[list] | None = None
+        self.held_count = 0
+        self.chunk = self.options.max_batch
+        if callable(getattr(self.processor, "holding", None)):
+            self.held = deque()
+            self.chunk = math.inf
 
     @classmethod
     def for_graph(cls, run: GraphRun) -> list[_NodeTask]:
@@ -292,7 +310,7 @@ class _NodeTask:
                         scope.cancel()
                     await self._produce()
             else:
-                await self._consume()
+                await self._consume_with_workers()
                 await self._finish()
             self.stats.state = "finished"
         except NodeError as error:
@@ -300,6 +318,10 @@ class _NodeTask:
             self.graph_run._fail(error)
         except trio.Cancelled:
             self.stats.state = "cancelled"
+            raise
+        except BaseExceptionGroup as group:
+            if group.split(trio.Cancelled)[1] is None:
+                self.stats.state = "cancelled"
             raise
         finally:
             for channel in self._all_outputs():
@@ -325,7 +347,15 @@ class _NodeTask:
             finally:
                 self.graph_run._teardown_scopes.discard(scope)
         if scope.cancelled_caught:
-            logger.warning("node %r: teardown did not finish in time", self.name)
+            logger.warning(
+                "node %r: teardown did not finish in time",
+                self.name,
+                extra={
+                    "pipeline": self.graph_run.graph.name,
+                    "node": self.name,
+                    "event": "teardown_timeout",
+                },
+            )
 
     async def _call(self, during: str, hook: Callable[[], Any]) -> Any:
         try:
@@ -389,53 +419,157 @@ class _NodeTask:
         stats = self.stats
         max_batch = self.options.max_batch
         clock = time.perf_counter
+        deadline = getattr(self.processor, "deadline", None)
+        timed = callable(deadline) and callable(getattr(self.processor, "on_deadline", None))
         held = None
         while True:
             if held is not None:
                 (items, tickets), held = held, None
             else:
                 try:
-                    items, tickets = await inbox.receive()
+                    if timed:
+                        with trio.move_on_at(deadline() or math.inf) as timer:
+                            items, tickets = await inbox.receive()
+                        if timer.cancelled_caught:
+                            await self._on_deadline()
+                            continue
+                    else:
+                        items, tickets = await inbox.receive()
                 except trio.EndOfChannel:
                     return
             if len(items) < max_batch:
                 items, tickets, held = _take_waiting(inbox, items, tickets, max_batch)
+            elif len(items) > max_batch:
+                items, tickets, held = _split(items, tickets, max_batch)
             stats.received += len(items)
             self.tickets = tickets
             started = clock()
             results = await handle(items)
             stats.busy_seconds += clock() - started
+            if self.held is not None:
+                tickets = self._settle(tickets, len(items))
             await self._emit(results, tickets)
             stats.emitted += len(results)
 
+    async def _consume_with_workers(self) -> None:
+        """Run ``workers`` consuming loops on the one input.
+
+        Each worker is a shallow copy of this task: the same processor,
+        channels and counters, its own batch in hand.
+        """
+        if self.options.workers == 1:
+            await self._consume()
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.options.workers):
+                    nursery.start_soon(copy.copy(self)._consume)
+        except* NodeError as failures:
+            first, *others = failures.exceptions
+            for other in others:
+                first.add_note(f"also: {other}")
+            raise first from first.__cause__
+
+    async def _on_deadline(self) -> None:
+        """Run a holding node's ``on_deadline`` and send on what it lets go."""
+        self.tickets = None
+        started = time.perf_counter()
+        results = await self._results_of(self.processor.on_deadline, "on_deadline")
+        self.stats.busy_seconds += time.perf_counter() - started
+        tickets = self._settle(None, 0) if self.held is not None else None
+        await self._emit(results, tickets)
+        self.stats.emitted += len(results)
+
     async def _finish(self) -> None:
         finish = getattr(self.processor, "finish", None)
-        if not callable(finish):
-            return
         self.tickets = None
-        results = await self._results_of(finish, "finish")
+        results = await self._results_of(finish, "finish") if callable(finish) else []
+        tickets = None
+        if self.held:
+            # What a node still holds once it has finished, it has dropped.
+            for segment_tickets, _ in self.held:
+                tickets = combine(tickets, segment_tickets)
+            self.held.clear()
         self.stats.emitted += len(results)
-        await self._emit(results, None)
+        await self._emit(results, tickets)
+
+    def _settle(self, tickets: Tickets, count: int) -> Tickets:
+        """The tickets a holding node's emission carries.
+
+        ``count`` items (with ``tickets``) just arrived. The node now holds
+        ``holding()`` items, the most recent ones; the batches of the items
+        it let go travel on with this emission. A batch it let go of only in
+        part is referenced once more, since the rest is still held.
+        """
+        held = self.held
+        assert held is not None
+        if count:
+            held.append([tickets, count])
+            self.held_count += count
+        released = None
+        excess = self.held_count - self.processor.holding()
+        while excess > 0 and held:
+            segment = held[0]
+            segment_tickets, segment_count = segment
+            if segment_count <= excess:
+                held.popleft()
+                taken = segment_count
+            else:
+                segment[1] -= excess
+                taken = excess
+                if segment_tickets is not None:
+                    retain(segment_tickets, 1)
+            released = combine(released, segment_tickets)
+            self.held_count -= taken
+            excess -= taken
+        return released
 
     async def _results_of(self, function: Callable[..., Any], during: str, *args: Any) -> list:
-        """Call a user function of any call style; collect what it sends on."""
+        """Call a user function of any call style; collect what it sends on.
+
+        What a generator yields is sent on in chunks of ``max_batch`` while
+        it runs, so a node may yield far more than it could hold; only the
+        last chunk is returned.
+        """
         try:
             style = call_style(function)
-            if style == "async generator":
-                async with aclosing(function(*args)) as results:
-                    return [result async for result in results if result is not None]
-            if style == "generator":
-                return [result for result in function(*args) if result is not None]
+            if style in ("async generator", "generator"):
+                produced = function(*args)
+                if style == "generator":
+                    produced = _as_async(produced)
+                results: list = []
+                async with aclosing(produced):
+                    async for result in produced:
+                        if result is not None:
+                            results.append(result)
+                            if len(results) >= self.chunk:
+                                await self._send_early(results)
+                                results = []
+                return results
             result = function(*args)
-            if style == "async":
+            if style == "async" or inspect.isawaitable(result):
                 result = await result
         except trio.Cancelled:
+            raise
+        except NodeError:
             raise
         except Exception as error:
             raise NodeError(self.name, during, error) from error
         if during == "process_batch":
             return [] if result is None else [r for r in result if r is not None]
         return [] if result is None else [result]
+
+    async def _send_early(self, results: list) -> None:
+        """Send part of a batch's results on before the batch is done.
+
+        The part takes one more reference on the batch's tickets; the
+        batch's own reference travels with its last part as usual.
+        """
+        tickets = self.tickets
+        if tickets is not None:
+            retain(tickets, 1)
+        await self._emit(results, tickets)
+        self.stats.emitted += len(results)
 
     def _batch_handler(self) -> Callable[[list], Awaitable[list]]:
         """The coroutine function that turns one input batch into results.
@@ -480,6 +614,9 @@ class _NodeTask:
                             failure,
                             partial(self._results_of, process_item, "process_item", item),
                         )
+                    if len(results) >= self.chunk:
+                        await self._send_early(results)
+                        results = []
                 return results
 
             return handle_each
@@ -578,6 +715,25 @@ def _take(iterator: Any, count: int) -> list:
     return batch
 
 
+async def _as_async(iterator: Any) -> Any:
+    """A plain generator as an async one, closed with it."""
+    with closing(iterator):
+        for item in iterator:
+            yield item
+
+
+def _split(
+    items: list, tickets: Tickets, max_batch: int
+) -> tuple[list, Tickets, tuple[list, Tickets]]:
+    """The first ``max_batch`` of ``items``, and the rest to handle next.
+
+    Both parts carry the batch's tickets, which take one more reference.
+    """
+    if tickets is not None:
+        retain(tickets, 1)
+    return items[:max_batch], tickets, (items[max_batch:], tickets)
+
+
 def _take_waiting(
     inbox: trio.MemoryReceiveChannel, items: list, tickets: Tickets, max_batch: int
 ) -> tuple[list, Tickets, tuple[list, Tickets] | None]:
@@ -605,25 +761,47 @@ def _take_waiting(
 
 class _RateLimitedLog:
     """Logs skipped items, at most ``burst`` per node per ``period`` seconds,
-    then one line saying how many more were skipped unlogged."""
+    then one line saying how many more were skipped unlogged (when the next
+    period starts, or when the run ends)."""
 
-    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+    def __init__(self, pipeline: str, burst: int = 10, period: float = 10.0) -> None:
+        self.pipeline = pipeline
         self.burst = burst
         self.period = period
         self._windows: dict[str, tuple[float, int]] = {}
 
     def warning(self, node: str, failure: NodeError) -> None:
-        now = time.monotonic()
+        now = trio.current_time()
         start, count = self._windows.get(node, (-math.inf, 0))
         if now - start >= self.period:
-            if count > self.burst:
-                logger.warning(
-                    "node %r: %d more items skipped without a log line",
-                    node,
-                    count - self.burst,
-                )
+            self._report_unlogged(node, count)
             start, count = now, 0
         count += 1
         self._windows[node] = (start, count)
         if count <= self.burst:
-            logger.warning("skipped: %s", failure)
+            logger.warning(
+                "skipped: %s",
+                failure,
+                extra={"pipeline": self.pipeline, "node": node, "event": "skipped"},
+            )
+
+    def flush(self) -> None:
+        """Report what was skipped unlogged in the periods still open."""
+        for node, (_, count) in self._windows.items():
+            self._report_unlogged(node, count)
+        self._windows.clear()
+
+    def _report_unlogged(self, node: str, count: int) -> None:
+        if count > self.burst:
+            unlogged = count - self.burst
+            logger.warning(
+                "node %r: %d more items skipped without a log line",
+                node,
+                unlogged,
+                extra={
+                    "pipeline": self.pipeline,
+                    "node": node,
+                    "event": "skipped_unlogged",
+                    "count": unlogged,
+                },
+            )

@@ -229,3 +229,51 @@ async def test_failing_ack_is_a_node_error_naming_the_source():
     assert excinfo.value.node == "src"
     assert excinfo.value.during == "acknowledgement"
     assert "RuntimeError: broker gone" in str(excinfo.value)
+
+
+async def test_ack_waits_for_every_chunk_of_a_generator():
+    """Output sent on in chunks keeps the item unacknowledged until the
+    last chunk is handled."""
+    events = []
+
+    class Explode(NanoStreamProcessor):
+        async def process_item(self, message):
+            for index in range(1000):
+                yield index
+
+    class CountingSink(NanoStreamProcessor):
+        def process_batch(self, messages):
+            events.append(("handled", len(messages)))
+
+    graph = NanoStreamGraph()
+    graph.add("src", AsyncAckSource(["x"], events))
+    graph.add("explode", Explode(), ["src"], max_batch=64)
+    graph.add("sink", CountingSink(), ["explode"], max_batch=64)
+    await run_graph(graph)
+    assert events[-1] == ("ack", "x")
+    assert [kind for kind, _ in events].count("ack") == 1
+    assert sum(count for kind, count in events if kind == "handled") == 1000
+    assert max(count for kind, count in events if kind == "handled") <= 64
+
+
+async def test_ack_waits_for_every_part_of_a_split_batch():
+    events = []
+
+    class Source(NanoStreamProcessor):
+        def generate_batches(self):
+            yield [
+                WithAck(index, lambda index=index: events.append(("ack", index)))
+                for index in range(10)
+            ]
+
+    class Sink(NanoStreamProcessor):
+        def process_batch(self, messages):
+            events.append(("handled", list(messages)))
+
+    graph = NanoStreamGraph()
+    graph.add("src", Source())
+    graph.add("sink", Sink(), ["src"], max_batch=4)
+    await run_graph(graph)
+    handled = [items for kind, items in events if kind == "handled"]
+    assert handled == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert events[3:] == [("ack", index) for index in range(10)]

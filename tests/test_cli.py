@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 import nanostream
 from nanostream.config._schema import schema_text
@@ -174,7 +175,7 @@ def test_version_help_and_usage_errors() -> None:
     assert nanostream_cmd("--help").returncode == 0
     assert nanostream_cmd().returncode == 2
     assert nanostream_cmd("explode").returncode == 2
-    assert nanostream_cmd("graph", "x.yaml", "--format", "png").returncode == 2
+    assert nanostream_cmd("graph", "x.yaml", "--format", "jpeg").returncode == 2
 
 
 def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -204,3 +205,18 @@ def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert set(stdout.splitlines()) <= {"tick"}
+
+
+@pytest.mark.parametrize("command", ["nodes", "schema"])
+def test_a_closed_pipe_is_not_an_error(command):
+    """``nanostream nodes | head -1``: the reader has gone before the
+    command writes (its end of the pipe is closed before the start)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with subprocess.Popen(
+        [sys.executable, "-m", "nanostream", command], stdout=write_end, stderr=subprocess.PIPE
+    ) as process:
+        os.close(write_end)
+        stderr = process.stderr.read()
+    assert stderr == b""
+    assert process.returncode == 0

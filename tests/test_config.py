@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import jsonschema
 import pytest
 import trio
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 import nanostream
-from nanostream import ChannelSink, NanoStreamGraph, run_graph
+from nanostream import ChannelSink, NanoStreamGraph, NodeOptions, run_graph
 from nanostream.config import (
     ConfigError,
     ConfigErrors,
@@ -24,7 +25,9 @@ from nanostream.config import (
     check_text,
     load_pipeline,
 )
-from nanostream.config._schema import pipeline_schema, schema_text
+from nanostream.config._reference import reference_text
+from nanostream.config._schema import parameters, pipeline_schema, schema_text
+from nanostream.nodes import BUILTIN_NODES, load_builtin
 
 CONFIGS = Path(__file__).parent / "configs"
 ROOT = Path(__file__).parent.parent
@@ -351,3 +354,19 @@ def test_checked_in_schema_is_current() -> None:
         "schemas/nanostream.schema.json is stale: run "
         "`python -m nanostream schema -o schemas/nanostream.schema.json`"
     )
+
+
+def test_checked_in_node_reference_is_current() -> None:
+    checked_in = ROOT / "docs" / "reference.md"
+    assert checked_in.read_text() == reference_text(), "docs/reference.md is stale: run `just docs`"
+
+
+def test_node_reference_covers_every_node_and_parameter() -> None:
+    text = reference_text()
+    for name in BUILTIN_NODES:
+        cls = load_builtin(name)
+        assert f"\n### {name}\n" in text
+        for parameter, *_ in parameters(cls):
+            assert f"| `{parameter}` |" in text
+    for field in attrs.fields(NodeOptions):
+        assert f"| `{field.name}` |" in text

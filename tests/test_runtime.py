@@ -7,6 +7,7 @@ import trio.testing
 from nanostream import (
     ChannelSink,
     ChannelSource,
+    GraphError,
     GraphRun,
     NanoStreamGraph,
     NanoStreamProcessor,
@@ -612,8 +613,6 @@ async def test_back_pressure_bounds_the_source(source_class, edges):
 
 
 async def test_run_graph_validates_first():
-    from nanostream import GraphError
-
     graph = NanoStreamGraph()
     graph.add("sink", Collector(), ["nowhere"])
     with pytest.raises(GraphError):
@@ -714,3 +713,162 @@ async def test_stats_show_queue_depth_and_capacity():
         release.set()
     assert run.stats["stuck"].queued == 0
     assert run.stats["sink"].received == 100
+
+
+class Exploder(NanoStreamProcessor):
+    """Yields ``per_item`` results for each item; notes how many the sink
+    had received when it was half-way through."""
+
+    def __init__(self, per_item, sink, asynchronous):
+        self.per_item = per_item
+        self.sink = sink
+        self.seen_half_way = None
+        self.process_batch = self._async_batch if asynchronous else self._sync_batch
+
+    async def _async_batch(self, messages):
+        for message in messages:
+            for index in range(self.per_item):
+                if index == self.per_item // 2:
+                    await trio.testing.wait_all_tasks_blocked()
+                    self.seen_half_way = len(self.sink.items)
+                yield (message, index)
+
+    def _sync_batch(self, messages):
+        for message in messages:
+            for index in range(self.per_item):
+                if index == self.per_item // 2:
+                    self.seen_half_way = len(self.sink.items)
+                yield (message, index)
+
+
+async def test_generator_output_is_sent_on_in_chunks_while_it_runs():
+    sink = Collector()
+    exploder = Exploder(1000, sink, asynchronous=True)
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(["x"]))
+    graph.add("explode", exploder, ["src"], max_batch=100)
+    graph.add("sink", sink, ["explode"])
+    run = await run_graph(graph)
+    assert exploder.seen_half_way == 500  # five chunks of 100 already handled
+    assert sink.items == [("x", index) for index in range(1000)]
+    assert run.stats["explode"].emitted == 1000
+
+
+async def test_plain_generator_output_is_sent_on_in_chunks_while_it_runs():
+    """With room for one batch in the sink's queue, a plain generator that
+    yields 2,000 results can only get half-way if its chunks are handled
+    as it goes."""
+    sink = Collector()
+    exploder = Exploder(2000, sink, asynchronous=False)
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(["x"]))
+    graph.add("explode", exploder, ["src"], max_batch=100)
+    graph.add("sink", sink, ["explode"], buffer_size=1)
+    await run_graph(graph)
+    assert exploder.seen_half_way >= 800
+    assert sink.items == [("x", index) for index in range(2000)]
+
+
+async def test_a_batch_larger_than_max_batch_is_handled_in_parts():
+    class Big(NanoStreamProcessor):
+        def generate_batches(self):
+            yield list(range(1000))
+
+    class Sizes(NanoStreamProcessor):
+        def __init__(self):
+            self.sizes = []
+
+        def process_batch(self, messages):
+            self.sizes.append(len(messages))
+            return messages
+
+    sizes = Sizes()
+    graph = NanoStreamGraph()
+    graph.add("src", Big())
+    graph.add("sizes", sizes, ["src"], max_batch=300)
+    sink = graph.add("sink", Collector(), ["sizes"])
+    await run_graph(graph)
+    assert sizes.sizes == [300, 300, 300, 100]
+    assert sink.items == list(range(1000))
+
+
+async def test_a_plain_finish_may_return_an_awaitable():
+    class Flusher(NanoStreamProcessor):
+        def process_item(self, message):
+            return None
+
+        def finish(self):
+            return self._flush()
+
+        async def _flush(self):
+            await trio.sleep(0)
+            return "flushed"
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1]))
+    graph.add("flush", Flusher(), ["src"])
+    sink = graph.add("sink", Collector(), ["flush"])
+    await run_graph(graph)
+    assert sink.items == ["flushed"]
+
+
+class Waits(NanoStreamProcessor):
+    """Takes one second per item; records how many were in hand at once."""
+
+    def __init__(self, fail_on=None):
+        self.active = 0
+        self.most_active = 0
+        self.fail_on = fail_on
+
+    async def process_item(self, message):
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        await trio.sleep(1)
+        self.active -= 1
+        if message == self.fail_on:
+            raise ValueError(f"bad item {message}")
+        return message
+
+
+async def test_workers_handle_batches_at_once(autojump_clock):
+    waits = Waits()
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(8))), max_batch=1)
+    graph.add("waits", waits, ["src"], workers=4, max_batch=1)
+    sink = graph.add("sink", Collector(), ["waits"])
+    start = trio.current_time()
+    run = await run_graph(graph)
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert waits.most_active == 4
+    assert sorted(sink.items) == list(range(8))
+    assert run.stats["waits"].received == run.stats["waits"].emitted == 8
+    assert run.stats["waits"].state == "finished"
+
+
+async def test_a_failing_worker_fails_the_graph_with_a_node_error(autojump_clock):
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(list(range(8))), max_batch=1)
+    graph.add("waits", Waits(fail_on=5), ["src"], workers=3, max_batch=1)
+    graph.add("sink", Collector(), ["waits"])
+    with pytest.raises(NodeError) as excinfo:
+        await run_graph(graph)
+    assert excinfo.value.node == "waits"
+    assert excinfo.value.item == 5
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("src", "SequenceEmitter is a source and runs as one worker"),
+        ("batch", "Batcher is a node that holds items back and runs as one worker"),
+    ],
+)
+def test_sources_and_holding_nodes_take_one_worker(node, message):
+    from nanostream.nodes.batching import Batcher
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1]), workers=2 if node == "src" else 1)
+    graph.add("batch", Batcher(), ["src"], workers=2 if node == "batch" else 1)
+    with pytest.raises(GraphError) as excinfo:
+        graph.validate()
+    assert message in str(excinfo.value)

@@ -113,8 +113,9 @@ def type_name(type_: Any) -> str:
 
 
 def summary(cls: type) -> str:
-    doc = (cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    """The first paragraph of a class's docstring, on one line."""
+    paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
 
 
 def _common() -> dict[str, Any]:

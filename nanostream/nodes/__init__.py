@@ -17,6 +17,7 @@ BUILTIN_NODES: dict[str, str] = {
     "ConstantEmitter": "nanostream.nodes.basic:ConstantEmitter",
     "PrintStreamProcessor": "nanostream.nodes.basic:PrintStreamProcessor",
     "BlackHole": "nanostream.nodes.basic:BlackHole",
+    "Batcher": "nanostream.nodes.batching:Batcher",
     "WatchdogDirectoryListener": "nanostream.nodes.directory:WatchdogDirectoryListener",
     "FileReader": "nanostream.nodes.files:FileReader",
     "FileWriter": "nanostream.nodes.files:FileWriter",
