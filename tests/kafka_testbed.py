@@ -111,7 +111,8 @@ class TopicReader:
         while not predicate(self.values):
             for writer in writers:
                 if writer.poll() is not None:
-                    raise AssertionError(f"{what}: the writer exited: {writer.communicate()}")
+                    output = writer.communicate()
+                    raise AssertionError(f"{what}: a writer exited ({writer.returncode}): {output}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             self._read()
