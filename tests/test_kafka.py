@@ -202,6 +202,61 @@ async def test_at_least_once_across_a_cancelled_run(broker):
     assert all(item["double"] == item["n"] * 2 for item in out)
 
 
+class Gate(NanoStreamProcessor):
+    """Holds every item until ``opened`` is set."""
+
+    def __init__(self, opened):
+        self.opened = opened
+
+    async def process_item(self, message):
+        await self.opened.wait()
+        return message
+
+
+def _committed(broker, group, topic):
+    """The offsets ``group`` has committed for ``topic``, by partition."""
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=broker, group_id=group, enable_auto_commit=False
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        return {p: consumer.committed(kafka.TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()
+
+
+async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_last_poll(broker):
+    topic, group = create_topic(broker, 1), unique_name("group")
+    await _produce(broker, topic, [{"n": n} for n in range(5)])
+    opened = trio.Event()
+    graph = NanoStreamGraph("gated")
+    graph.add(
+        "in",
+        KafkaConsumer(
+            topics=[topic],
+            bootstrap_servers=broker,
+            group_id=group,
+            auto_offset_reset="earliest",
+            poll_timeout_ms=3000,
+            consumer_config=FAST_GROUP,
+        ),
+    )
+    graph.add("gate", Gate(opened), parents=["in"])
+    graph.add("sink", BlackHole(), parents=["gate"])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            while run.stats["in"].emitted < 5:
+                await trio.sleep(0.01)
+            # The consumer committed (nothing) and is waiting in its next poll:
+            # what is handled now is committed only when the consumer closes.
+            opened.set()
+            while run.stats["in"].acknowledged < 5:
+                await trio.sleep(0.01)
+            run.stop()
+    assert _committed(broker, group, topic) == {0: 5}
+
+
 # ------------------------------------------------------- formats and errors
 
 
