@@ -42,22 +42,24 @@ async def _produce(broker, topic, items, **options):
     await run_graph(graph)
 
 
+def _consumer(broker, topic, max_poll_records=500, **options):
+    """A KafkaConsumer of ``topic`` from its start, quick to join a group."""
+    return KafkaConsumer(
+        topics=[topic],
+        bootstrap_servers=broker,
+        auto_offset_reset="earliest",
+        consumer_config=dict(FAST_GROUP, max_poll_records=max_poll_records),
+        **options,
+    )
+
+
 async def _consume(broker, topic, count, *, timeout=20, **options):
     """Run a consumer graph until ``count`` items arrived; return them.
 
     Outside any group unless ``group_id`` is given: joining one takes seconds."""
     send, receive = trio.open_memory_channel(1000)
     graph = NanoStreamGraph("consume")
-    graph.add(
-        "in",
-        KafkaConsumer(
-            topics=[topic],
-            bootstrap_servers=broker,
-            auto_offset_reset="earliest",
-            consumer_config=dict(FAST_GROUP),
-            **options,
-        ),
-    )
+    graph.add("in", _consumer(broker, topic, **options))
     graph.add("sink", ChannelSink(send), parents=["in"])
     got = []
     with trio.fail_after(timeout):
@@ -150,14 +152,7 @@ async def _pipeline(broker, source_topic, output_topic, group, processed, done):
     graph = NanoStreamGraph("double")
     graph.add(
         "in",
-        KafkaConsumer(
-            topics=[source_topic],
-            bootstrap_servers=broker,
-            group_id=group,
-            auto_offset_reset="earliest",
-            poll_timeout_ms=200,
-            consumer_config=dict(FAST_GROUP, max_poll_records=10),
-        ),
+        _consumer(broker, source_topic, group_id=group, poll_timeout_ms=200, max_poll_records=10),
     )
     graph.add("double", SlowDouble(processed, 0.05), parents=["in"])
     graph.add(
@@ -230,17 +225,7 @@ async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_la
     await _produce(broker, topic, [{"n": n} for n in range(5)])
     opened = trio.Event()
     graph = NanoStreamGraph("gated")
-    graph.add(
-        "in",
-        KafkaConsumer(
-            topics=[topic],
-            bootstrap_servers=broker,
-            group_id=group,
-            auto_offset_reset="earliest",
-            poll_timeout_ms=3000,
-            consumer_config=FAST_GROUP,
-        ),
-    )
+    graph.add("in", _consumer(broker, topic, group_id=group, poll_timeout_ms=3000))
     graph.add("gate", Gate(opened), parents=["in"])
     graph.add("sink", BlackHole(), parents=["gate"])
     with trio.fail_after(30):
@@ -282,9 +267,7 @@ async def test_a_value_that_is_not_json_fails_naming_where_it_is(broker):
     topic = unique_name("notjson")
     await _produce(broker, topic, ["{broken"], value_format="text")
     graph = NanoStreamGraph("consume")
-    graph.add(
-        "in", KafkaConsumer(topics=[topic], bootstrap_servers=broker, auto_offset_reset="earliest")
-    )
+    graph.add("in", _consumer(broker, topic))
     graph.add("sink", BlackHole(), parents=["in"])
     with trio.fail_after(20), pytest.raises(NodeError) as caught:
         await run_graph(graph)
