@@ -1,8 +1,8 @@
 """Kafka nodes: a consumer source with at-least-once acknowledgements, and a producer sink.
 
 kafka-python clients are blocking and not thread-safe, so each node makes its
-calls in a worker thread, one call at a time: a poll per batch for the
-consumer, a send-and-flush per batch for the producer.
+calls in a worker thread, one call at a time: a commit-and-poll per batch
+for the consumer, a send-and-flush per batch for the producer.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class _OffsetTracker:
     is committable for them and forgets them: acknowledgements that arrive
     later for records of a revoked partition change nothing, so they can
     never commit an offset over the one its new owner commits. Rebalances
-    run on kafka-python's IO thread while acknowledgements arrive on trio's,
-    hence the lock.
+    run on kafka-python's IO thread, commits on a worker thread, and
+    acknowledgements arrive on trio's: hence the lock.
     """
 
     def __init__(self) -> None:
