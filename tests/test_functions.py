@@ -67,6 +67,8 @@ async def test_filter_invert_keeps_the_others_unchanged():
 
 async def test_filter_with_an_async_function(user_module):
     assert await process_items(Filter(f"{user_module}.is_big"), [1, 5, 2, 3]) == [5, 3]
+    inverted = Filter(f"{user_module}.is_big", invert=True)
+    assert await process_items(inverted, [1, 5, 2, 3]) == [1, 2]
 
 
 async def test_map_replaces_each_item_and_none_drops_it(user_module):

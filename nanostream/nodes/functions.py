@@ -72,13 +72,17 @@ class Filter(_FunctionNode):
     @property
     def process_item(self) -> Callable[[Any], Any]:
         # A property so that the runtime sees an async method when the
-        # function is async, and calls a plain one with no await otherwise.
+        # function is async, and a plain one, with no test of ``invert`` per
+        # item, otherwise.
         if call_style(self._call) == "async":
             return self._keep_async
-        return self._keep
+        return self._drop if self.invert else self._keep
 
     def _keep(self, message: Any) -> Any:
-        return message if bool(self._call(message)) is not self.invert else None
+        return message if self._call(message) else None
+
+    def _drop(self, message: Any) -> Any:
+        return None if self._call(message) else message
 
     async def _keep_async(self, message: Any) -> Any:
         return message if bool(await self._call(message)) is not self.invert else None
