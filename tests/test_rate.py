@@ -148,3 +148,19 @@ node_sequence:
         load_text(text)
     (error,) = excinfo.value.errors
     assert message in str(error)
+
+
+async def test_stop_lets_waiting_items_go_on_at_the_rate(autojump_clock):
+    send, receive = trio.open_memory_channel(10)
+    graph = NanoStreamGraph()
+    graph.add("src", ChannelSource(receive))
+    graph.add("throttle", Throttle(rate=1), ["src"])
+    sink = graph.add("sink", Stamped(), ["throttle"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        for item in range(4):
+            send.send_nowait(item)
+        await trio.sleep(0.5)
+        run.stop()
+    assert sink.items == [(0.0, 0), (1.0, 1), (2.0, 2), (3.0, 3)]
+    assert run.drained
