@@ -122,7 +122,7 @@ class GraphRun:
         self._waiting_for_setup = len(graph)
         self._all_set_up = trio.Event()
         self._stopping = False
-        self._skip_log = _RateLimitedLog()
+        self._skip_log = _RateLimitedLog(graph.name)
         self._cancelled = False
 
     @property
@@ -172,6 +172,7 @@ class GraphRun:
                     await self._all_set_up.wait()
                     task_status.started(self)
                 watchers.cancel_scope.cancel()
+        self._skip_log.flush()
         if self._scope.cancelled_caught and not self.errors:
             self.drained = False
             if not self._cancelled:
@@ -179,6 +180,7 @@ class GraphRun:
                     "pipeline %r: the drain timeout of %ss passed; the rest was cancelled",
                     self.graph.name,
                     self.drain_timeout,
+                    extra={"pipeline": self.graph.name, "event": "drain_timeout"},
                 )
         if self.errors:
             first = self.errors[0]
@@ -190,11 +192,15 @@ class GraphRun:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
+                name = signal.Signals(signum).name
+                extra = {"pipeline": self.graph.name, "signal": name}
                 if self._stopping:
-                    logger.warning("second %s: stopping at once", signal.Signals(signum).name)
+                    logger.warning(
+                        "second %s: stopping at once", name, extra={**extra, "event": "cancel"}
+                    )
                     self.cancel()
                 else:
-                    logger.info("%s: draining", signal.Signals(signum).name)
+                    logger.info("%s: draining", name, extra={**extra, "event": "drain"})
                     self.stop()
 
 
@@ -341,7 +347,15 @@ class _NodeTask:
             finally:
                 self.graph_run._teardown_scopes.discard(scope)
         if scope.cancelled_caught:
-            logger.warning("node %r: teardown did not finish in time", self.name)
+            logger.warning(
+                "node %r: teardown did not finish in time",
+                self.name,
+                extra={
+                    "pipeline": self.graph_run.graph.name,
+                    "node": self.name,
+                    "event": "teardown_timeout",
+                },
+            )
 
     async def _call(self, during: str, hook: Callable[[], Any]) -> Any:
         try:
@@ -747,25 +761,47 @@ def _take_waiting(
 
 class _RateLimitedLog:
     """Logs skipped items, at most ``burst`` per node per ``period`` seconds,
-    then one line saying how many more were skipped unlogged."""
+    then one line saying how many more were skipped unlogged (when the next
+    period starts, or when the run ends)."""
 
-    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+    def __init__(self, pipeline: str, burst: int = 10, period: float = 10.0) -> None:
+        self.pipeline = pipeline
         self.burst = burst
         self.period = period
         self._windows: dict[str, tuple[float, int]] = {}
 
     def warning(self, node: str, failure: NodeError) -> None:
-        now = time.monotonic()
+        now = trio.current_time()
         start, count = self._windows.get(node, (-math.inf, 0))
         if now - start >= self.period:
-            if count > self.burst:
-                logger.warning(
-                    "node %r: %d more items skipped without a log line",
-                    node,
-                    count - self.burst,
-                )
+            self._report_unlogged(node, count)
             start, count = now, 0
         count += 1
         self._windows[node] = (start, count)
         if count <= self.burst:
-            logger.warning("skipped: %s", failure)
+            logger.warning(
+                "skipped: %s",
+                failure,
+                extra={"pipeline": self.pipeline, "node": node, "event": "skipped"},
+            )
+
+    def flush(self) -> None:
+        """Report what was skipped unlogged in the periods still open."""
+        for node, (_, count) in self._windows.items():
+            self._report_unlogged(node, count)
+        self._windows.clear()
+
+    def _report_unlogged(self, node: str, count: int) -> None:
+        if count > self.burst:
+            unlogged = count - self.burst
+            logger.warning(
+                "node %r: %d more items skipped without a log line",
+                node,
+                unlogged,
+                extra={
+                    "pipeline": self.pipeline,
+                    "node": node,
+                    "event": "skipped_unlogged",
+                    "count": unlogged,
+                },
+            )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
+import time
 from collections.abc import Sequence
 
 import attrs
@@ -16,6 +16,7 @@ from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
 from .config._reference import reference_text
 from .config._schema import parameters, schema_text, summary
 from .nodes import ALIASES, BUILTIN_NODES, load_builtin
+from .observe import _diagram as diagram
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,9 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     nodes.add_argument("-o", "--output", metavar="FILE", help="with --markdown: write to FILE")
 
-    graph = commands.add_parser("graph", help="draw a pipeline (Mermaid or Graphviz dot)")
+    graph = commands.add_parser(
+        "graph", help="draw a pipeline (Mermaid, Graphviz dot, HTML, SVG or PNG)"
+    )
     graph.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
-    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument(
+        "--format",
+        choices=diagram.FORMATS,
+        default="mermaid",
+        help="svg and png need Graphviz's dot; html uses it when installed (default mermaid)",
+    )
+    graph.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
+    graph.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="show each node's live counters, read from the /metrics URL of a running "
+        "`nanostream run --metrics-port`",
+    )
+    graph.add_argument(
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help="with --format html, --metrics and -o: rewrite the page every SECONDS, "
+        "and make it reload itself, until interrupted",
+    )
     return parser
 
 
@@ -157,49 +179,56 @@ def _nodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _node_id(name: str) -> str:
-    return re.sub(r"\W", "_", name)
-
-
 def _graph(args: argparse.Namespace) -> int:
+    if args.refresh is not None and not (
+        args.format == "html" and args.metrics and args.output and args.refresh > 0
+    ):
+        print(
+            "nanostream graph: --refresh needs a positive number of seconds, "
+            "--format html, --metrics URL and -o FILE",
+            file=sys.stderr,
+        )
+        return 2
     graph = _load(args.config)
     if graph is None:
         return 1
-    lines = []
-    if args.format == "mermaid":
-        lines.append("flowchart LR")
-        for node in graph:
-            label = f"{node.name}<br/>{type(node.processor).__name__}".replace('"', "#quot;")
-            lines.append(f'    {_node_id(node.name)}["{label}"]')
-        for node in graph:
-            for parent in node.parents:
-                lines.append(f"    {_node_id(parent)} --> {_node_id(node.name)}")
-            if node.options.dead_letter:
-                lines.append(
-                    f"    {_node_id(node.name)} -. dead letters .-> "
-                    f"{_node_id(node.options.dead_letter)}"
-                )
+    try:
+        _draw(graph, args)
+    except diagram.DiagramError as error:
+        print(f"nanostream: {error}", file=sys.stderr)
+        return 1
+    if args.refresh is None:
+        return 0
+    try:
+        while True:
+            time.sleep(args.refresh)
+            try:
+                _draw(graph, args)
+            except diagram.DiagramError as error:
+                # The pipeline may be restarting: keep the last page and try again.
+                print(f"nanostream: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _draw(graph: NanoStreamGraph, args: argparse.Namespace) -> None:
+    """Draw ``graph`` as ``args`` ask, with fresh counters if asked for."""
+    counters = diagram.scrape_counters(args.metrics, graph.name) if args.metrics else None
+    drawing = diagram.render(graph, args.format, counters, refresh=args.refresh)
+    data = drawing.encode("utf-8") if isinstance(drawing, str) else drawing
+    if args.output:
+        from .nodes.files import _write_atomically
+
+        # Replace the file whole, so a browser reloading it never sees half a page.
+        directory, name = os.path.split(os.path.abspath(args.output))
+        try:
+            _write_atomically(directory, name, data)
+        except OSError as error:
+            raise diagram.DiagramError(f"cannot write {args.output}: {error}") from None
     else:
-
-        def quote(text: str) -> str:
-            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-        lines.append(f"digraph {quote(graph.name)} {{")
-        lines.append("    rankdir=LR;")
-        for node in graph:
-            label = f"{node.name}\\n{type(node.processor).__name__}"
-            lines.append(f'    {quote(node.name)} [shape=box, label="{label}"];')
-        for node in graph:
-            for parent in node.parents:
-                lines.append(f"    {quote(parent)} -> {quote(node.name)};")
-            if node.options.dead_letter:
-                lines.append(
-                    f"    {quote(node.name)} -> {quote(node.options.dead_letter)} "
-                    '[style=dashed, label="dead letters"];'
-                )
-        lines.append("}")
-    print("\n".join(lines))
-    return 0
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def test_version_help_and_usage_errors() -> None:
     assert nanostream_cmd("--help").returncode == 0
     assert nanostream_cmd().returncode == 2
     assert nanostream_cmd("explode").returncode == 2
-    assert nanostream_cmd("graph", "x.yaml", "--format", "png").returncode == 2
+    assert nanostream_cmd("graph", "x.yaml", "--format", "jpeg").returncode == 2
 
 
 def test_run_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:

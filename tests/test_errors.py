@@ -373,3 +373,40 @@ async def test_several_errors_are_reported_together():
     assert excinfo.value.node == "b"
     notes = getattr(excinfo.value, "__notes__", [])
     assert any("node 'a' failed in teardown" in note for note in notes)
+
+
+async def test_skip_logging_is_rate_limited_and_the_rest_counted(caplog):
+    graph = NanoStreamGraph("limits")
+    graph.add("src", SequenceEmitter(list(range(25))))
+    graph.add("proc", Flaky(bad=list(range(25))), ["src"], on_error="skip")
+    graph.add("sink", Collector(), ["proc"])
+    with caplog.at_level(logging.WARNING, logger="nanostream"):
+        run = await run_graph(graph)
+    assert run.stats["proc"].skipped == 25
+    records = [r for r in caplog.records if r.name == "nanostream"]
+    assert [r.event for r in records] == ["skipped"] * 10 + ["skipped_unlogged"]
+    assert all((r.pipeline, r.node) == ("limits", "proc") for r in records)
+    assert "(item: 9)" in records[9].getMessage()
+    assert records[-1].getMessage() == "node 'proc': 15 more items skipped without a log line"
+    assert records[-1].count == 15
+
+
+async def test_skip_logging_starts_again_after_the_period(caplog, autojump_clock):
+    class Pausing(NanoStreamProcessor):
+        async def generate(self):
+            for item in range(12):
+                yield item
+            await trio.sleep(10)
+            for item in range(12, 15):
+                yield item
+
+    graph = NanoStreamGraph()
+    graph.add("src", Pausing())
+    graph.add("proc", Flaky(bad=list(range(15))), ["src"], on_error="skip")
+    graph.add("sink", Collector(), ["proc"])
+    with caplog.at_level(logging.WARNING, logger="nanostream"):
+        await run_graph(graph)
+    records = [r for r in caplog.records if r.name == "nanostream"]
+    assert [r.event for r in records] == ["skipped"] * 10 + ["skipped_unlogged"] + ["skipped"] * 3
+    assert records[10].count == 2
+    assert "(item: 14)" in records[-1].getMessage()

@@ -1,0 +1,1 @@
+"""Watching a pipeline: its shape and its live counters."""
