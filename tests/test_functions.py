@@ -122,6 +122,26 @@ def test_a_wrong_function_is_an_error_when_the_node_is_built(path, message):
         Map(path)
 
 
+def test_kwargs_the_function_cannot_take_are_an_error_at_their_line(user_module):
+    with pytest.raises(ValueError, match="got an unexpected keyword argument 'tmes'"):
+        Map(f"{user_module}:repeat", kwargs={"tmes": 3})
+    text = f"""\
+node_sequence:
+  - name: src
+    class: SequenceEmitter
+  - name: change
+    class: Map
+    parents: [src]
+    function: {user_module}:repeat
+    kwargs: {{tmes: 3}}
+"""
+    (error,) = check_text(text, "p.yaml")
+    assert str(error) == (
+        "p.yaml:8:13: error: node 'change': parameter 'kwargs': kwargs {'tmes': 3} do not fit"
+        f" function '{user_module}:repeat': got an unexpected keyword argument 'tmes'"
+    )
+
+
 def test_filter_rejects_a_generator_function(user_module):
     with pytest.raises(ValueError, match="is a generator function; Filter needs"):
         Filter(f"{user_module}:repeat")

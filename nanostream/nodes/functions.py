@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -32,7 +33,20 @@ def _bind(node: _FunctionNode) -> Callable[..., Any]:
     """The node's function with its ``kwargs`` applied; resolved once, when the
     node is built, so that a wrong path is a configuration error."""
     function = _resolve(node.function)
-    return partial(function, **node.kwargs) if node.kwargs else function
+    if not node.kwargs:
+        return function
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some built-ins do not say what they take
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(object(), **node.kwargs)
+        except TypeError as error:
+            raise ValueError(
+                f"kwargs {node.kwargs!r} do not fit function {node.function!r}: {error}"
+            ) from None
+    return partial(function, **node.kwargs)
 
 
 @attrs.define
