@@ -12,6 +12,21 @@ from nanostream.nodes.functions import Filter, Map
 from nanostream.testing import collect, process_items, run_pipeline
 
 
+def map_config(function: str, extra: str = "") -> str:
+    """A pipeline of a source and a Map node 'change' calling ``function``;
+    ``extra`` is one more line of the Map node (line 8)."""
+    return f"""\
+node_sequence:
+  - name: src
+    class: SequenceEmitter
+  - name: change
+    class: Map
+    parents: [src]
+    function: {function}
+    {extra}
+"""
+
+
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch, request) -> str:
     """A module of the user's functions, importable under a name of its own."""
@@ -125,17 +140,7 @@ def test_a_wrong_function_is_an_error_when_the_node_is_built(path, message):
 def test_kwargs_the_function_cannot_take_are_an_error_at_their_line(user_module):
     with pytest.raises(ValueError, match="got an unexpected keyword argument 'tmes'"):
         Map(f"{user_module}:repeat", kwargs={"tmes": 3})
-    text = f"""\
-node_sequence:
-  - name: src
-    class: SequenceEmitter
-  - name: change
-    class: Map
-    parents: [src]
-    function: {user_module}:repeat
-    kwargs: {{tmes: 3}}
-"""
-    (error,) = check_text(text, "p.yaml")
+    (error,) = check_text(map_config(f"{user_module}:repeat", "kwargs: {tmes: 3}"), "p.yaml")
     assert str(error) == (
         "p.yaml:8:13: error: node 'change': parameter 'kwargs': kwargs {'tmes': 3} do not fit"
         f" function '{user_module}:repeat': got an unexpected keyword argument 'tmes'"
@@ -210,14 +215,5 @@ node_sequence:
 
 
 def test_yaml_function_must_be_a_string():
-    text = """\
-node_sequence:
-  - name: src
-    class: SequenceEmitter
-  - name: change
-    class: Map
-    parents: [src]
-    function: 3
-"""
     with pytest.raises(ConfigErrors, match="parameter 'function': expected a string"):
-        load_text(text)
+        load_text(map_config("3"))
