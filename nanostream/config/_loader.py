@@ -8,7 +8,6 @@ import importlib.metadata
 import os
 import re
 import sys
-import traceback
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .._graph import NanoStreamGraph, did_you_mean
+from .._imports import ImportPathError, import_object
 from .._options import NodeOptions
 from .._processor import NanoStreamProcessor
 from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
@@ -127,10 +127,6 @@ CONVERTER = _make_converter()
 # ---------------------------------------------------------------- class resolution
 
 
-class ClassNotFound(Exception):
-    """``class:`` names nothing that can be loaded."""
-
-
 def node_class_names() -> list[str]:
     """Every name ``class:`` accepts without a module path."""
     names = list(BUILTIN_NODES) + list(ALIASES)
@@ -148,29 +144,9 @@ def resolve_class(name: str) -> type:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry_point.name == name:
                 return entry_point.load()
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
-    elif "." in name:
-        module_name, _, attribute = name.rpartition(".")
-    else:
-        raise ClassNotFound(f"unknown class {name!r}" + did_you_mean(name, node_class_names()))
-    if not module_name or not attribute:
-        raise ClassNotFound(f"invalid class {name!r}: expected 'module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # the user's module may fail in any way
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        message = f"cannot import {module_name!r} for class {name!r}: {detail}"
-        raise ClassNotFound(message) from error
-    target: Any = module
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            public = [n for n in dir(module) if not n.startswith("_")]
-            raise ClassNotFound(
-                f"module {module_name!r} has no class {attribute!r}" + did_you_mean(part, public)
-            )
-        target = getattr(target, part)
-    return target
+    if ":" not in name and "." not in name:
+        raise ImportPathError(f"unknown class {name!r}" + did_you_mean(name, node_class_names()))
+    return import_object(name, "class")
 
 
 # ---------------------------------------------------------------- positions
@@ -526,7 +502,7 @@ def _build(
         processor: NanoStreamProcessor | None = None
         try:
             cls = resolve_class(core.class_)
-        except ClassNotFound as error:
+        except ImportPathError as error:
             source.error(value_position(where, "class"), f"{prefix}{error}")
         except Exception as error:
             source.error(

@@ -23,6 +23,11 @@ BUILTIN_NODES: dict[str, str] = {
     "FileWriter": "nanostream.nodes.files:FileWriter",
     "KafkaConsumer": "nanostream.nodes.kafka:KafkaConsumer",
     "KafkaProducer": "nanostream.nodes.kafka:KafkaProducer",
+    "Filter": "nanostream.nodes.functions:Filter",
+    "Map": "nanostream.nodes.functions:Map",
+    "CsvParser": "nanostream.nodes.csvparse:CsvParser",
+    "Throttle": "nanostream.nodes.rate:Throttle",
+    "Sampler": "nanostream.nodes.sampling:Sampler",
 }
 
 #: Other names of built-in nodes, kept for configurations of the original project.

@@ -1,0 +1,46 @@
+"""Finding a Python object by the path a configuration file names it by."""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from typing import Any
+
+from ._graph import did_you_mean
+
+
+class ImportPathError(Exception):
+    """A path such as ``package.module:name`` names nothing that can be loaded."""
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    """The object ``path`` names: ``package.module:name`` or ``package.module.name``.
+
+    ``name`` may be dotted (``module:Class.method``). ``what`` ("class",
+    "function") is the word the error messages use for the object sought.
+    Raises :class:`ImportPathError` saying what is wrong: no module part, a
+    module that fails to import (with its error), or a missing name (with
+    the closest one the module has).
+    """
+    if ":" in path:
+        module_name, _, attribute = path.partition(":")
+    else:
+        module_name, _, attribute = path.rpartition(".")
+    if not module_name or not attribute:
+        example = "module:ClassName" if what == "class" else f"module:{what}"
+        raise ImportPathError(f"invalid {what} {path!r}: expected {example!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # the user's module may fail in any way
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        message = f"cannot import {module_name!r} for {what} {path!r}: {detail}"
+        raise ImportPathError(message) from error
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            public = [name for name in dir(target) if not name.startswith("_")]
+            raise ImportPathError(
+                f"module {module_name!r} has no {what} {attribute!r}" + did_you_mean(part, public)
+            )
+        target = getattr(target, part)
+    return target

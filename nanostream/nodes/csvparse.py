@@ -1,0 +1,160 @@
+"""Parsing CSV text into rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from .._processor import NanoStreamProcessor
+from .files import FileData
+
+#: How many line streams (files read line by line) keep their header and
+#: line count at once; the least recently seen is forgotten first.
+_MAX_LINE_SOURCES = 1024
+
+
+def _one_character(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if len(value) != 1:
+        raise ValueError(f"{attribute.name} must be one character, not {value!r}")
+
+
+@attrs.define
+class CsvParser(NanoStreamProcessor):
+    """Parses CSV text into rows: dicts keyed by the header (or ``fieldnames``),
+    or lists of strings without either.
+
+    An item of several lines (a whole file, as ``FileReader`` reads it in
+    ``text`` mode) is a complete CSV text and its first row is its header.
+    An item of one line (``FileReader`` in ``lines`` mode, a message from a
+    socket) is a row of a longer text: with ``header``, the first line of
+    each file (of the whole stream, for plain strings) is the header. A
+    ``FileData`` item gives ``FileData(path, row)`` rows, so the file's name
+    travels on. Bytes are decoded with ``encoding``.
+
+    A row whose field count differs from the header's, or with broken
+    quoting, is an error naming its line, handled by the node's
+    ``on_error``; an item of several lines with a bad row sends none of its
+    rows.
+    """
+
+    delimiter: str = attrs.field(
+        default=",",
+        validator=_one_character,
+        metadata={"description": "The character between fields."},
+    )
+    quotechar: str = attrs.field(
+        default='"',
+        validator=_one_character,
+        metadata={"description": "The character that quotes a field holding delimiters."},
+    )
+    header: bool = attrs.field(
+        default=True,
+        metadata={
+            "description": "The first row is a header. With fieldnames too, it is skipped"
+            " and fieldnames name the columns."
+        },
+    )
+    fieldnames: list[str] | None = attrs.field(
+        default=None,
+        metadata={"description": "The column names; rows are then dicts even without a header."},
+    )
+    encoding: str = attrs.field(
+        default="utf-8", metadata={"description": "How bytes items are decoded."}
+    )
+    # For one-line items: per source (a path, or None), its column names (or
+    # None while its header line is still to come) and its lines so far.
+    _line_sources: OrderedDict[str | None, list[Any]] = attrs.field(
+        factory=OrderedDict, init=False, repr=False, eq=False
+    )
+
+    def process_item(self, message: Any) -> Iterator[Any]:
+        path, text = self._text_of(message)
+        if "\n" in text or "\r" in text:
+            rows = self._parse_text(text, path)
+        else:
+            row = self._parse_line(text, path)
+            rows = [] if row is None else [row]
+        if path is None:
+            yield from rows
+        else:
+            for row in rows:
+                yield FileData(path, row)
+
+    def _text_of(self, message: Any) -> tuple[str | None, str]:
+        path, data = (
+            (message.path, message.data) if isinstance(message, FileData) else (None, message)
+        )
+        if isinstance(data, bytes):
+            data = data.decode(self.encoding)
+        if not isinstance(data, str):
+            what = "FileData holding " if path is not None else ""
+            raise TypeError(
+                f"CsvParser parses text, not {what}{type(data).__name__}"
+                " (FileReader's csv mode already parses rows: use its text or lines mode)"
+            )
+        return path, data
+
+    def _reader(self, lines: Any) -> Any:
+        return csv.reader(lines, delimiter=self.delimiter, quotechar=self.quotechar, strict=True)
+
+    def _parse_text(self, text: str, path: str | None) -> list[Any]:
+        """Every row of a complete CSV text, or an error naming the bad line."""
+        reader = self._reader(io.StringIO(text, newline=""))
+        names = None if self.header else self.fieldnames
+        rows = []
+        expect_header = self.header
+        while True:
+            try:
+                row = next(reader, None)
+            except csv.Error as error:
+                raise ValueError(f"{_where(path, reader.line_num)}: {error}") from error
+            if row is None:
+                return rows
+            if not row:
+                continue
+            if expect_header:
+                names, expect_header = self.fieldnames or row, False
+                continue
+            rows.append(self._row(row, names, path, reader.line_num))
+
+    def _parse_line(self, line: str, path: str | None) -> Any:
+        """The row of one line of a longer text, or None for its header."""
+        state = self._line_sources.get(path)
+        if state is None:
+            state = [None if self.header else self.fieldnames, 0]
+            self._line_sources[path] = state
+            if len(self._line_sources) > _MAX_LINE_SOURCES:
+                self._line_sources.popitem(last=False)
+        else:
+            self._line_sources.move_to_end(path)
+        state[1] += 1
+        number = state[1]
+        try:
+            row = next(self._reader([line]), [])
+        except csv.Error as error:
+            raise ValueError(f"{_where(path, number)}: {error}") from error
+        if not row:
+            return None
+        if self.header and number == 1:
+            state[0] = self.fieldnames or row
+            return None
+        return self._row(row, state[0], path, number)
+
+    def _row(self, row: list[str], names: list[str] | None, path: str | None, line: int) -> Any:
+        if names is None:
+            return row
+        if len(row) != len(names):
+            raise ValueError(
+                f"{_where(path, line)}: {len(row)} field{'s' if len(row) != 1 else ''}"
+                f" where the header has {len(names)} ({', '.join(names)})"
+            )
+        return dict(zip(names, row, strict=True))
+
+
+def _where(path: str | None, line: int) -> str:
+    return f"line {line} of {path}" if path is not None else f"line {line}"
