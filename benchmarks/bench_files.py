@@ -5,10 +5,14 @@ it takes until every one of them has been read, upper-cased and written into
 an out folder. NanoStream runs the watch-read-write pipeline
 (WatchdogDirectoryListener -> FileReader -> upper-case -> FileWriter); the
 baseline is the script one would write by hand: a watchdog observer whose
-close-write handler reads the file, transforms it and writes the result the
-way FileWriter does (a temporary file, fsync, rename into place). Both run in
-the same process, alternating, and each figure is the median of --repeat
-runs; only the ratio between them means anything on a shared machine.
+close-write handler reads the file, transforms it and writes the result.
+
+Two pairs are measured. "synced": the script writes the way FileWriter does
+by default (a temporary file, fsync, rename into place). "unsynced": the
+script just writes the file, and FileWriter runs with fsync off (it still
+writes a temporary file and renames it). All four run in the same process,
+alternating, and each figure is the median of --repeat runs; only the ratios
+mean anything on a shared machine.
 
     python benchmarks/bench_files.py [--files N] [--size BYTES] [--repeat R]
 """
@@ -42,7 +46,7 @@ def drop_files(inbox: Path, files: int, size: int) -> None:
             f.write(body)
 
 
-def write_atomically(directory: Path, name: str, payload: bytes) -> None:
+def write_synced(directory: Path, name: str, payload: bytes) -> None:
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(payload)
@@ -51,8 +55,13 @@ def write_atomically(directory: Path, name: str, payload: bytes) -> None:
     os.replace(temporary, directory / name)
 
 
-def bare(inbox: Path, outbox: Path, files: int, size: int) -> float:
+def write_plainly(directory: Path, name: str, payload: bytes) -> None:
+    (directory / name).write_bytes(payload)
+
+
+def bare(inbox: Path, outbox: Path, files: int, size: int, synced: bool) -> float:
     """Seconds for a watchdog observer with a hand-written handler."""
+    write = write_synced if synced else write_plainly
     done = threading.Event()
     written = 0
 
@@ -61,7 +70,7 @@ def bare(inbox: Path, outbox: Path, files: int, size: int) -> float:
             nonlocal written
             source = Path(os.fsdecode(event.src_path))
             text = source.read_text(encoding="utf-8")
-            write_atomically(outbox, source.name, text.upper().encode("utf-8"))
+            write(outbox, source.name, text.upper().encode("utf-8"))
             written += 1
             if written == files:
                 done.set()
@@ -88,8 +97,8 @@ class Upper(ns.NanoStreamProcessor):
 class CountingWriter(FileWriter):
     """A FileWriter that says when it has written ``expected`` files."""
 
-    def __init__(self, path: str, expected: int) -> None:
-        super().__init__(path=path)
+    def __init__(self, path: str, expected: int, fsync: bool) -> None:
+        super().__init__(path=path, fsync=fsync)
         self.expected = expected
         self.written = 0
         self.all_written = trio.Event()
@@ -101,9 +110,9 @@ class CountingWriter(FileWriter):
             self.all_written.set()
 
 
-async def nanostream(inbox: Path, outbox: Path, files: int, size: int) -> float:
+async def nanostream(inbox: Path, outbox: Path, files: int, size: int, synced: bool) -> float:
     """Seconds for the watch-read-write pipeline."""
-    writer = CountingWriter(str(outbox), files)
+    writer = CountingWriter(str(outbox), files, fsync=synced)
     graph = ns.NanoStreamGraph("bench_files")
     graph.add("watch", WatchdogDirectoryListener(watchdog_path=str(inbox)))
     graph.add("read", FileReader(), ["watch"])
@@ -120,15 +129,16 @@ async def nanostream(inbox: Path, outbox: Path, files: int, size: int) -> float:
     return elapsed
 
 
-def measure(which: str, files: int, size: int) -> float:
+def measure(which: str, synced: bool, files: int, size: int) -> float:
+    """Files per second for one run of ``which`` ("bare" or "nanostream")."""
     with tempfile.TemporaryDirectory() as root:
         inbox, outbox = Path(root, "inbox"), Path(root, "outbox")
         inbox.mkdir()
         outbox.mkdir()
         if which == "bare":
-            seconds = bare(inbox, outbox, files, size)
+            seconds = bare(inbox, outbox, files, size, synced)
         else:
-            seconds = trio.run(nanostream, inbox, outbox, files, size)
+            seconds = trio.run(nanostream, inbox, outbox, files, size, synced)
         produced = len(os.listdir(outbox))
         if produced != files:
             raise RuntimeError(f"{which}: {produced} files in the out folder, not {files}")
@@ -141,16 +151,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {"bare": [], "nanostream": []}
+    pairs = {"synced": True, "unsynced": False}
+    rates: dict[tuple[str, str], list[float]] = {
+        (pair, which): [] for pair in pairs for which in ("bare", "nanostream")
+    }
     for _ in range(args.repeat):
-        for which in rates:
-            rates[which].append(measure(which, args.files, args.size))
-    bare_rate = statistics.median(rates["bare"])
-    ours = statistics.median(rates["nanostream"])
-    print(f"{args.files} files of {args.size} bytes, median of {args.repeat} runs")
-    print(f"bare watchdog script: {bare_rate:8.0f} files/s")
-    print(f"NanoStream pipeline:  {ours:8.0f} files/s")
-    print(f"ratio:                {ours / bare_rate:8.0%}")
+        for pair, which in rates:
+            rates[pair, which].append(measure(which, pairs[pair], args.files, args.size))
+    print(f"{args.files} files of {args.size} bytes, files/s, median of {args.repeat} runs")
+    print(f"{'':10} {'bare script':>12} {'NanoStream':>12} {'ratio':>7}")
+    for pair in pairs:
+        bare_rate = statistics.median(rates[pair, "bare"])
+        ours = statistics.median(rates[pair, "nanostream"])
+        print(f"{pair:10} {bare_rate:12.0f} {ours:12.0f} {ours / bare_rate:7.0%}")
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ def _payload(data: Any) -> bytes:
 class FileWriter(NanoStreamProcessor):
     """Writes items to files. If ``path`` is a directory (existing, or ending
     in '/'), each item becomes a file there, written atomically (a temporary
-    file, synced, renamed into place). A whole file read by FileReader keeps
+    file, synced unless ``fsync`` is off, renamed into place). A whole file read by FileReader keeps
     its name; a record of a file is named ``{stem}-{index}{suffix}``
     (``data-0.jsonl``, ``data-1.jsonl``, ...); anything else gets a new
     unique name; ``file_name`` sets a template instead. A name already taken is
@@ -275,6 +275,14 @@ class FileWriter(NanoStreamProcessor):
         metadata={
             "description": "Replace a file of the same name in the directory; otherwise"
             " the item is written as {stem}.1{suffix} (or .2, ...)."
+        },
+    )
+    fsync: bool = attrs.field(
+        default=True,
+        metadata={
+            "description": "Sync what is written to disk before going on, so that a crash"
+            " or power cut leaves each file whole or absent; off is faster when the"
+            " output can be made again."
         },
     )
     # The last number given to a taken name, so that many items of one name
@@ -310,8 +318,9 @@ class FileWriter(NanoStreamProcessor):
             os.chmod(temporary, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
             if not self.overwrite:
                 # Chosen as late as possible: the name is free when it is taken,
                 # unless another process takes it in between.
@@ -331,7 +340,9 @@ class FileWriter(NanoStreamProcessor):
         else:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_as_line(item) + "\n" for item in messages))
-                f.flush()
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
 
     async def process_batch(self, messages: list[Any]) -> None:
         await trio.to_thread.run_sync(self._write_batch, messages)
