@@ -10,6 +10,10 @@ test *args:
 bench *args:
     python benchmarks/bench_chain.py {{args}}
 
+# Measure files per second through a watched folder against a bare watchdog script.
+bench-files *args:
+    python benchmarks/bench_files.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples

@@ -18,9 +18,13 @@ from .._processor import NanoStreamProcessor
 
 @attrs.define
 class WatchdogDirectoryListener(NanoStreamProcessor):
-    """Emits the absolute path of each file written into (closed after writing)
-    or moved into a directory. A file is never emitted while it is still being
-    written; a file written again and closed again is emitted again."""
+    """Emits the absolute path of each file written (and closed) or moved into a directory.
+
+    A file is never emitted while it is still being written; a file written
+    again and closed again is emitted again. With ``existing``, the files
+    already there come first, each once even if it is closed while the
+    pipeline starts; a file still open for writing then is emitted by the
+    scan and again once it is closed."""
 
     watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
     patterns: list[str] = attrs.field(

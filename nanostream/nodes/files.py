@@ -132,10 +132,12 @@ def _take(records: Iterator[Any], count: int) -> list[Any]:
 
 @attrs.define
 class FileReader(NanoStreamProcessor):
-    """Reads the file each item names (or the fixed ``path``) and emits its
-    content as ``FileData(path, data)``: the whole text or bytes, or one record
-    per line (``lines``, ``jsonl``) or row (``csv``, as a dict), streamed
-    without holding the file in memory.
+    """Reads the file each item names and emits its content, whole or record by record.
+
+    The content goes out as ``FileData(path, data, index)``: the whole text or
+    bytes, or one record per line (``lines``, ``jsonl``) or row (``csv``, as a
+    dict, checked against the header), streamed without holding the file in
+    memory. With ``path`` set, that file is read for every item.
 
     A file that cannot be read (gone, or not valid text, JSON or CSV) is an
     error of that one item, handled by the node's ``on_error``; the message
@@ -248,16 +250,20 @@ def _payload(data: Any) -> bytes:
 
 @attrs.define
 class FileWriter(NanoStreamProcessor):
-    """Writes items to files. If ``path`` is a directory (existing, or ending
-    in '/'), each item becomes a file there, written atomically (a temporary
-    file, synced unless ``fsync`` is off, renamed into place). A whole file read by FileReader keeps
-    its name; a record of a file is named ``{stem}-{index}{suffix}``
-    (``data-0.jsonl``, ``data-1.jsonl``, ...); anything else gets a new
-    unique name; ``file_name`` sets a template instead. A name already taken is
-    never overwritten unless ``overwrite`` is set: the item gets the first
-    free ``{stem}.{n}{suffix}`` (``report.1.txt``). Otherwise ``path`` is a
-    file and each item is appended to it as one line (JSON for dicts and
-    lists)."""
+    """Writes each item as a file into a directory, or as a line onto one file.
+
+    If ``path`` is a directory (existing, or ending in '/'), each item
+    becomes a file there, written atomically: a temporary file, synced
+    unless ``fsync`` is off, renamed into place. A whole file read by
+    FileReader keeps its name; a record of a file is named
+    ``{stem}-{index}{suffix}`` (``data-0.jsonl``, ``data-1.jsonl``, ...);
+    anything else gets a new unique name; ``file_name`` sets a template
+    instead. A name already taken is never overwritten unless ``overwrite``
+    is set: the item gets the first free ``{stem}.{n}{suffix}``
+    (``report.1.txt``).
+
+    Otherwise ``path`` is a file and each item is appended to it as one line
+    (JSON for dicts and lists)."""
 
     path: str = attrs.field(metadata={"description": "A directory, or a file to append lines to."})
     file_name: str | None = attrs.field(
