@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -248,6 +248,40 @@ def _payload(data: Any) -> bytes:
     return str(data).encode("utf-8")
 
 
+def _write_atomically(
+    directory: str,
+    name: str,
+    data: Any,
+    *,
+    fsync: bool = True,
+    free_name: Callable[[str], str] | None = None,
+) -> None:
+    """Write ``data`` as the file ``name`` in ``directory`` so that no reader
+    ever sees it half written: into a temporary file there, then renamed.
+
+    The file of that name is replaced, unless ``free_name`` is given: it
+    turns ``name`` into one not taken yet, and is called just before the
+    rename, so the name is still free when it is taken (unless another
+    process takes it in between).
+    """
+    payload = _payload(data)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if free_name is not None:
+            name = free_name(name)
+        os.replace(temporary, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 @attrs.define
 class FileWriter(NanoStreamProcessor):
     """Writes each item as a file into a directory, or as a line onto one file.
@@ -318,31 +352,17 @@ class FileWriter(NanoStreamProcessor):
                 self._renamed[name] = number
                 return candidate
 
-    def _write_file(self, name: str, payload: bytes) -> None:
-        fd, temporary = tempfile.mkstemp(dir=self.path, prefix=f".{name}.", suffix=".tmp")
-        try:
-            os.chmod(temporary, 0o666 & ~_UMASK)
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            if not self.overwrite:
-                # Chosen as late as possible: the name is free when it is taken,
-                # unless another process takes it in between.
-                name = self._free_name(name)
-            os.replace(temporary, os.path.join(self.path, name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
             os.makedirs(self.path, exist_ok=True)
             for item in messages:
-                data = item.data if isinstance(item, FileData) else item
-                self._write_file(self._name_for(item), _payload(data))
+                _write_atomically(
+                    self.path,
+                    self._name_for(item),
+                    item.data if isinstance(item, FileData) else item,
+                    fsync=self.fsync,
+                    free_name=None if self.overwrite else self._free_name,
+                )
         else:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_as_line(item) + "\n" for item in messages))
