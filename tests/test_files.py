@@ -56,6 +56,10 @@ async def test_writer_directory_keeps_names_and_leaves_no_temporaries(tmp_path: 
     assert "a.txt" in names and "b.bin" in names and len(names) == 4
     assert not [n for n in names if n.endswith(".tmp")]
     assert (out / "a.txt").read_text() == "A"
+    # Permissions as for any new file, not those of a private temporary.
+    reference = tmp_path / "made by open"
+    reference.write_text("")
+    assert (out / "a.txt").stat().st_mode == reference.stat().st_mode
     assert (out / "b.bin").read_bytes() == b"\x00B"
     others = sorted((out / n).read_text() for n in names if n not in ("a.txt", "b.bin"))
     assert others == ["plain", '{"k": 1}\n']

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
@@ -193,15 +192,6 @@ def _as_line(item: Any) -> str:
     return str(data)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Read once at import: os.umask is process-wide, so not from worker threads.
-_UMASK = _read_umask()
-
 #: The fields a FileWriter ``file_name`` template may use.
 _NAME_FIELDS = ("name", "stem", "suffix", "index", "uuid")
 
@@ -265,9 +255,11 @@ def _write_atomically(
     process takes it in between).
     """
     payload = _payload(data)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    # Created like any new file (0o666 less the umask), which mkstemp's
+    # 0o600 is not; O_EXCL makes the random name this writer's own.
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(temporary, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             if fsync:
