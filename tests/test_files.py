@@ -23,6 +23,14 @@ async def test_reader_text_and_bytes(tmp_path: Path) -> None:
     out = await process_items(FileReader(mode="bytes"), [str(a)])
     assert out == [FileData(str(a), "héllo\nworld\n".encode())]
     assert str(out[0]) == "héllo\nworld\n"
+    # Line endings are data: kept whole, stripped from lines.
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"one\r\ntwo\r\n")
+    assert (await process_items(FileReader(), [str(crlf)]))[0].data == "one\r\ntwo\r\n"
+    assert [i.data for i in await process_items(FileReader(mode="lines"), [str(crlf)])] == [
+        "one",
+        "two",
+    ]
 
 
 async def test_reader_lines_jsonl_csv_and_fixed_path(tmp_path: Path) -> None:
@@ -198,6 +206,7 @@ async def test_a_vanished_file_fails_alone(tmp_path: Path) -> None:
         ("jsonl", b'{"a": 1}\n\n{"a": }\n', 3, "not valid JSON: Expecting value (column 7)"),
         ("csv", b"x,y\n1,2\n3\n", 3, "1 fields where the header has 2"),
         ("csv", b'x,y\n1,2\n"3"4,5\n', 3, "not valid CSV: ',' expected after '\"'"),
+        ("csv", b"x,y,x\n1,2,3\n", 1, "the header repeats x"),
     ],
 )
 async def test_bad_content_is_an_error_naming_file_and_line(

@@ -102,13 +102,17 @@ def _records(path: str, mode: str, encoding: str) -> Iterator[Any]:
 
 
 def _csv_rows(path: str, encoding: str) -> Iterator[dict[str, str]]:
-    """The rows after the header line, as dicts; a row with more or fewer
-    fields than the header is an error, not a row padded or cut silently."""
+    """The rows after the header line, as dicts. A row with more or fewer
+    fields than the header, or a header naming a column twice, is an error,
+    not a row padded, cut or merged silently."""
     rows = csv.reader((line for _, line in _lines(path, encoding)), strict=True)
     try:
         header = next(rows, None)
         if header is None:
             return
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise _bad_input(path, rows.line_num, f"the header repeats {', '.join(repeated)}")
         for row in rows:
             if not row:
                 continue
