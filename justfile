@@ -14,6 +14,10 @@ bench *args:
 bench-kafka *args:
     python benchmarks/bench_kafka.py {{args}}
 
+# Measure files per second through a watched folder against a bare watchdog script.
+bench-files *args:
+    python benchmarks/bench_files.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import AsyncIterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -17,9 +18,13 @@ from .._processor import NanoStreamProcessor
 
 @attrs.define
 class WatchdogDirectoryListener(NanoStreamProcessor):
-    """Emits the absolute path of each file written into (closed after writing)
-    or moved into a directory. A file is never emitted while it is still being
-    written; a file written again and closed again is emitted again."""
+    """Emits the absolute path of each file written (and closed) or moved into a directory.
+
+    A file is never emitted while it is still being written; a file written
+    again and closed again is emitted again. With ``existing``, the files
+    already there come first, each once even if it is closed while the
+    pipeline starts; a file still open for writing then is emitted by the
+    scan and again once it is closed."""
 
     watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
     patterns: list[str] = attrs.field(
@@ -44,12 +49,17 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             fnmatch(name, p) for p in self.ignore_patterns
         )
 
-    def _existing_files(self, root: str) -> list[str]:
-        if self.recursive:
-            found = [str(p) for p in Path(root).rglob("*") if p.is_file()]
-        else:
-            found = [str(p) for p in Path(root).iterdir() if p.is_file()]
-        return sorted(p for p in found if self._wanted(p))
+    def _existing_files(self, root: str) -> dict[str, tuple[int, ...]]:
+        """The wanted files in ``root`` now, in name order, each with its identity."""
+        found = Path(root).rglob("*") if self.recursive else Path(root).iterdir()
+        present = {}
+        for path in sorted(str(p) for p in found):
+            if self._wanted(path):
+                with contextlib.suppress(OSError):  # gone since it was listed
+                    status = os.stat(path)
+                    if stat.S_ISREG(status.st_mode):
+                        present[path] = _identity(status)
+        return present
 
     # The running observer and the channel it hands paths over on; set in setup.
     _watch: Any = attrs.field(default=None, init=False, repr=False, alias="_watch")
@@ -77,11 +87,15 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         send, receive = trio.open_memory_channel[str](float("inf"))
         wanted = self._wanted
 
+        def deliver(path: str) -> None:
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                send.send_nowait(path)
+
         def hand_over(path: str) -> None:
-            with contextlib.suppress(
-                trio.RunFinishedError, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
-                trio.from_thread.run_sync(send.send_nowait, path, trio_token=token)
+            # Queued for the trio thread without waiting for it, so the
+            # observer thread goes straight on to the next event.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(deliver, path)
 
         class Handler(FileSystemEventHandler):
             def on_closed(self, event: FileClosedEvent) -> None:
@@ -101,10 +115,16 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
 
     async def generate_batches(self) -> AsyncIterator[list[str]]:
         root, _, _, receive = self._watch
+        # The observer runs before the scan, so that no file is missed in
+        # between; a file closed meanwhile is then both scanned and reported.
+        # Each scanned file stays here, with its identity, until the observer
+        # reports it: if it has not changed since the scan, that report is
+        # the same file again and is dropped.
+        scanned: dict[str, tuple[int, ...]] = {}
         if self.existing:
-            present = await trio.to_thread.run_sync(self._existing_files, root)
-            if present:
-                yield present
+            scanned = await trio.to_thread.run_sync(self._existing_files, root)
+            if scanned:
+                yield list(scanned)
         while True:
             batch = [await receive.receive()]
             while True:
@@ -112,7 +132,10 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                     batch.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            yield batch
+            if scanned and not scanned.keys().isdisjoint(batch):
+                batch = await trio.to_thread.run_sync(_without_unchanged, batch, scanned)
+            if batch:
+                yield batch
 
     async def teardown(self) -> None:
         if self._watch is None:
@@ -124,3 +147,25 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         observer.stop()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(observer.join)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from another."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _without_unchanged(batch: list[str], scanned: dict[str, tuple[int, ...]]) -> list[str]:
+    """``batch`` without the scanned files that have not changed since the scan;
+    each scanned file is looked at once, on its first report."""
+    kept = []
+    for path in batch:
+        if path in scanned:
+            then = scanned.pop(path)
+            try:
+                now = _identity(os.stat(path))
+            except OSError:
+                now = None
+            if now == then:
+                continue
+        kept.append(path)
+    return kept

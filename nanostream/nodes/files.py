@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import json
 import os
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 import attrs
@@ -23,10 +23,13 @@ _CHUNK = 1000
 @attrs.frozen
 class FileData:
     """Something read from a file, with the path of that file, so that a
-    writer downstream can keep the original name. ``str()`` is the data."""
+    writer downstream can name its output after it. ``index`` is the
+    position of a record (line or row) in the file, counting from 0, and
+    ``None`` when ``data`` is the whole file. ``str()`` is the data."""
 
     path: str
     data: Any
+    index: int | None = None
 
     def __str__(self) -> str:
         if isinstance(self.data, bytes):
@@ -34,35 +37,115 @@ class FileData:
         return str(self.data)
 
 
+def _bad_input(path: str, line: int, why: str) -> ValueError:
+    """The error for content that cannot be read, saying where: ``path:line: why``."""
+    return ValueError(f"{path}:{line}: {why}")
+
+
+def _undecodable(path: str, line: int, encoding: str, error: UnicodeDecodeError) -> ValueError:
+    return _bad_input(path, line, f"not valid {encoding}: {error.reason}")
+
+
+def _read_whole(path: str, mode: str, encoding: str) -> str | bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if mode == "bytes":
+        return raw
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise _undecodable(path, line, encoding, error) from None
+
+
+def _lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """Each line of a text file with its number (from 1), line ending kept.
+
+    Decoded line by line so that an invalid byte is reported on its own line,
+    which a buffered text file, decoding ahead, cannot tell.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    number = 0
+    pending = ""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                text = pending + decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                raise _undecodable(path, number + 1, encoding, error) from None
+            *complete, pending = text.split("\n")
+            for line in complete:
+                number += 1
+                yield number, line + "\n"
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield number + 1, pending
+
+
 def _records(path: str, mode: str, encoding: str) -> Iterator[Any]:
-    if mode == "text":
-        with open(path, encoding=encoding) as f:
-            yield f.read()
-    elif mode == "bytes":
-        with open(path, "rb") as f:
-            yield f.read()
-    elif mode == "lines":
-        with open(path, encoding=encoding) as f:
-            for line in f:
-                yield line.rstrip("\r\n")
+    if mode == "lines":
+        for _, line in _lines(path, encoding):
+            yield line.rstrip("\r\n")
     elif mode == "jsonl":
-        with open(path, encoding=encoding) as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+        for number, line in _lines(path, encoding):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                why = f"not valid JSON: {error.msg} (column {error.colno})"
+                raise _bad_input(path, number, why) from None
     elif mode == "csv":
-        with open(path, encoding=encoding, newline="") as f:
-            yield from csv.DictReader(f)
+        yield from _csv_rows(path, encoding)
     else:  # pragma: no cover - attrs validator
         raise ValueError(f"unknown mode {mode!r}")
 
 
+def _csv_rows(path: str, encoding: str) -> Iterator[dict[str, str]]:
+    """The rows after the header line, as dicts. A row with more or fewer
+    fields than the header, or a header naming a column twice, is an error,
+    not a row padded, cut or merged silently."""
+    rows = csv.reader((line for _, line in _lines(path, encoding)), strict=True)
+    try:
+        header = next(rows, None)
+        if header is None:
+            return
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise _bad_input(path, rows.line_num, f"the header repeats {', '.join(repeated)}")
+        for row in rows:
+            if not row:
+                continue
+            if len(row) != len(header):
+                why = f"{len(row)} fields where the header has {len(header)}"
+                raise _bad_input(path, rows.line_num, why)
+            yield dict(zip(header, row, strict=True))
+    except csv.Error as error:
+        raise _bad_input(path, rows.line_num, f"not valid CSV: {error}") from None
+
+
+def _take(records: Iterator[Any], count: int) -> list[Any]:
+    chunk = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= count:
+            break
+    return chunk
+
+
 @attrs.define
 class FileReader(NanoStreamProcessor):
-    """Reads the file each item names (or the fixed ``path``) and emits its
-    content as ``FileData(path, data)``: the whole text or bytes, or one record
-    per line (``lines``, ``jsonl``) or row (``csv``, as a dict), streamed
-    without holding the file in memory."""
+    """Reads the file each item names and emits its content, whole or record by record.
+
+    The content goes out as ``FileData(path, data, index)``: the whole text or
+    bytes, or one record per line (``lines``, ``jsonl``) or row (``csv``, as a
+    dict, checked against the header), streamed without holding the file in
+    memory. With ``path`` set, that file is read for every item.
+
+    A file that cannot be read (gone, or not valid text, JSON or CSV) is an
+    error of that one item, handled by the node's ``on_error``; the message
+    names the file and, for bad content, the line. Records read from a file
+    before the bad line have already been sent on."""
 
     mode: Literal["text", "bytes", "lines", "jsonl", "csv"] = attrs.field(
         default="text",
@@ -80,37 +163,28 @@ class FileReader(NanoStreamProcessor):
         metadata={"description": "Read this file for every item instead of the path it names."},
     )
 
-    def _read_all(self, paths: list[str]) -> list[Any]:
-        return [next(_records(path, self.mode, self.encoding)) for path in paths]
-
-    async def process_batch(self, messages: list[Any]) -> AsyncIterator[FileData]:
-        paths = [self.path if self.path is not None else str(message) for message in messages]
+    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
+        # One item per file, so that the error policy applies to the file
+        # that failed and never to the files that came with it.
+        path = self.path if self.path is not None else str(message)
         if self.mode in ("text", "bytes"):
-            # One thread call for the whole batch.
-            contents = await trio.to_thread.run_sync(self._read_all, paths)
-            for path, data in zip(paths, contents, strict=True):
-                yield FileData(path, data)
+            data = await trio.to_thread.run_sync(_read_whole, path, self.mode, self.encoding)
+            yield FileData(path, data)
             return
-        for path in paths:
-            records = _records(path, self.mode, self.encoding)
-            try:
-                while True:
-                    chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
-                    for record in chunk:
-                        yield FileData(path, record)
-                    if len(chunk) < _CHUNK:
-                        break
-            finally:
-                records.close()
-
-
-def _take(records: Iterator[Any], count: int) -> list[Any]:
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= count:
-            break
-    return chunk
+        # The records leave the thread a chunk at a time and are yielded one
+        # by one, so the runtime can send them on before the file is done.
+        records = _records(path, self.mode, self.encoding)
+        index = 0
+        try:
+            while True:
+                chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
+                for record in chunk:
+                    yield FileData(path, record, index)
+                    index += 1
+                if len(chunk) < _CHUNK:
+                    break
+        finally:
+            records.close()
 
 
 def _as_line(item: Any) -> str:
@@ -122,27 +196,81 @@ def _as_line(item: Any) -> str:
     return str(data)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: The fields a FileWriter ``file_name`` template may use.
+_NAME_FIELDS = ("name", "stem", "suffix", "index", "uuid")
 
 
-#: Read once at import: os.umask is process-wide, so not from worker threads.
-_UMASK = _read_umask()
+def _name_fields(item: Any) -> dict[str, Any]:
+    """What a ``file_name`` template can say about ``item``."""
+    unique = uuid.uuid4().hex
+    if isinstance(item, FileData):
+        name = os.path.basename(item.path)
+        index = item.index
+    else:
+        name, index = f"{unique}.txt", None
+    stem, suffix = os.path.splitext(name)
+    return {"name": name, "stem": stem, "suffix": suffix, "index": index or 0, "uuid": unique}
 
 
-def _write_atomically(directory: str, name: str, data: Any) -> None:
+def _check_template(template: str) -> None:
+    """Raise ValueError if ``template`` cannot make a file name."""
+    sample = dict.fromkeys(_NAME_FIELDS, "x")
+    try:
+        name = template.format(**sample)
+    except KeyError as error:
+        known = ", ".join("{" + field + "}" for field in _NAME_FIELDS)
+        raise ValueError(f"unknown field {{{error.args[0]}}}; the fields are {known}") from None
+    except (IndexError, ValueError) as error:
+        raise ValueError(f"not a valid template: {error}") from None
+    if name in ("", ".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"{template!r} does not make a file name (no '/', not empty)")
+
+
+def _validate_template(_: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None:
+        try:
+            _check_template(value)
+        except ValueError as error:
+            raise ValueError(f"{attribute.name} template {value!r}: {error}") from None
+
+
+def _payload(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
     if isinstance(data, (dict, list)):
         data = json.dumps(data, ensure_ascii=False) + "\n"
-    payload = data if isinstance(data, bytes) else str(data).encode("utf-8")
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    return str(data).encode("utf-8")
+
+
+def _write_atomically(
+    directory: str,
+    name: str,
+    data: Any,
+    *,
+    fsync: bool = True,
+    free_name: Callable[[str], str] | None = None,
+) -> None:
+    """Write ``data`` as the file ``name`` in ``directory`` so that no reader
+    ever sees it half written: into a temporary file there, then renamed.
+
+    The file of that name is replaced, unless ``free_name`` is given: it
+    turns ``name`` into one not taken yet, and is called just before the
+    rename, so the name is still free when it is taken (unless another
+    process takes it in between).
+    """
+    payload = _payload(data)
+    # Created like any new file (0o666 less the umask), which mkstemp's
+    # 0o600 is not; O_EXCL makes the random name this writer's own.
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(temporary, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if free_name is not None:
+            name = free_name(name)
         os.replace(temporary, os.path.join(directory, name))
     except BaseException:
         with contextlib.suppress(OSError):
@@ -152,29 +280,91 @@ def _write_atomically(directory: str, name: str, data: Any) -> None:
 
 @attrs.define
 class FileWriter(NanoStreamProcessor):
-    """Writes items to files. If ``path`` is a directory (existing, or ending
-    in '/'), each item becomes a file there, written atomically and named after
-    the file it was read from (or a new unique name). Otherwise each item is
-    appended to ``path`` as one line (JSON for dicts and lists)."""
+    """Writes each item as a file into a directory, or as a line onto one file.
+
+    If ``path`` is a directory (existing, or ending in '/'), each item
+    becomes a file there, written atomically: a temporary file, synced
+    unless ``fsync`` is off, renamed into place. A whole file read by
+    FileReader keeps its name; a record of a file is named
+    ``{stem}-{index}{suffix}`` (``data-0.jsonl``, ``data-1.jsonl``, ...);
+    anything else gets a new unique name; ``file_name`` sets a template
+    instead. A name already taken is never overwritten unless ``overwrite``
+    is set: the item gets the first free ``{stem}.{n}{suffix}``
+    (``report.1.txt``).
+
+    Otherwise ``path`` is a file and each item is appended to it as one line
+    (JSON for dicts and lists)."""
 
     path: str = attrs.field(metadata={"description": "A directory, or a file to append lines to."})
+    file_name: str | None = attrs.field(
+        default=None,
+        validator=_validate_template,
+        metadata={
+            "description": "Template of the file names in a directory, from the file an item"
+            " was read from: {name}, {stem}, {suffix}, {index} (of a record in that file,"
+            " from 0), and {uuid} (new each time). Default: a whole file keeps {name},"
+            " a record becomes {stem}-{index}{suffix}."
+        },
+    )
+    overwrite: bool = attrs.field(
+        default=False,
+        metadata={
+            "description": "Replace a file of the same name in the directory; otherwise"
+            " the item is written as {stem}.1{suffix} (or .2, ...)."
+        },
+    )
+    fsync: bool = attrs.field(
+        default=True,
+        metadata={
+            "description": "Sync what is written to disk before going on, so that a crash"
+            " or power cut leaves each file whole or absent; off is faster when the"
+            " output can be made again."
+        },
+    )
+    # The last number given to a taken name, so that many items of one name
+    # do not test every number again; only ever a starting point.
+    _renamed: dict[str, int] = attrs.field(factory=dict, init=False, repr=False, alias="_renamed")
 
     def _is_directory(self) -> bool:
         return self.path.endswith(("/", os.sep)) or os.path.isdir(self.path)
+
+    def _name_for(self, item: Any) -> str:
+        fields = _name_fields(item)
+        if self.file_name is not None:
+            return self.file_name.format(**fields)
+        if isinstance(item, FileData) and item.index is not None:
+            return "{stem}-{index}{suffix}".format(**fields)
+        return fields["name"]
+
+    def _free_name(self, name: str) -> str:
+        if not os.path.lexists(os.path.join(self.path, name)):
+            return name
+        stem, suffix = os.path.splitext(name)
+        number = self._renamed.get(name, 0)
+        while True:
+            number += 1
+            candidate = f"{stem}.{number}{suffix}"
+            if not os.path.lexists(os.path.join(self.path, candidate)):
+                self._renamed[name] = number
+                return candidate
 
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
             os.makedirs(self.path, exist_ok=True)
             for item in messages:
-                if isinstance(item, FileData):
-                    name, data = os.path.basename(item.path), item.data
-                else:
-                    name, data = f"{uuid.uuid4().hex}.txt", item
-                _write_atomically(self.path, name, data)
+                _write_atomically(
+                    self.path,
+                    self._name_for(item),
+                    item.data if isinstance(item, FileData) else item,
+                    fsync=self.fsync,
+                    free_name=None if self.overwrite else self._free_name,
+                )
         else:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_as_line(item) + "\n" for item in messages))
-                f.flush()
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
 
     async def process_batch(self, messages: list[Any]) -> None:
         await trio.to_thread.run_sync(self._write_batch, messages)

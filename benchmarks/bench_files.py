@@ -1,0 +1,170 @@
+"""Files per second through a watched folder: NanoStream against a bare script.
+
+Drops --files files of --size bytes into a watched folder and times how long
+it takes until every one of them has been read, upper-cased and written into
+an out folder. NanoStream runs the watch-read-write pipeline
+(WatchdogDirectoryListener -> FileReader -> upper-case -> FileWriter); the
+baseline is the script one would write by hand: a watchdog observer whose
+close-write handler reads the file, transforms it and writes the result.
+
+Two pairs are measured. "synced": the script writes the way FileWriter does
+by default (a temporary file, fsync, rename into place). "unsynced": the
+script just writes the file, and FileWriter runs with fsync off (it still
+writes a temporary file and renames it). All four run in the same process,
+alternating, and each figure is the median of --repeat runs; only the ratios
+mean anything on a shared machine.
+
+    python benchmarks/bench_files.py [--files N] [--size BYTES] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import attrs
+import trio
+from watchdog.events import FileClosedEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+import nanostream as ns
+from nanostream.nodes.directory import WatchdogDirectoryListener
+from nanostream.nodes.files import FileData, FileReader, FileWriter
+
+
+def drop_files(inbox: Path, files: int, size: int) -> None:
+    """Write ``files`` files into ``inbox``, each closed once written."""
+    line = b"the quick brown fox jumps over the lazy dog\n"
+    body = (line * (size // len(line) + 1))[:size]
+    for i in range(files):
+        with open(inbox / f"f{i:05}.txt", "wb") as f:
+            f.write(body)
+
+
+def write_synced(directory: Path, name: str, payload: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, directory / name)
+
+
+def write_plainly(directory: Path, name: str, payload: bytes) -> None:
+    (directory / name).write_bytes(payload)
+
+
+def bare(inbox: Path, outbox: Path, files: int, size: int, synced: bool) -> float:
+    """Seconds for a watchdog observer with a hand-written handler."""
+    write = write_synced if synced else write_plainly
+    done = threading.Event()
+    written = 0
+
+    class Handler(FileSystemEventHandler):
+        def on_closed(self, event: FileClosedEvent) -> None:
+            nonlocal written
+            source = Path(os.fsdecode(event.src_path))
+            text = source.read_text(encoding="utf-8")
+            write(outbox, source.name, text.upper().encode("utf-8"))
+            written += 1
+            if written == files:
+                done.set()
+
+    observer = InotifyObserver(generate_full_events=True)
+    observer.schedule(Handler(), str(inbox))
+    observer.start()
+    try:
+        started = time.perf_counter()
+        drop_files(inbox, files, size)
+        if not done.wait(timeout=600):
+            raise RuntimeError(f"bare script wrote {written} of {files} files")
+        return time.perf_counter() - started
+    finally:
+        observer.stop()
+        observer.join()
+
+
+class Upper(ns.NanoStreamProcessor):
+    def process_item(self, message: FileData) -> FileData:
+        return attrs.evolve(message, data=message.data.upper())
+
+
+class CountingWriter(FileWriter):
+    """A FileWriter that says when it has written ``expected`` files."""
+
+    def __init__(self, path: str, expected: int, fsync: bool) -> None:
+        super().__init__(path=path, fsync=fsync)
+        self.expected = expected
+        self.written = 0
+        self.all_written = trio.Event()
+
+    async def process_batch(self, messages: list) -> None:
+        await super().process_batch(messages)
+        self.written += len(messages)
+        if self.written >= self.expected:
+            self.all_written.set()
+
+
+async def nanostream(inbox: Path, outbox: Path, files: int, size: int, synced: bool) -> float:
+    """Seconds for the watch-read-write pipeline."""
+    writer = CountingWriter(str(outbox), files, fsync=synced)
+    graph = ns.NanoStreamGraph("bench_files")
+    graph.add("watch", WatchdogDirectoryListener(watchdog_path=str(inbox)))
+    graph.add("read", FileReader(), ["watch"])
+    graph.add("upper", Upper(), ["read"])
+    graph.add("write", writer, ["upper"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(ns.run_graph, graph)
+        started = time.perf_counter()
+        await trio.to_thread.run_sync(drop_files, inbox, files, size)
+        with trio.fail_after(600):
+            await writer.all_written.wait()
+        elapsed = time.perf_counter() - started
+        run.stop()
+    return elapsed
+
+
+def measure(which: str, synced: bool, files: int, size: int) -> float:
+    """Files per second for one run of ``which`` ("bare" or "nanostream")."""
+    with tempfile.TemporaryDirectory() as root:
+        inbox, outbox = Path(root, "inbox"), Path(root, "outbox")
+        inbox.mkdir()
+        outbox.mkdir()
+        if which == "bare":
+            seconds = bare(inbox, outbox, files, size, synced)
+        else:
+            seconds = trio.run(nanostream, inbox, outbox, files, size, synced)
+        produced = len(os.listdir(outbox))
+        if produced != files:
+            raise RuntimeError(f"{which}: {produced} files in the out folder, not {files}")
+        return files / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    pairs = {"synced": True, "unsynced": False}
+    rates: dict[tuple[str, str], list[float]] = {
+        (pair, which): [] for pair in pairs for which in ("bare", "nanostream")
+    }
+    for _ in range(args.repeat):
+        for pair, which in rates:
+            rates[pair, which].append(measure(which, pairs[pair], args.files, args.size))
+    print(f"{args.files} files of {args.size} bytes, files/s, median of {args.repeat} runs")
+    print(f"{'':10} {'bare script':>12} {'NanoStream':>12} {'ratio':>7}")
+    for pair in pairs:
+        bare_rate = statistics.median(rates[pair, "bare"])
+        ours = statistics.median(rates[pair, "nanostream"])
+        print(f"{pair:10} {bare_rate:12.0f} {ours:12.0f} {ours / bare_rate:7.0%}")
+
+
+if __name__ == "__main__":
+    main()
