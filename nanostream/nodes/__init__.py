@@ -22,6 +22,8 @@ BUILTIN_NODES: dict[str, str] = {
     "FileWriter": "nanostream.nodes.files:FileWriter",
     "KafkaConsumer": "nanostream.nodes.kafka:KafkaConsumer",
     "KafkaProducer": "nanostream.nodes.kafka:KafkaProducer",
+    "WebsocketListener": "nanostream.nodes.websocket:WebsocketListener",
+    "WebsocketSender": "nanostream.nodes.websocket:WebsocketSender",
 }
 
 #: Other names of built-in nodes, kept for configurations of the original project.
