@@ -271,7 +271,7 @@ class _WebsocketNode(NanoStreamProcessor):
         """The port being served once set up: ``port``, or the one chosen for 0."""
         if self._server is None:
             raise RuntimeError("not serving: the node has no port or is not set up")
-        return self._server.port
+        return self._server.listeners[0].port
 
     def _backoff(self) -> _Backoff:
         assert self.url is not None
@@ -426,15 +426,8 @@ class WebsocketListener(_WebsocketNode):
 
     async def generate_batches(self) -> AsyncIterator[list[Any]]:
         receive = self._receive
-        while True:
-            try:
-                received = [await receive.receive()]
-            except trio.EndOfChannel:
-                if self._gave_up is not None:
-                    raise self._gave_up from self._gave_up.__cause__
-                assert self._tasks is not None
-                self._tasks.raise_failure()
-                return
+        async for first in receive:
+            received = [first]
             while len(received) < _MAX_BATCH:
                 try:
                     received.append(receive.receive_nowait())
@@ -443,6 +436,11 @@ class WebsocketListener(_WebsocketNode):
             items = self._decoded(received)
             if items:
                 yield items
+        # The channel ends only when the node's tasks have stopped on their own.
+        if self._gave_up is not None:
+            raise self._gave_up
+        assert self._tasks is not None
+        self._tasks.raise_failure()
 
     async def teardown(self) -> None:
         await super().teardown()
@@ -493,6 +491,8 @@ class WebsocketSender(_WebsocketNode):
             await connection.get_message()
 
     async def process_item(self, message: Any) -> None:
+        assert self._tasks is not None
+        self._tasks.raise_failure()
         data = _encode(message, self.message_format)
         if self.url is None:
             await self._broadcast(data)
