@@ -193,3 +193,85 @@ def test_the_kafka_to_kafka_example_totals_orders_and_rejects_bad_ones(broker):
     ]
     [rejected] = out.splitlines()
     assert rejected.startswith("rejected: DeadLetter(node='total', item={'order': 'C3'")
+
+
+async def test_the_websocket_relay_broadcasts_what_it_hears_shouted():
+    import os
+    import signal
+    import socket
+
+    import pytest
+    import trio
+    from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+    from nanostream.nodes.websocket import _close_transport
+
+    folder = EXAMPLES / "websocket_relay"
+    assert check_pipeline(folder / "pipeline.yaml") == []
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    in_port, out_port = free_port(), free_port()
+    environment = {**os.environ, "RELAY_IN_PORT": str(in_port), "RELAY_OUT_PORT": str(out_port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=folder,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    async def connect(url, task_status=trio.TASK_STATUS_IGNORED):
+        """Connect once the relay listens (it is starting in another process)."""
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                async with open_websocket_url(url) as ws:
+                    try:
+                        task_status.started(ws)
+                        await trio.sleep_forever()
+                    finally:
+                        await _close_transport(ws)
+            except HandshakeError:
+                await trio.sleep(0.05)
+
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                out = await nursery.start(connect, f"ws://127.0.0.1:{out_port}/out")
+                into = await nursery.start(connect, f"ws://127.0.0.1:{in_port}/in")
+                # Until a probe comes back, the output client may not be registered yet.
+                heard = trio.Event()
+
+                async def probe():
+                    while not heard.is_set():
+                        await into.send_message("probe")
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(probe)
+                assert await out.get_message() == "PROBE!"
+                heard.set()
+                await into.send_message("hello")
+                await into.send_message("websocket")
+                replies = []
+                while len(replies) < 2:
+                    reply = await out.get_message()
+                    if reply != "PROBE!":
+                        replies.append(reply)
+                assert replies == ["HELLO!", "WEBSOCKET!"]
+                process.send_signal(signal.SIGINT)
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await out.get_message()
+                assert closed.value.reason.code == 1001
+                nursery.cancel_scope.cancel()
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err

@@ -28,6 +28,8 @@ BUILTIN_NODES: dict[str, str] = {
     "CsvParser": "nanostream.nodes.csvparse:CsvParser",
     "Throttle": "nanostream.nodes.rate:Throttle",
     "Sampler": "nanostream.nodes.sampling:Sampler",
+    "WebsocketListener": "nanostream.nodes.websocket:WebsocketListener",
+    "WebsocketSender": "nanostream.nodes.websocket:WebsocketSender",
 }
 
 #: Other names of built-in nodes, kept for configurations of the original project.
