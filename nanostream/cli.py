@@ -155,17 +155,24 @@ async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool)
 
     async with trio.open_nursery() as nursery:
         if args.metrics_port is not None:
+            address = f"[{args.metrics_host}]" if ":" in args.metrics_host else args.metrics_host
             try:
-                await nursery.start(
+                port = await nursery.start(
                     partial(serve_observed, holder, args.metrics_port, host=args.metrics_host)
                 )
             except OSError as error:
                 print(
-                    f"nanostream: cannot serve metrics on {args.metrics_host}:"
-                    f"{args.metrics_port}: {error.strerror or error}",
+                    f"nanostream: cannot serve metrics on {address}:{args.metrics_port}: "
+                    f"{error.strerror or error}",
                     file=sys.stderr,
                 )
                 return 1
+            _logger.info(
+                "serving metrics on http://%s:%d/metrics",
+                address,
+                port,
+                extra={"pipeline": holder.graph.name, "event": "serving_metrics"},
+            )
 
         async def run_then_stop_observing(task_status: trio.TaskStatus) -> None:
             try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .._runtime import GraphRun
@@ -43,6 +43,10 @@ COUNTERS = (
     ),
     ("nanostream_busy_seconds_total", "busy_seconds", "Seconds spent in the node's own code."),
 )
+
+#: The classic text format, which every Prometheus version reads; the names
+#: here need none of the newer format's escaping.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: A request head larger than this is refused; a scrape or probe is far smaller.
 MAX_REQUEST_HEAD = 8192
@@ -114,7 +118,7 @@ class _Responder:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed: use GET\n"
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            return 200, CONTENT_TYPE, generate_latest(self.registry)
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         ready, text = readiness(self.holder)
