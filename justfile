@@ -10,6 +10,10 @@ test *args:
 bench *args:
     python benchmarks/bench_chain.py {{args}}
 
+# Measure what the metrics server, a scraper and the live table cost a 10-stage chain.
+bench-observe *args:
+    python benchmarks/bench_observe.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples

@@ -10,10 +10,9 @@ from collections import deque
 from typing import NamedTuple
 
 import trio
-from rich import box
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from .._graph import NanoStreamGraph
 from .._runtime import NodeStats
@@ -123,70 +122,84 @@ class StatusView:
         busy = {name: (spent - before[name][1]) / span for name, (_, spent) in current.items()}
         return rates, busy
 
-    def render(self, now: float) -> Table:
-        """The table as of ``now`` (trio's clock)."""
+    def render(self, now: float) -> Text:
+        """The table as of ``now`` (trio's clock).
+
+        Laid out as aligned lines of text rather than a rich ``Table``: the
+        columns are simple, and measuring a ``Table`` four times a second
+        costs the pipeline more than all the other watching together.
+        """
         holder = self.holder
         graph = holder.graph
-        title = (
-            f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
-            if holder.started_at is not None
-            else f"{graph.name} · {holder.phase()} {len(graph)} nodes"
-        )
-        table = Table(
-            title=title,
-            title_justify="left",
-            caption_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-        )
-        table.add_column("node", no_wrap=True)
-        table.add_column("class", overflow="ellipsis")  # the one column that gives way
-        table.add_column("state", no_wrap=True)
-        for header in ("in", "out", "rate/s", "queue", "skip", "err", "busy"):
-            table.add_column(header, justify="right", no_wrap=True)
+        view = Text(no_wrap=True, overflow="ellipsis")
         run = holder.run
         if run is None:
-            return table
+            view.append(f"{graph.name} · {holder.phase()} {len(graph)} nodes", style="bold")
+            return view
+        phase = f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
+        view.append(phase + "\n", style="bold")
         rates, busy = self._rates(now)
         found = bottleneck(graph, run.stats, busy)
         counts = node_counts(graph, run.stats)
+        rows = [["node", "class", "state", "in", "out", "rate/s", "queue", "skip", "err", "busy"]]
         for row in counts:
             stats = run.stats[row.name]
             node = graph.nodes[row.name]
             out = f"{row.emitted:,}"
             if isinstance(node.processor, SequenceEmitter):
                 out += f"/{len(node.processor.sequence):,}"
-            table.add_row(
-                row.name,
-                row.kind,
-                row.state,
-                "" if node.is_source else f"{row.received:,}",
-                out,
-                _rate(rates.get(row.name)),
-                "" if node.is_source else f"{stats.queued}/{stats.queue_capacity}",
-                f"{row.skipped:,}",
-                f"{row.errors:,}",
-                "" if node.is_source or row.name not in busy else f"{busy[row.name]:.0%}",
-                style="bold red" if found and found[0] == row.name else None,
-                end_section=row is counts[-1],
+            rows.append(
+                [
+                    row.name,
+                    row.kind,
+                    row.state,
+                    "" if node.is_source else f"{row.received:,}",
+                    out,
+                    _rate(rates.get(row.name)),
+                    "" if node.is_source else f"{stats.queued}/{stats.queue_capacity}",
+                    f"{row.skipped:,}",
+                    f"{row.errors:,}",
+                    "" if node.is_source or row.name not in busy else f"{busy[row.name]:.0%}",
+                ]
             )
-        table.add_row(
-            "total",
-            "",
-            "",
-            f"{sum(row.received for row in counts):,}",
-            f"{sum(row.emitted for row in counts):,}",
-            "",
-            "",
-            f"{sum(row.skipped for row in counts):,}",
-            f"{sum(row.errors for row in counts):,}",
-            "",
+        rows.append(
+            [
+                "total",
+                "",
+                "",
+                f"{sum(row.received for row in counts):,}",
+                f"{sum(row.emitted for row in counts):,}",
+                *("", "", f"{sum(row.skipped for row in counts):,}"),
+                *(f"{sum(row.errors for row in counts):,}", ""),
+            ]
         )
+        header, *lines, total = aligned(rows, left=3)
+        rule = "─" * len(header) + "\n"
+        view.append(header + "\n", style="bold")
+        view.append(rule, style="dim")
+        for row, line in zip(counts, lines, strict=True):
+            view.append(line + "\n", style="bold red" if found and found[0] == row.name else None)
+        view.append(rule, style="dim")
+        view.append(total + "\n")
         window = "averages" if holder.finished_at is not None else f"over the last {RATE_WINDOW:g}s"
-        table.caption = f"rates and busy time {window}"
+        caption = f"rates and busy time {window}"
         if found:
-            table.caption += f"; bottleneck: {found[0]} ({found[1]})"
-        return table
+            caption += f"; bottleneck: {found[0]} ({found[1]})"
+        view.append(caption, style="dim")
+        return view
+
+
+def aligned(rows: list[list[str]], left: int) -> list[str]:
+    """Rows of cells as lines with aligned columns: the first ``left``
+    columns flush left (names), the others flush right (numbers)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if column < left else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _rate(rate: float | None) -> str:
@@ -255,12 +268,9 @@ def summary_text(holder: RunHolder) -> str:
         f"pipeline {graph.name!r} {holder.phase()} after {_duration(elapsed)}: "
         f"{produced:,} items from the sources{rate}"
     ]
-    header = NodeCounts("node", "class", "state", "in", "out", "skipped", "errors")  # type: ignore[arg-type]
-    rows = [header, *node_counts(graph, run.stats)]
-    cells = [[f"{value:,}" if isinstance(value, int) else value for value in row] for row in rows]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
-    for row in cells:
-        text = [cell.ljust(width) for cell, width in zip(row[:3], widths[:3], strict=True)]
-        text += [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
-        lines.append("  ".join(text).rstrip())
+    rows = [["node", "class", "state", "in", "out", "skipped", "errors"]]
+    rows += [
+        [*row[:3], *(f"{count:,}" for count in row[3:])] for row in node_counts(graph, run.stats)
+    ]
+    lines += aligned(rows, left=3)
     return "\n".join(lines)
