@@ -18,6 +18,10 @@ bench-kafka *args:
 bench-files *args:
     python benchmarks/bench_files.py {{args}}
 
+# Measure what the metrics server, a scraper and the live table cost a 10-stage chain.
+bench-observe *args:
+    python benchmarks/bench_observe.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples

@@ -15,6 +15,7 @@ from .nodes import (
     PrintStreamProcessor,
     SequenceEmitter,
 )
+from .observe import serve_metrics
 
 __version__ = "0.1.0"
 
@@ -39,4 +40,5 @@ __all__ = [
     "__version__",
     "run",
     "run_graph",
+    "serve_metrics",
 ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -17,6 +20,11 @@ from .config._reference import reference_text
 from .config._schema import parameters, schema_text, summary
 from .nodes import ALIASES, BUILTIN_NODES, load_builtin
 from .observe import _diagram as diagram
+
+if TYPE_CHECKING:
+    from .observe import RunHolder
+
+_logger = logging.getLogger("nanostream.run")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +43,37 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long in-flight items may drain (default 30)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics, /healthz and /readyz over HTTP on PORT",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address to serve metrics on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    run.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="the least severe log records shown (default warning; info adds start and stop)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="log lines as text, or as one JSON object each (default plain)",
+    )
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no live table on a terminal and no summary at exit; logs only",
     )
 
     check = commands.add_parser("check", help="report every error in pipeline files")
@@ -111,17 +150,119 @@ def _load(path: str) -> NanoStreamGraph | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._runtime import NodeError, run
+    import trio
 
+    from ._runtime import NodeError
+    from .observe import RunHolder, configure_logging, summary_text
+
+    configure_logging(args.log_level, args.log_format)
     graph = _load(args.config)
     if graph is None:
         return 1
+    holder = RunHolder(graph)
+    live = not args.quiet and sys.stderr.isatty()
+    failures: list[NodeError] = []
+    status = 0
     try:
-        run(graph, drain_timeout=args.drain_timeout)
-    except NodeError as error:
-        print(f"nanostream: {error}", file=sys.stderr)
-        return 1
+        status = trio.run(_run_observed, holder, args, live)
+    except* NodeError as group:
+        failures = [error for error in group.exceptions if isinstance(error, NodeError)]
+    if holder.run is not None or failures:
+        _log_stop(holder)
+        if not args.quiet and not live:
+            print(summary_text(holder), file=sys.stderr)
+    for failure in failures:
+        print(f"nanostream: {failure}", file=sys.stderr)
+    return 1 if failures else status
+
+
+async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool) -> int:
+    """Run the graph with the metrics server and the live table beside it.
+
+    The server starts first so that ``/readyz`` answers "not ready" while
+    the nodes are set up; the table starts once there is a run to show.
+    """
+    import trio
+    from rich.console import Console
+
+    from ._runtime import run_graph
+    from .observe import serve_observed, show_live
+
+    async with trio.open_nursery() as nursery:
+        if args.metrics_port is not None:
+            address = f"[{args.metrics_host}]" if ":" in args.metrics_host else args.metrics_host
+            try:
+                port = await nursery.start(
+                    partial(serve_observed, holder, args.metrics_port, host=args.metrics_host)
+                )
+            except OSError as error:
+                print(
+                    f"nanostream: cannot serve metrics on {address}:{args.metrics_port}: "
+                    f"{error.strerror or error}",
+                    file=sys.stderr,
+                )
+                return 1
+            _logger.info(
+                "serving metrics on http://%s:%d/metrics",
+                address,
+                port,
+                extra={"pipeline": holder.graph.name, "event": "serving_metrics"},
+            )
+
+        async def run_then_stop_observing(task_status: trio.TaskStatus) -> None:
+            try:
+                await run_graph(
+                    holder.graph,
+                    drain_timeout=args.drain_timeout,
+                    handle_signals=True,
+                    task_status=task_status,
+                )
+            finally:
+                holder.finished(trio.current_time())
+                nursery.cancel_scope.cancel()
+
+        run = await nursery.start(run_then_stop_observing)
+        holder.started(run, trio.current_time())
+        _logger.info(
+            "pipeline %r started: %d nodes",
+            holder.graph.name,
+            len(holder.graph),
+            extra={"pipeline": holder.graph.name, "event": "started"},
+        )
+        if live:
+            nursery.start_soon(
+                partial(
+                    show_live,
+                    holder,
+                    Console(stderr=True),
+                    redirect_stdout=sys.stdout.isatty(),
+                    redirect_stderr=True,
+                )
+            )
     return 0
+
+
+def _log_stop(holder: RunHolder) -> None:
+    """The pipeline's end as one log record, with every node's counts."""
+    graph = holder.graph
+    stats = holder.run.stats if holder.run is not None else {}
+    counts = {
+        name: {
+            "received": node.received,
+            "emitted": node.emitted,
+            "skipped": node.skipped,
+            "errors": node.errors,
+        }
+        for name, node in stats.items()
+    }
+    phase = holder.phase()
+    _logger.info(
+        "pipeline %r %s after %.3fs",
+        graph.name,
+        phase,
+        holder.elapsed(),
+        extra={"pipeline": graph.name, "event": phase.replace(" ", "_"), "counts": counts},
+    )
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "__version__",
     "run",
     "run_graph",
+    "serve_metrics",
 ]
 
 

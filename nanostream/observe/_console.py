@@ -1,0 +1,276 @@
+"""What a person running a pipeline sees: a live table, or a summary at exit.
+
+Both read :class:`NodeStats` when they draw, never in the hot path. Rates
+come from successive samples the view keeps itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from .._graph import NanoStreamGraph
+from .._runtime import NodeStats
+from ..nodes.basic import SequenceEmitter
+from ._holder import RunHolder
+
+#: Seconds of samples a live rate is computed over.
+RATE_WINDOW = 2.0
+
+#: The least share of time in its own code for the busiest node to be
+#: called the bottleneck; below it the pipeline is waiting on its sources.
+BUSY_THRESHOLD = 0.01
+
+
+class NodeCounts(NamedTuple):
+    """The counts of one node that both the table and the summary show."""
+
+    name: str
+    kind: str
+    state: str
+    received: int
+    emitted: int
+    skipped: int
+    errors: int
+
+
+def node_counts(graph: NanoStreamGraph, stats: dict[str, NodeStats]) -> list[NodeCounts]:
+    return [
+        NodeCounts(
+            node.name,
+            type(node.processor).__name__,
+            stats[node.name].state,
+            stats[node.name].received,
+            stats[node.name].emitted,
+            stats[node.name].skipped,
+            stats[node.name].errors,
+        )
+        for node in graph
+    ]
+
+
+def throughput(graph: NanoStreamGraph, name: str, stats: NodeStats) -> int:
+    """Items a node has handled: emitted by a source, received by the rest."""
+    return stats.emitted if graph.nodes[name].is_source else stats.received
+
+
+def bottleneck(
+    graph: NanoStreamGraph, stats: dict[str, NodeStats], busy: dict[str, float]
+) -> tuple[str, str] | None:
+    """The node holding the pipeline back, and why; ``None`` if none is.
+
+    A node whose input queue is full while every child's queue has room is
+    the one the items wait for. Without one, the node that spent the most
+    time in its own code is the likeliest, if it spent a noticeable share
+    (:data:`BUSY_THRESHOLD`) of the time there.
+    """
+
+    def full(name: str) -> bool:
+        return 0 < stats[name].queue_capacity <= stats[name].queued
+
+    blocked = [
+        name
+        for name in stats
+        if full(name) and not any(full(child) for child in graph.children(name))
+    ]
+    if blocked:
+        return max(blocked, key=lambda name: busy.get(name, 0.0)), "input queue full"
+    busiest = max(busy, key=busy.__getitem__, default=None)
+    if busiest is not None and busy[busiest] >= BUSY_THRESHOLD:
+        return busiest, "busiest"
+    return None
+
+
+class StatusView:
+    """The live table of one run: a row per node, totals, the bottleneck.
+
+    Each :meth:`render` samples the counters; rates and busy fractions are
+    over the last :data:`RATE_WINDOW` seconds while the run goes on, and
+    averages over the whole run once it is over.
+    """
+
+    def __init__(self, holder: RunHolder) -> None:
+        self.holder = holder
+        self._samples: deque[tuple[float, dict[str, tuple[int, float]]]] = deque()
+
+    def _rates(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Items per second and busy fraction of each node."""
+        run = self.holder.run
+        assert run is not None
+        graph = run.graph
+        current = {
+            name: (throughput(graph, name, stats), stats.busy_seconds)
+            for name, stats in run.stats.items()
+        }
+        if self.holder.finished_at is not None:
+            then, before = self.holder.started_at or now, dict.fromkeys(current, (0, 0.0))
+            now = self.holder.finished_at
+        else:
+            self._samples.append((now, current))
+            while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
+                self._samples.popleft()
+            then, before = self._samples[0]
+        span = now - then
+        if span <= 0:
+            return {}, {}
+        rates = {name: (count - before[name][0]) / span for name, (count, _) in current.items()}
+        busy = {name: (spent - before[name][1]) / span for name, (_, spent) in current.items()}
+        return rates, busy
+
+    def render(self, now: float) -> Text:
+        """The table as of ``now`` (trio's clock).
+
+        Laid out as aligned lines of text rather than a rich ``Table``: the
+        columns are simple, and measuring a ``Table`` four times a second
+        costs the pipeline more than all the other watching together.
+        """
+        holder = self.holder
+        graph = holder.graph
+        view = Text(no_wrap=True, overflow="ellipsis")
+        run = holder.run
+        if run is None:
+            view.append(f"{graph.name} · {holder.phase()} {len(graph)} nodes", style="bold")
+            return view
+        phase = f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
+        view.append(phase + "\n", style="bold")
+        rates, busy = self._rates(now)
+        found = bottleneck(graph, run.stats, busy)
+        counts = node_counts(graph, run.stats)
+        rows = [["node", "class", "state", "in", "out", "rate/s", "queue", "skip", "err", "busy"]]
+        for row in counts:
+            stats = run.stats[row.name]
+            node = graph.nodes[row.name]
+            out = f"{row.emitted:,}"
+            if isinstance(node.processor, SequenceEmitter):
+                out += f"/{len(node.processor.sequence):,}"
+            rows.append(
+                [
+                    row.name,
+                    row.kind,
+                    row.state,
+                    "" if node.is_source else f"{row.received:,}",
+                    out,
+                    _rate(rates.get(row.name)),
+                    "" if node.is_source else f"{stats.queued}/{stats.queue_capacity}",
+                    f"{row.skipped:,}",
+                    f"{row.errors:,}",
+                    "" if node.is_source or row.name not in busy else f"{busy[row.name]:.0%}",
+                ]
+            )
+        rows.append(
+            [
+                "total",
+                "",
+                "",
+                f"{sum(row.received for row in counts):,}",
+                f"{sum(row.emitted for row in counts):,}",
+                *("", "", f"{sum(row.skipped for row in counts):,}"),
+                *(f"{sum(row.errors for row in counts):,}", ""),
+            ]
+        )
+        header, *lines, total = aligned(rows, left=3)
+        rule = "─" * len(header) + "\n"
+        view.append(header + "\n", style="bold")
+        view.append(rule, style="dim")
+        for row, line in zip(counts, lines, strict=True):
+            view.append(line + "\n", style="bold red" if found and found[0] == row.name else None)
+        view.append(rule, style="dim")
+        view.append(total + "\n")
+        window = "averages" if holder.finished_at is not None else f"over the last {RATE_WINDOW:g}s"
+        caption = f"rates and busy time {window}"
+        if found:
+            caption += f"; bottleneck: {found[0]} ({found[1]})"
+        view.append(caption, style="dim")
+        return view
+
+
+def aligned(rows: list[list[str]], left: int) -> list[str]:
+    """Rows of cells as lines with aligned columns: the first ``left``
+    columns flush left (names), the others flush right (numbers)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if column < left else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _rate(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    return f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+async def show_live(
+    holder: RunHolder,
+    console: Console,
+    *,
+    interval: float = 0.25,
+    redirect_stdout: bool = False,
+    redirect_stderr: bool = False,
+) -> None:
+    """Redraw the run's table on ``console`` every ``interval`` seconds until
+    cancelled, then draw it a last time and leave it on screen.
+
+    With ``redirect_stdout`` or ``redirect_stderr``, what the program
+    writes there while the table shows is printed above it instead of
+    through it; only redirect a stream that goes to the same terminal.
+
+    Cancellation: the expected way to stop it; the final table is drawn
+    then.
+    """
+    view = StatusView(holder)
+    with Live(
+        console=console,
+        auto_refresh=False,
+        redirect_stdout=redirect_stdout,
+        redirect_stderr=redirect_stderr,
+    ) as live:
+        try:
+            while True:
+                live.update(view.render(trio.current_time()), refresh=True)
+                await trio.sleep(interval)
+        finally:
+            live.update(view.render(trio.current_time()), refresh=True)
+
+
+def summary_text(holder: RunHolder) -> str:
+    """The block printed at exit without a live table: what each node did."""
+    run = holder.run
+    graph = holder.graph
+    elapsed = holder.elapsed()
+    if run is None:
+        return f"pipeline {graph.name!r} {holder.phase()} during setup"
+    produced = sum(
+        stats.emitted for name, stats in run.stats.items() if graph.nodes[name].is_source
+    )
+    rate = f", {produced / elapsed:,.1f} items/s" if elapsed > 0 else ""
+    lines = [
+        f"pipeline {graph.name!r} {holder.phase()} after {_duration(elapsed)}: "
+        f"{produced:,} items from the sources{rate}"
+    ]
+    rows = [["node", "class", "state", "in", "out", "skipped", "errors"]]
+    rows += [
+        [*row[:3], *(f"{count:,}" for count in row[3:])] for row in node_counts(graph, run.stats)
+    ]
+    lines += aligned(rows, left=3)
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""The live table and the exit summary, drawn on rich's recording console."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import attrs
+import trio
+import trio.testing
+from rich.console import Console
+from test_cli import nanostream_cmd
+
+import nanostream as ns
+from nanostream.observe import RunHolder, StatusView, show_live, summary_text
+
+
+def recording_console() -> Console:
+    return Console(record=True, force_terminal=True, width=120, file=io.StringIO())
+
+
+def draw(view: StatusView) -> str:
+    console = recording_console()
+    console.print(view.render(trio.current_time()))
+    return console.export_text()
+
+
+def row(text: str, node: str) -> list[str]:
+    """The cells of ``node``'s row (empty cells left out)."""
+    [line] = [line for line in text.splitlines() if line.split()[:1] == [node]]
+    return line.split()
+
+
+@attrs.define
+class Gated(ns.NanoStreamProcessor):
+    """Holds every item until the test opens the gate."""
+
+    gate: trio.Event
+
+    async def process_item(self, message):
+        await self.gate.wait()
+        return message
+
+
+async def start(nursery: trio.Nursery, graph: ns.NanoStreamGraph) -> tuple[RunHolder, trio.Event]:
+    holder = RunHolder(graph)
+    finished = trio.Event()
+
+    async def run_to_the_end(task_status):
+        try:
+            await ns.run_graph(graph, task_status=task_status)
+        finally:
+            holder.finished(trio.current_time())
+            finished.set()
+
+    holder.started(await nursery.start(run_to_the_end), trio.current_time())
+    return holder, finished
+
+
+async def test_a_full_queue_before_one_with_room_is_the_bottleneck(nursery):
+    gate = trio.Event()
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter(list(range(100))), max_batch=1)
+    graph.add("gated", Gated(gate), ["numbers"], buffer_size=2, max_batch=1)
+    graph.add("sink", ns.BlackHole(), ["gated"])
+    holder, finished = await start(nursery, graph)
+    view = StatusView(holder)
+    await trio.testing.wait_all_tasks_blocked()
+
+    text = draw(view)
+    assert text.startswith("viewed · running · ")
+    emitted = holder.run.stats["numbers"].emitted
+    assert emitted < 100
+    assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "running", f"{emitted}/100"]
+    gated = row(text, "gated")
+    assert gated[:5] == ["gated", "Gated", "running", "1", "0"]
+    assert "2/2" in gated
+    assert row(text, "sink")[:5] == ["sink", "BlackHole", "running", "0", "0"]
+    assert "bottleneck: gated (input queue full)" in text
+
+    gate.set()
+    with trio.fail_after(30):
+        await finished.wait()
+    text = draw(view)
+    assert text.startswith("viewed · finished · ")
+    assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "finished", "100/100"]
+    assert row(text, "gated")[:5] == ["gated", "Gated", "finished", "100", "100"]
+    assert row(text, "total")[:3] == ["total", "200", "200"]
+    assert "rates and busy time averages" in text
+    assert "input queue full" not in text
+
+
+async def test_rates_come_from_successive_samples(nursery, autojump_clock):
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("ticks", ns.ConstantEmitter(thing=1, delay=0.5))
+    graph.add("sink", ns.BlackHole(), ["ticks"])
+    holder, finished = await start(nursery, graph)
+    view = StatusView(holder)
+    await trio.sleep(0.25)
+    text = draw(view)
+    assert row(text, "ticks") == ["ticks", "ConstantEmitter", "running", "1", "0", "0"]
+
+    await trio.sleep(2)
+    text = draw(view)
+    # Four more items in two seconds.
+    assert row(text, "ticks") == ["ticks", "ConstantEmitter", "running", "5", "2.0", "0", "0"]
+    assert row(text, "sink")[:6] == ["sink", "BlackHole", "running", "5", "0", "2.0"]
+    assert "over the last 2s" in text
+    assert text.startswith("viewed · running · 2.25s")
+    holder.run.stop()
+    await finished.wait()
+
+
+async def test_the_table_says_when_setup_is_not_done() -> None:
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter([1]))
+    text = draw(StatusView(RunHolder(graph)))
+    assert text.startswith("viewed · setting up 1 nodes")
+    assert "numbers" not in text
+
+
+async def test_the_live_table_ends_drawn_as_the_run_finished(nursery):
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter([1, 2, 3]))
+    graph.add("sink", ns.BlackHole(), ["numbers"])
+    console = recording_console()
+    holder, finished = await start(nursery, graph)
+    async with trio.open_nursery() as live:
+        live.start_soon(show_live, holder, console)
+        with trio.fail_after(30):
+            await finished.wait()
+        live.cancel_scope.cancel()
+    last = console.export_text().rsplit("viewed · ", 1)[1]
+    assert last.startswith("finished · ")
+    assert row(last, "sink")[:5] == ["sink", "BlackHole", "finished", "3", "0"]
+
+
+async def test_the_summary_lists_what_each_node_did(nursery):
+    graph = ns.NanoStreamGraph("summed")
+    graph.add("numbers", ns.SequenceEmitter(list(range(1200))))
+    graph.add("sink", ns.BlackHole(), ["numbers"])
+    holder, finished = await start(nursery, graph)
+    with trio.fail_after(30):
+        await finished.wait()
+    first, *table = summary_text(holder).splitlines()
+    assert re.fullmatch(
+        r"pipeline 'summed' finished after \d+\.\d\ds: 1,200 items from the sources, "
+        r"[\d,]+\.\d items/s",
+        first,
+    )
+    assert table == [
+        "node     class            state        in    out  skipped  errors",
+        "numbers  SequenceEmitter  finished      0  1,200        0       0",
+        "sink     BlackHole        finished  1,200      0        0       0",
+    ]
+
+
+PIPELINE = textwrap.dedent("""\
+    pipeline_name: shown
+    node_sequence:
+      - name: numbers
+        class: SequenceEmitter
+        sequence: [1, 2, 3]
+      - name: sink
+        class: BlackHole
+        parents: [numbers]
+    """)
+
+
+def nanostream_run(
+    tmp_path: Path, *options: str, pipeline: str = PIPELINE
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "pipeline.yaml").write_text(pipeline)
+    return nanostream_cmd("run", "pipeline.yaml", *options, cwd=tmp_path)
+
+
+def test_off_a_terminal_the_summary_goes_to_stderr(tmp_path: Path) -> None:
+    result = nanostream_run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    first, *table = result.stderr.splitlines()
+    assert first.startswith("pipeline 'shown' finished after ")
+    assert table == [
+        "node     class            state     in  out  skipped  errors",
+        "numbers  SequenceEmitter  finished   0    3        0       0",
+        "sink     BlackHole        finished   3    0        0       0",
+    ]
+
+
+def test_quiet_leaves_stderr_to_the_logs(tmp_path: Path) -> None:
+    result = nanostream_run(tmp_path, "--quiet")
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_a_failed_run_is_summarised_before_the_error(tmp_path: Path) -> None:
+    (tmp_path / "nanostream_console_nodes.py").write_text(
+        "from nanostream import NanoStreamProcessor\n\n"
+        "class Invert(NanoStreamProcessor):\n"
+        "    def process_item(self, message):\n"
+        "        return 1 / message\n"
+    )
+    pipeline = PIPELINE.replace("[1, 2, 3]", "[1, 0, 3]").replace(
+        "class: BlackHole", "class: nanostream_console_nodes:Invert"
+    )
+    result = nanostream_run(tmp_path, pipeline=pipeline)
+    assert result.returncode == 1
+    first, *table, error = result.stderr.splitlines()
+    assert first.startswith("pipeline 'shown' failed after ")
+    assert table[-1].split()[:3] == ["sink", "Invert", "failed"]
+    assert error == (
+        "nanostream: node 'sink' failed in process_item: ZeroDivisionError: division by zero "
+        "(item: 0)"
+    )
+
+
+def test_on_a_terminal_the_table_replaces_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=tmp_path,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "PYTHONWARNINGS": "error", "COLUMNS": "100", "TERM": "xterm"},
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        while select.select([controller], [], [], 30)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+        os.close(controller)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", output).decode()
+    last = text.rsplit("shown · ", 1)[1]
+    assert last.startswith("finished · ")
+    assert row(last, "sink")[:5] == ["sink", "BlackHole", "finished", "3", "0"]
+    assert "items from the sources" not in text
