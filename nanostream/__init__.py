@@ -5,7 +5,7 @@ The public API is re-exported here; every other module is private.
 
 from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
 from ._options import NodeOptions
-from ._processor import DeadLetter, NanoStreamProcessor, WithAck
+from ._processor import DeadLetter, NanoStreamProcessor, Rejected, WithAck
 from ._runtime import GraphRun, NodeError, NodeStats, run, run_graph
 from .nodes import (
     BlackHole,
@@ -35,6 +35,7 @@ __all__ = [
     "NodeOptions",
     "NodeStats",
     "PrintStreamProcessor",
+    "Rejected",
     "SequenceEmitter",
     "WithAck",
     "__version__",

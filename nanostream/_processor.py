@@ -24,7 +24,8 @@ class NanoStreamProcessor:
       once per batch in a thread, never once per item.
     * ``generate(self)``: makes this node a source (it takes no parents). A
       generator or async generator of items; yield :class:`WithAck` to have
-      an item acknowledged once everything derived from it is handled.
+      an item acknowledged once everything derived from it is handled, and
+      :class:`Rejected` for input that is not a valid item.
     * ``generate_batches(self)``: a source whose items arrive in groups (a
       poll, a read) yields lists, and each list travels as one batch.
 
@@ -70,6 +71,25 @@ class WithAck:
 
     item: Any
     ack: Callable[[], None]
+
+
+@attrs.frozen
+class Rejected:
+    """What a source yields for input it cannot make into an item (a message
+    that is not valid JSON, say), in place of that item.
+
+    The source's ``on_error`` policy then applies as to a failing item:
+    ``fail`` stops the pipeline with ``error``, ``skip`` logs and counts
+    ``raw`` (and sends it to the ``dead_letter`` node) and goes on. A
+    retry cannot change what arrived, so ``retry`` goes straight to its
+    ``retry_fallback``. ``ack``, if given, is called once the rejection is
+    handled, as for :class:`WithAck`: a skipped message is done with, and
+    not delivered again after a restart.
+    """
+
+    raw: Any
+    error: Exception
+    ack: Callable[[], None] | None = None
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ import trio
 
 from ._acks import Ticket, Tickets, combine, release, retain
 from ._graph import NanoStreamGraph, Node
-from ._processor import DeadLetter, WithAck, call_hook, call_style
+from ._processor import DeadLetter, Rejected, WithAck, call_hook, call_style
 
 logger = logging.getLogger("nanostream")
 
@@ -121,6 +121,10 @@ class GraphRun:
         self._teardown_scopes: set[trio.CancelScope] = set()
         self._waiting_for_setup = len(graph)
         self._all_set_up = trio.Event()
+        self._consumers_running = sum(not node.is_source for node in graph)
+        self._consumers_done = trio.Event()
+        if not self._consumers_running:
+            self._consumers_done.set()
         self._stopping = False
         self._skip_log = _RateLimitedLog(graph.name)
         self._cancelled = False
@@ -159,6 +163,11 @@ class GraphRun:
         self._waiting_for_setup -= 1
         if self._waiting_for_setup == 0:
             self._all_set_up.set()
+
+    def _consumer_done(self) -> None:
+        self._consumers_running -= 1
+        if self._consumers_running == 0:
+            self._consumers_done.set()
 
     async def _run(self, handle_signals: bool, task_status: trio.TaskStatus) -> None:
         tasks = _NodeTask.for_graph(self)
@@ -326,13 +335,27 @@ class _NodeTask:
         finally:
             for channel in self._all_outputs():
                 channel.close()
-            if set_up:
-                await self._teardown()
+            if self.node.is_source:
+                if set_up:
+                    await self._teardown_after_consumers()
+            else:
+                self.graph_run._consumer_done()
+                if set_up:
+                    await self._teardown()
 
     def _all_outputs(self) -> list[trio.MemorySendChannel]:
         if self.dead_letters is None:
             return self.outputs
         return [*self.outputs, self.dead_letters]
+
+    async def _teardown_after_consumers(self) -> None:
+        """A source's teardown, once every other node is done (or the graph
+        is cancelled): the items in flight are acknowledged by then, so a
+        source that commits at teardown (a Kafka consumer) commits them."""
+        try:
+            await self.graph_run._consumers_done.wait()
+        finally:
+            await self._teardown()
 
     async def _teardown(self) -> None:
         with trio.CancelScope(shield=True) as scope:
@@ -401,6 +424,15 @@ class _NodeTask:
     async def _emit_from_source(self, items: list) -> None:
         tickets = None
         kinds = set(map(type, items))
+        if Rejected in kinds:
+            accepted = []
+            for item in items:
+                if type(item) is Rejected:
+                    await self._reject(item)
+                else:
+                    accepted.append(item)
+            items = accepted
+            kinds = set(map(type, items))
         if WithAck in kinds or NoneType in kinds:
             acks = [item.ack for item in items if type(item) is WithAck]
             items = [item.item if type(item) is WithAck else item for item in items]
@@ -409,6 +441,21 @@ class _NodeTask:
                 tickets = [Ticket(self.name, acks)]
         await self._emit(items, tickets)
         self.stats.emitted += len(items)
+
+    async def _reject(self, rejected: Rejected) -> None:
+        """Apply the source's error policy to input it rejected.
+
+        Retrying cannot change what arrived, so ``retry`` goes straight to
+        its fallback.
+        """
+        options = self.options
+        policy = options.retry_fallback if options.on_error == "retry" else options.on_error
+        failure = NodeError(self.name, "generate", rejected.error, rejected.raw)
+        failure.__cause__ = rejected.error
+        self.stats.errors += 1
+        self.tickets = None if rejected.ack is None else [Ticket(self.name, [rejected.ack])]
+        await self._give_up([rejected.raw], failure, policy)
+        await self._emit([], self.tickets)
 
     # -- processors --------------------------------------------------------
 
@@ -649,7 +696,7 @@ class _NodeTask:
         """Apply this node's error policy to ``items``, which just failed.
 
         Returns what a successful retry produced, or nothing once the items
-        are skipped (and dead-lettered); raises the failure under ``fail``.
+        are given up on.
         """
         options = self.options
         policy = options.on_error
@@ -666,6 +713,12 @@ class _NodeTask:
                     self.stats.errors += 1
                     failure = again
             policy = options.retry_fallback
+        await self._give_up(items, failure, policy)
+        return []
+
+    async def _give_up(self, items: list, failure: NodeError, policy: str) -> None:
+        """Raise ``failure`` under ``fail``; under ``skip`` count and log the
+        items, and send them to the dead-letter node if there is one."""
         if len(items) == 1 and failure.item is None:
             failure = NodeError(self.name, failure.during, failure.error, items[0])
         if policy == "fail":
@@ -678,7 +731,6 @@ class _NodeTask:
             if self.tickets is not None:
                 retain(self.tickets, 1)
             await self.dead_letters.send((letters, self.tickets))
-        return []
 
     # -- sending -----------------------------------------------------------
 

@@ -2,6 +2,7 @@ import collections
 
 import pytest
 import trio
+import trio.testing
 
 from nanostream import (
     DeadLetter,
@@ -277,3 +278,55 @@ async def test_ack_waits_for_every_part_of_a_split_batch():
     handled = [items for kind, items in events if kind == "handled"]
     assert handled == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert events[3:] == [("ack", index) for index in range(10)]
+
+
+class EndlessAckSource(AckSource):
+    """Yields its items with acknowledgements, then waits to be stopped;
+    its teardown records which items were acknowledged by then."""
+
+    async def generate(self):
+        for item in self.items:
+            yield self._with_ack(item)
+        await trio.sleep_forever()
+
+    def teardown(self):
+        self.events.append(("teardown", sorted(i for kind, i in self.events if kind == "ack")))
+
+
+class Gate(NanoStreamProcessor):
+    def __init__(self):
+        self.open = trio.Event()
+
+    async def process_item(self, message):
+        await self.open.wait()
+        return message
+
+
+async def test_a_stopped_source_is_torn_down_after_what_was_in_flight_is_acknowledged():
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", EndlessAckSource([1, 2, 3], events))
+    gate = graph.add("gate", Gate(), ["src"])
+    graph.add("sink", Sink(events), ["gate"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        assert run.stats["src"].emitted == 3
+        run.stop()
+        await trio.testing.wait_all_tasks_blocked()
+        assert run.stats["src"].state == "finished"
+        assert not any(kind == "teardown" for kind, _ in events)
+        gate.open.set()
+    assert events[-1] == ("teardown", [1, 2, 3])
+
+
+async def test_a_cancelled_graph_tears_its_sources_down_at_once():
+    events = []
+    graph = NanoStreamGraph()
+    graph.add("src", EndlessAckSource([1], events))
+    graph.add("gate", Gate(), ["src"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        run.cancel()
+    assert events == [("teardown", [])]

@@ -1,3 +1,4 @@
+import functools
 import itertools
 import logging
 import reprlib
@@ -12,7 +13,9 @@ from nanostream import (
     NanoStreamProcessor,
     NodeError,
     NodeOptions,
+    Rejected,
     SequenceEmitter,
+    WithAck,
     run_graph,
 )
 from nanostream.testing import Collector
@@ -410,3 +413,82 @@ async def test_skip_logging_starts_again_after_the_period(caplog, autojump_clock
     assert [r.event for r in records] == ["skipped"] * 10 + ["skipped_unlogged"] + ["skipped"] * 3
     assert records[10].count == 2
     assert "(item: 14)" in records[-1].getMessage()
+
+
+class Decoding(NanoStreamProcessor):
+    """A source of texts, decoded as integers; each input is acknowledged
+    by appending ("ack", text) to ``events``."""
+
+    def __init__(self, texts, events):
+        self.texts = texts
+        self.events = events
+
+    def generate_batches(self):
+        batch = []
+        for text in self.texts:
+            ack = functools.partial(self.events.append, ("ack", text))
+            try:
+                batch.append(WithAck(int(text), ack))
+            except ValueError as error:
+                batch.append(Rejected(text, error, ack))
+        yield batch
+
+
+class Recording(NanoStreamProcessor):
+    def __init__(self, events):
+        self.events = events
+        self.items = []
+
+    def process_item(self, message):
+        self.events.append(("got", message))
+        self.items.append(message)
+
+
+def decoding_graph(events, **options):
+    graph = NanoStreamGraph()
+    graph.add("decode", Decoding(["1", "two", "3"], events), **options)
+    sink = graph.add("sink", Recording(events), ["decode"])
+    return graph, sink
+
+
+async def test_a_rejected_input_fails_the_graph_by_default():
+    events = []
+    graph, _ = decoding_graph(events)
+    with pytest.raises(NodeError) as raised:
+        await run_graph(graph)
+    error = raised.value
+    assert (error.node, error.during, error.item) == ("decode", "generate", "two")
+    assert isinstance(error.__cause__, ValueError)
+    assert "invalid literal for int()" in str(error)
+    assert ("ack", "two") not in events
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"on_error": "skip"}, {"on_error": "retry", "retry_fallback": "skip"}],
+)
+async def test_a_skipped_rejection_is_logged_counted_and_acknowledged(options, caplog):
+    events = []
+    graph, sink = decoding_graph(events, **options)
+    run = await run_graph(graph)
+    assert sink.items == [1, 3]
+    assert sorted(events) == [("ack", "1"), ("ack", "3"), ("ack", "two"), ("got", 1), ("got", 3)]
+    stats = run.stats["decode"]
+    assert (stats.emitted, stats.errors, stats.skipped, stats.retries) == (2, 1, 1, 0)
+    assert stats.acknowledged == 3
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "skipped"]
+    assert record.node == "decode"
+    assert "node 'decode' failed in generate: ValueError" in record.getMessage()
+    assert "(item: 'two')" in record.getMessage()
+
+
+async def test_a_rejection_goes_to_the_dead_letter_node_before_it_is_acknowledged():
+    events = []
+    graph, sink = decoding_graph(events, on_error="skip", dead_letter="dlq")
+    dlq = graph.add("dlq", Recording(events))
+    run = await run_graph(graph)
+    [letter] = dlq.items
+    assert (letter.node, letter.item, type(letter.error)) == ("decode", "two", ValueError)
+    assert events.index(("got", letter)) < events.index(("ack", "two"))
+    assert run.stats["decode"].dead_lettered == 1
+    assert sink.items == [1, 3]

@@ -19,6 +19,7 @@ PUBLIC_NAMES = [
     "NodeOptions",
     "NodeStats",
     "PrintStreamProcessor",
+    "Rejected",
     "SequenceEmitter",
     "WithAck",
     "__version__",

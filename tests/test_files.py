@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import nanostream as ns
+from nanostream import DeadLetter
 from nanostream.config import check_pipeline
 from nanostream.nodes.directory import WatchdogDirectoryListener
 from nanostream.nodes.files import FileData, FileReader, FileWriter
@@ -83,6 +84,23 @@ async def test_writer_file_appends_lines(tmp_path: Path) -> None:
     await process_items(FileWriter(path=str(target)), ["one", {"a": [1]}, FileData("/p", "two")])
     await process_items(FileWriter(path=str(target), fsync=False), [3])
     assert target.read_text().splitlines() == ["before", "one", '{"a": [1]}', "two", "3"]
+
+
+async def test_writer_appends_dead_letters_as_json_lines(tmp_path: Path) -> None:
+    target = tmp_path / "bad.jsonl"
+    letters = [
+        DeadLetter("orders", b"{broken", ValueError("offset 4: the value is not JSON")),
+        DeadLetter("parse", {"n": 1}, KeyError("total")),
+    ]
+    await process_items(FileWriter(path=str(target)), letters)
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [
+        {
+            "node": "orders",
+            "error": "ValueError: offset 4: the value is not JSON",
+            "item": "b'{broken'",
+        },
+        {"node": "parse", "error": "KeyError: 'total'", "item": {"n": 1}},
+    ]
 
 
 async def test_records_of_one_file_get_numbered_names(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import kafka
 import pytest
 import trio
+import trio.testing
 from kafka_testbed import TopicReader, create_topic, produce_json, unique_name
 
 from nanostream import (
@@ -23,6 +24,7 @@ from nanostream import (
 from nanostream.config._schema import schema_text
 from nanostream.nodes.kafka import KafkaConsumer, KafkaProducer, KafkaRecord, _OffsetTracker
 from nanostream.nodes.memory import ChannelSink
+from nanostream.testing import Collector
 
 # Tansu completes a group join only after the rebalance timeout, which
 # kafka-python takes from max_poll_interval_ms: keep it short.
@@ -275,6 +277,48 @@ async def test_a_value_that_is_not_json_fails_naming_where_it_is(broker):
     assert error.node == "in"
     assert f"topic {topic!r}, partition " in str(error)
     assert ", offset 0: the value is not JSON (value_format 'json')" in str(error)
+
+
+async def test_a_value_that_is_not_json_can_be_skipped_to_a_dead_letter_node(broker):
+    topic, group = create_topic(broker, 1), unique_name("group")
+    await _produce(broker, topic, ["{broken", '{"n": 1}'], value_format="text")
+    graph = NanoStreamGraph("consume")
+    graph.add("in", _consumer(broker, topic, group_id=group), on_error="skip", dead_letter="dlq")
+    sink = graph.add("sink", Collector(), parents=["in"])
+    dlq = graph.add("dlq", Collector())
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            while run.stats["in"].acknowledged < 2:
+                await trio.sleep(0.01)
+            run.stop()
+    assert sink.items == [{"n": 1}]
+    [letter] = dlq.items
+    assert (letter.node, letter.item) == ("in", b"{broken")
+    assert "offset 0: the value is not JSON" in str(letter.error)
+    assert (run.stats["in"].skipped, run.stats["in"].dead_lettered) == (1, 1)
+    assert _committed(broker, group, topic) == {0: 2}
+
+
+async def test_a_stopped_pipeline_commits_what_drained_after_the_stop(broker):
+    topic, group = create_topic(broker, 1), unique_name("group")
+    await _produce(broker, topic, [{"n": n} for n in range(5)])
+    opened = trio.Event()
+    graph = NanoStreamGraph("gated")
+    graph.add("in", _consumer(broker, topic, group_id=group))
+    graph.add("gate", Gate(opened), parents=["in"])
+    graph.add("sink", BlackHole(), parents=["gate"])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            while run.stats["in"].emitted < 5:
+                await trio.sleep(0.01)
+            run.stop()
+            await trio.testing.wait_all_tasks_blocked()
+            assert run.stats["in"].acknowledged == 0
+            opened.set()
+    assert run.stats["in"].acknowledged == 5
+    assert _committed(broker, group, topic) == {0: 5}
 
 
 def _sending_too_large_a_value(broker, **options):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._processor import NanoStreamProcessor
+from .._processor import DeadLetter, NanoStreamProcessor
 
 #: How many records a streaming read hands over per trip from its thread.
 _CHUNK = 1000
@@ -188,12 +188,21 @@ class FileReader(NanoStreamProcessor):
 
 
 def _as_line(item: Any) -> str:
+    if isinstance(item, DeadLetter):
+        return _dead_letter_line(item)
     data = item.data if isinstance(item, FileData) else item
     if isinstance(data, (dict, list)):
         return json.dumps(data, ensure_ascii=False)
     if isinstance(data, bytes):
         return data.decode("utf-8", errors="replace")
     return str(data)
+
+
+def _dead_letter_line(letter: DeadLetter) -> str:
+    """A dead letter as a JSON object; an item JSON cannot hold is written as its repr."""
+    error = f"{type(letter.error).__name__}: {letter.error}"
+    fields = {"node": letter.node, "error": error, "item": letter.item}
+    return json.dumps(fields, ensure_ascii=False, default=repr)
 
 
 #: The fields a FileWriter ``file_name`` template may use.

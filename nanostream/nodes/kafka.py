@@ -19,7 +19,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._processor import NanoStreamProcessor, WithAck
+from .._processor import NanoStreamProcessor, Rejected, WithAck
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +261,15 @@ class KafkaConsumer(NanoStreamProcessor):
 
         self._consumer = await trio.to_thread.run_sync(connect)
 
-    def _items(self, partition: Any, records: list[Any]) -> list[WithAck]:
-        values = [self._value(record) for record in records]
+    def _items(self, partition: Any, records: list[Any]) -> list[WithAck | Rejected]:
         acks = self._tracker.deliver(partition, [record.offset for record in records])
-        return [WithAck(value, ack) for value, ack in zip(values, acks, strict=True)]
+        items: list[WithAck | Rejected] = []
+        for record, ack in zip(records, acks, strict=True):
+            try:
+                items.append(WithAck(self._value(record), ack))
+            except ValueError as error:
+                items.append(Rejected(record.value, error, ack))
+        return items
 
     def _value(self, record: Any) -> Any:
         value = _decode(record, self.value_format)
