@@ -169,8 +169,8 @@ async def test_listener_fails_on_a_message_that_is_not_json():
 
 
 async def test_listener_skips_messages_that_are_not_json_when_asked(caplog):
-    listener = WebsocketListener(port=0, message_format="json", invalid_messages="skip")
-    graph, received = listener_graph(listener)
+    listener = WebsocketListener(port=0, message_format="json")
+    graph, received = listener_graph(listener, on_error="skip")
     with trio.fail_after(PATIENCE):
         async with running(graph), client(f"ws://127.0.0.1:{listener.bound_port}/") as ws:
             for message in ("1", "two", "3"):

@@ -25,8 +25,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from .._processor import NanoStreamProcessor
-from .._runtime import short_repr
+from .._processor import NanoStreamProcessor, Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -354,17 +353,9 @@ class WebsocketListener(_WebsocketNode):
     when that server goes away.
 
     Websocket messages cannot be acknowledged: messages received but not yet
-    emitted when the pipeline stops are lost.
+    emitted when the pipeline stops are lost. A message that does not
+    decode is rejected: the node's ``on_error`` applies to it.
     """
-
-    invalid_messages: Literal["fail", "skip"] = attrs.field(
-        default="fail",
-        validator=attrs.validators.in_(("fail", "skip")),
-        metadata={
-            "description": "A message message_format cannot decode: fail stops the pipeline "
-            "with an error naming the peer and the message; skip logs it and goes on."
-        },
-    )
 
     _send: Any = attrs.field(default=None, init=False, repr=False, eq=False, alias="_send")
     _receive: Any = attrs.field(default=None, init=False, repr=False, eq=False, alias="_receive")
@@ -410,18 +401,17 @@ class WebsocketListener(_WebsocketNode):
             self._send.close()
 
     def _decoded(self, received: list[tuple[str, str | bytes]]) -> list[Any]:
+        """The messages as items; one that does not decode is rejected, for
+        the node's ``on_error`` to handle."""
         items = []
         for peer, message in received:
             try:
                 items.append(_decode(message, self.message_format))
             except ValueError as error:
                 problem = ValueError(
-                    f"a message from {peer} is not valid {self.message_format}: {error} "
-                    f"(message: {short_repr(message)})"
+                    f"a message from {peer} is not valid {self.message_format}: {error}"
                 )
-                if self.invalid_messages == "fail":
-                    raise problem from error
-                logger.warning("skipped: %s", problem)
+                items.append(Rejected(message, problem))
         return items
 
     async def generate_batches(self) -> AsyncIterator[list[Any]]:
