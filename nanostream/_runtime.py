@@ -475,7 +475,8 @@ class _NodeTask:
             else:
                 try:
                     if timed:
-                        with trio.move_on_at(deadline() or math.inf) as timer:
+                        when = deadline()
+                        with trio.move_on_at(math.inf if when is None else when) as timer:
                             items, tickets = await inbox.receive()
                         if timer.cancelled_caught:
                             await self._on_deadline()
@@ -571,7 +572,9 @@ class _NodeTask:
             excess -= taken
         return released
 
-    async def _results_of(self, function: Callable[..., Any], during: str, *args: Any) -> list:
+    async def _results_of(
+        self, function: Callable[..., Any], during: str, *args: Any, style: str | None = None
+    ) -> list:
         """Call a user function of any call style; collect what it sends on.
 
         What a generator yields is sent on in chunks of ``max_batch`` while
@@ -579,7 +582,7 @@ class _NodeTask:
         last chunk is returned.
         """
         try:
-            style = call_style(function)
+            style = style or call_style(function)
             if style in ("async generator", "generator"):
                 produced = function(*args)
                 if style == "generator":
@@ -648,13 +651,18 @@ class _NodeTask:
                 "setup",
                 TypeError(f"{type(processor).__name__} defines no process_item()"),
             )
-        if call_style(process_item) != "plain":
+        style = call_style(process_item)
+        if style == "generator":
+            return self._generator_handler(process_item)
+        if style != "plain":
 
             async def handle_each(items: list) -> list:
                 results = []
                 for item in items:
                     try:
-                        results += await self._results_of(process_item, "process_item", item)
+                        results += await self._results_of(
+                            process_item, "process_item", item, style=style
+                        )
                     except NodeError as failure:
                         results += await self._recover(
                             [item],
@@ -680,15 +688,48 @@ class _NodeTask:
                             append(result)
                     return results
                 except Exception as error:
-                    failure = NodeError(self.name, "process_item", error, item)
-                    failure.__cause__ = error
-                    results += await self._recover(
-                        [item],
-                        failure,
-                        partial(self._results_of, process_item, "process_item", item),
-                    )
+                    results += await self._recover_item(process_item, item, error)
 
         return handle_plain
+
+    def _generator_handler(
+        self, process_item: Callable[[Any], Any]
+    ) -> Callable[[list], Awaitable[list]]:
+        """A batch handler for a ``process_item`` that is a plain generator:
+        iterated directly, with no async wrapper per item."""
+        chunk = self.chunk
+
+        async def handle_generated(items: list) -> list:
+            results: list = []
+            for item in items:
+                kept = len(results)
+                try:
+                    with closing(process_item(item)) as produced:
+                        for result in produced:
+                            if result is not None:
+                                results.append(result)
+                                if len(results) >= chunk:
+                                    await self._send_early(results)
+                                    results, kept = [], 0
+                except NodeError:
+                    raise
+                except Exception as error:
+                    # What the failed item yielded before it failed goes with it.
+                    del results[kept:]
+                    results += await self._recover_item(process_item, item, error)
+            return results
+
+        return handle_generated
+
+    async def _recover_item(
+        self, process_item: Callable[[Any], Any], item: Any, error: Exception
+    ) -> list:
+        """Apply the error policy to ``item``, on which ``process_item`` raised ``error``."""
+        failure = NodeError(self.name, "process_item", error, item)
+        failure.__cause__ = error
+        return await self._recover(
+            [item], failure, partial(self._results_of, process_item, "process_item", item)
+        )
 
     async def _recover(
         self, items: list, failure: NodeError, attempt: Callable[[], Awaitable[list]]

@@ -183,3 +183,26 @@ node_sequence:
     )
     batcher = graph.nodes["batch"].processor
     assert (batcher.count, batcher.seconds) == (2, 0.5)
+
+
+class DueAtZero(Holder):
+    """Holds items, due to let them go at clock time 0.0, a deadline already past."""
+
+    def deadline(self):
+        return 0.0 if self.kept else None
+
+    def on_deadline(self):
+        yield from self.kept
+        self.kept = []
+
+
+async def test_a_deadline_of_zero_is_a_deadline(autojump_clock):
+    graph, send, acked, sink = acked_pipeline(DueAtZero(), buffer=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, graph)
+        await trio.sleep(1)
+        await send.send("late")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sink.items == ["late"]
+        assert [item for item, _ in acked] == ["late"]
+        await send.aclose()

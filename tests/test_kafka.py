@@ -210,6 +210,15 @@ class Gate(NanoStreamProcessor):
         return message
 
 
+def _gated(consumer, opened):
+    """``consumer`` -> a Gate waiting for ``opened`` -> a BlackHole."""
+    graph = NanoStreamGraph("gated")
+    graph.add("in", consumer)
+    graph.add("gate", Gate(opened), parents=["in"])
+    graph.add("sink", BlackHole(), parents=["gate"])
+    return graph
+
+
 def _committed(broker, group, topic):
     """The offsets ``group`` has committed for ``topic``, by partition."""
     consumer = kafka.KafkaConsumer(
@@ -226,10 +235,7 @@ async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_la
     topic, group = create_topic(broker, 1), unique_name("group")
     await _produce(broker, topic, [{"n": n} for n in range(5)])
     opened = trio.Event()
-    graph = NanoStreamGraph("gated")
-    graph.add("in", _consumer(broker, topic, group_id=group, poll_timeout_ms=3000))
-    graph.add("gate", Gate(opened), parents=["in"])
-    graph.add("sink", BlackHole(), parents=["gate"])
+    graph = _gated(_consumer(broker, topic, group_id=group, poll_timeout_ms=3000), opened)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             run = await nursery.start(run_graph, graph)
@@ -304,10 +310,7 @@ async def test_a_stopped_pipeline_commits_what_drained_after_the_stop(broker):
     topic, group = create_topic(broker, 1), unique_name("group")
     await _produce(broker, topic, [{"n": n} for n in range(5)])
     opened = trio.Event()
-    graph = NanoStreamGraph("gated")
-    graph.add("in", _consumer(broker, topic, group_id=group))
-    graph.add("gate", Gate(opened), parents=["in"])
-    graph.add("sink", BlackHole(), parents=["gate"])
+    graph = _gated(_consumer(broker, topic, group_id=group), opened)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             run = await nursery.start(run_graph, graph)

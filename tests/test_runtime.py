@@ -196,6 +196,31 @@ async def test_generator_process_item_yields_many(processor):
     assert sink.items == expected
 
 
+class RepeatUntilThree(NanoStreamProcessor):
+    def process_item(self, message):
+        for index in range(message):
+            if index == 3:
+                raise ValueError("too many")
+            yield (message, index)
+
+
+class AsyncRepeatUntilThree(NanoStreamProcessor):
+    async def process_item(self, message):
+        for item in RepeatUntilThree.process_item(self, message):
+            await trio.sleep(0)
+            yield item
+
+
+@pytest.mark.parametrize(
+    "processor", [RepeatUntilThree(), AsyncRepeatUntilThree()], ids=["sync", "async"]
+)
+async def test_what_a_skipped_generator_yielded_before_failing_goes_with_it(processor):
+    graph, sink = linear(processor, source_items=[2, 5, 1], on_error="skip")
+    run = await run_graph(graph)
+    assert sink.items == [(2, 0), (2, 1), (1, 0)]
+    assert run.stats["n0"].skipped == 1
+
+
 class Double(NanoStreamProcessor):
     async def process_item(self, message):
         await trio.sleep(0)
