@@ -22,6 +22,10 @@ bench-files *args:
 bench-observe *args:
     python benchmarks/bench_observe.py {{args}}
 
+# Measure the built-in Map, Filter, Sampler and CsvParser against hand-written nodes.
+bench-nodes *args:
+    python benchmarks/bench_nodes.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples
