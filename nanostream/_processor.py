@@ -34,6 +34,8 @@ class NanoStreamProcessor:
     ``teardown`` after the last one, and also on error and cancellation.
     ``finish(self)``, plain or async, runs once when every parent has ended
     and may return or yield final items (a batching node flushes here).
+    A source that knows how many items it will emit says so with
+    ``expected_items(self)``, and the live table shows its progress.
 
     A node that keeps items back to send them later (a batching or
     windowing node) tells the runtime with ``holding(self) -> int``: how
@@ -57,6 +59,12 @@ class NanoStreamProcessor:
 
     def teardown(self) -> Any:
         """Close resources; runs on success, error and cancellation alike."""
+
+    def expected_items(self) -> int | None:
+        """How many items this source will emit in all, or ``None`` if it
+        cannot tell (an endless or unknown stream). Called by whatever
+        watches the run, a few times a second, so it must be cheap."""
+        return None
 
 
 @attrs.frozen

@@ -78,18 +78,22 @@ async def test_a_full_queue_before_one_with_room_is_the_bottleneck(nursery):
     assert text.startswith("viewed · running · ")
     emitted = holder.run.stats["numbers"].emitted
     assert emitted < 100
+    assert f" · {emitted}% of 100 items" in text.splitlines()[0]
     assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "running", f"{emitted}/100"]
     gated = row(text, "gated")
     assert gated[:5] == ["gated", "Gated", "running", "1", "0"]
     assert "2/2" in gated
     assert row(text, "sink")[:5] == ["sink", "BlackHole", "running", "0", "0"]
     assert "bottleneck: gated (input queue full)" in text
+    # Nothing retried, dead-lettered or acknowledged: no columns for them.
+    assert text.splitlines()[1].split()[-3:] == ["skip", "err", "busy"]
 
     gate.set()
     with trio.fail_after(30):
         await finished.wait()
     text = draw(view)
     assert text.startswith("viewed · finished · ")
+    assert text.splitlines()[0].endswith(" · 100% of 100 items")
     assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "finished", "100/100"]
     assert row(text, "gated")[:5] == ["gated", "Gated", "finished", "100", "100"]
     assert row(text, "total")[:3] == ["total", "200", "200"]
@@ -113,9 +117,56 @@ async def test_rates_come_from_successive_samples(nursery, autojump_clock):
     assert row(text, "ticks") == ["ticks", "ConstantEmitter", "running", "5", "2.0", "0", "0"]
     assert row(text, "sink")[:6] == ["sink", "BlackHole", "running", "5", "0", "2.0"]
     assert "over the last 2s" in text
-    assert text.startswith("viewed · running · 2.25s")
+    # An endless source: no progress, no time left.
+    assert text.splitlines()[0] == "viewed · running · 2.25s"
     holder.run.stop()
     await finished.wait()
+
+
+async def test_progress_counts_down_at_the_sources_rate(nursery, autojump_clock):
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("ticks", ns.ConstantEmitter(thing=1, delay=0.5, max_loops=10))
+    graph.add("sink", ns.BlackHole(), ["ticks"])
+    holder, finished = await start(nursery, graph)
+    view = StatusView(holder)
+    draw(view)
+    await trio.sleep(2.25)
+    # Five of ten emitted in 2.25 seconds: as long again to go.
+    assert draw(view).splitlines()[0] == "viewed · running · 2.25s · 50% of 10 items, 2.25s left"
+    await finished.wait()
+
+
+@attrs.define
+class FailsFirst(ns.NanoStreamProcessor):
+    """Fails on ``bad`` items every time, and on every other item once."""
+
+    bad: list[int]
+    seen: set[int] = attrs.Factory(set)
+
+    def process_item(self, message):
+        if message in self.bad or message not in self.seen:
+            self.seen.add(message)
+            raise ValueError(message)
+        return message
+
+
+async def test_retries_and_dead_letters_get_columns_once_there_are_any(nursery):
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter([1, 2, 3]))
+    options = {"on_error": "retry", "retries": 1, "retry_delay": 0, "retry_fallback": "skip"}
+    graph.add("flaky", FailsFirst(bad=[2]), ["numbers"], dead_letter="dlq", **options)
+    graph.add("dlq", ns.BlackHole())
+    holder, finished = await start(nursery, graph)
+    view = StatusView(holder)
+    await finished.wait()
+    text = draw(view)
+    header = text.splitlines()[1].split()
+    assert header[-4:] == ["err", "retry", "dead", "busy"]
+    # 1 and 3 fail once and pass on retry; 2 fails twice and is dead-lettered.
+    flaky = row(text, "flaky")
+    assert flaky[:5] == ["flaky", "FailsFirst", "finished", "3", "2"]
+    assert flaky[-5:-1] == ["1", "4", "3", "1"]
+    assert row(text, "total")[-4:] == ["1", "4", "3", "1"]
 
 
 async def test_the_table_says_when_setup_is_not_done() -> None:

@@ -23,6 +23,9 @@ class SequenceEmitter(NanoStreamProcessor):
     def generate(self) -> Iterator[Any]:
         yield from self.sequence
 
+    def expected_items(self) -> int:
+        return len(self.sequence)
+
 
 @attrs.define
 class ConstantEmitter(NanoStreamProcessor):
@@ -55,6 +58,9 @@ class ConstantEmitter(NanoStreamProcessor):
             yield self.thing
             emitted += 1
             await trio.sleep(self.delay)
+
+    def expected_items(self) -> int | None:
+        return self.max_loops
 
 
 @attrs.define

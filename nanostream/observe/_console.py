@@ -16,7 +16,6 @@ from rich.text import Text
 
 from .._graph import NanoStreamGraph
 from .._runtime import NodeStats
-from ..nodes.basic import SequenceEmitter
 from ._holder import RunHolder
 
 #: Seconds of samples a live rate is computed over.
@@ -136,18 +135,32 @@ class StatusView:
         if run is None:
             view.append(f"{graph.name} · {holder.phase()} {len(graph)} nodes", style="bold")
             return view
-        phase = f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
-        view.append(phase + "\n", style="bold")
         rates, busy = self._rates(now)
+        expected = expected_items(graph)
+        phase = f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
+        view.append(phase + _progress(graph, run.stats, expected, rates) + "\n", style="bold")
         found = bottleneck(graph, run.stats, busy)
         counts = node_counts(graph, run.stats)
-        rows = [["node", "class", "state", "in", "out", "rate/s", "queue", "skip", "err", "busy"]]
+        # Columns that would only hold zeros are left out, to keep the
+        # table narrow; they appear once something happens.
+        extra = [
+            (heading, field)
+            for heading, field in EXTRA_COLUMNS
+            if any(getattr(stats, field) for stats in run.stats.values())
+        ]
+        rows = [
+            [
+                *("node", "class", "state", "in", "out", "rate/s", "queue", "skip", "err"),
+                *(heading for heading, _ in extra),
+                "busy",
+            ]
+        ]
         for row in counts:
             stats = run.stats[row.name]
             node = graph.nodes[row.name]
             out = f"{row.emitted:,}"
-            if isinstance(node.processor, SequenceEmitter):
-                out += f"/{len(node.processor.sequence):,}"
+            if row.name in expected:
+                out += f"/{expected[row.name]:,}"
             rows.append(
                 [
                     row.name,
@@ -159,6 +172,7 @@ class StatusView:
                     "" if node.is_source else f"{stats.queued}/{stats.queue_capacity}",
                     f"{row.skipped:,}",
                     f"{row.errors:,}",
+                    *(f"{getattr(stats, field):,}" for _, field in extra),
                     "" if node.is_source or row.name not in busy else f"{busy[row.name]:.0%}",
                 ]
             )
@@ -170,7 +184,9 @@ class StatusView:
                 f"{sum(row.received for row in counts):,}",
                 f"{sum(row.emitted for row in counts):,}",
                 *("", "", f"{sum(row.skipped for row in counts):,}"),
-                *(f"{sum(row.errors for row in counts):,}", ""),
+                f"{sum(row.errors for row in counts):,}",
+                *(f"{sum(getattr(s, field) for s in run.stats.values()):,}" for _, field in extra),
+                "",
             ]
         )
         header, *lines, total = aligned(rows, left=3)
@@ -187,6 +203,40 @@ class StatusView:
             caption += f"; bottleneck: {found[0]} ({found[1]})"
         view.append(caption, style="dim")
         return view
+
+
+#: Counters shown only once some node's is not zero: (heading, NodeStats field).
+EXTRA_COLUMNS = (("retry", "retries"), ("dead", "dead_lettered"), ("acked", "acknowledged"))
+
+
+def expected_items(graph: NanoStreamGraph) -> dict[str, int]:
+    """How many items each source that can tell will emit in all."""
+    expected = {}
+    for node in graph:
+        if node.is_source:
+            total = node.processor.expected_items()
+            if total is not None:
+                expected[node.name] = total
+    return expected
+
+
+def _progress(
+    graph: NanoStreamGraph,
+    stats: dict[str, NodeStats],
+    expected: dict[str, int],
+    rates: dict[str, float],
+) -> str:
+    """`` · 40% of 10,000 items, 3.0s left`` when every source knows its
+    total, else nothing: a pipeline with an endless source has no end."""
+    if any(node.is_source and node.name not in expected for node in graph):
+        return ""
+    total = sum(expected.values())
+    done = sum(min(stats[name].emitted, expected[name]) for name in expected)
+    text = f" · {done / total:.0%} of {total:,} items" if total else " · no items"
+    rate = sum(rates.get(name, 0.0) for name in expected)
+    if 0 < done < total and rate > 0:
+        text += f", {_duration((total - done) / rate)} left"
+    return text
 
 
 def aligned(rows: list[list[str]], left: int) -> list[str]:
