@@ -249,6 +249,28 @@ def test_nanostream_run_serves_metrics_until_it_stops(tmp_path: Path) -> None:
         samples = trio.run(scrape, port)
         assert samples["nanostream_items_emitted_total", "tick"] >= 1
         assert samples["nanostream_node_running", "print"] == 1
+        # `nanostream graph` pointed at the running pipeline labels its nodes.
+        drawn = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nanostream",
+                "graph",
+                str(config),
+                "--metrics",
+                f"http://127.0.0.1:{port}/metrics",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert re.search(r'tick\["tick<br/>ConstantEmitter<br/>out \d+<br/>running"\]', drawn)
+        assert re.search(
+            r'print\["print<br/>PrintStreamProcessor<br/>in \d+, out \d+, queue \d+/\d+<br/>'
+            r'running"\]',
+            drawn,
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert "pipeline 'metered' stopped after" in process.stderr.read()

@@ -64,11 +64,11 @@ class NodeCounters:
     def lines(self) -> list[str]:
         """The counters as short lines of text, for a node's label.
 
-        Sources have no input queue (capacity 0), so theirs is left out, as
-        are skip and error counts while they are zero.
+        Sources have no input (queue capacity 0), so their input count and
+        queue are left out, as are skip and error counts while they are zero.
         """
         flow = []
-        if self.received is not None:
+        if self.received is not None and self.queue_capacity != 0:
             flow.append(f"in {self.received}")
         if self.emitted is not None:
             flow.append(f"out {self.emitted}")
