@@ -129,10 +129,12 @@ async def test_progress_counts_down_at_the_sources_rate(nursery, autojump_clock)
     graph.add("sink", ns.BlackHole(), ["ticks"])
     holder, finished = await start(nursery, graph)
     view = StatusView(holder)
-    draw(view)
+    await trio.testing.wait_all_tasks_blocked()
+    assert holder.run.stats["ticks"].emitted == 1
+    draw(view)  # the first sample: one item at 0s
     await trio.sleep(2.25)
-    # Five of ten emitted in 2.25 seconds: as long again to go.
-    assert draw(view).splitlines()[0] == "viewed · running · 2.25s · 50% of 10 items, 2.25s left"
+    # Four more in 2.25 seconds, five to go: 5 / (4 / 2.25) = 2.81 seconds.
+    assert draw(view).splitlines()[0] == "viewed · running · 2.25s · 50% of 10 items, 2.81s left"
     await finished.wait()
 
 

@@ -106,11 +106,14 @@ def test_a_json_line_holds_the_exception_and_any_extra_value(json_logging, capsy
     try:
         raise KeyError("missing")
     except KeyError:
-        logger.exception("lookup failed", extra={"node": "find", "counts": {"seen": object}})
+        logger.exception(
+            "lookup failed", extra={"node": "find", "counts": {"seen": object}, "key": "k1"}
+        )
     record = json.loads(capsys.readouterr().err)
     assert record["message"] == "lookup failed"
     assert record["node"] == "find"
     assert record["counts"] == {"seen": "<class 'object'>"}
+    assert record["key"] == "k1"
     assert record["exception"].endswith("KeyError: 'missing'")
     assert "pipeline" not in record
 

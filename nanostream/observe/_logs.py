@@ -13,8 +13,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-#: The ``extra=`` fields a JSON line carries when a log call gives them.
-EXTRA_FIELDS = ("pipeline", "node", "event", "counts")
+#: The attributes every log record has; any other was given as ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -23,8 +27,9 @@ FORMATS = ("plain", "json")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, and the
-    structured fields of :data:`EXTRA_FIELDS` that the record carries."""
+    """One JSON object per record: time, level, logger, message, and every
+    structured field the log call gave as ``extra=`` (pipeline, node,
+    event, counts, signal, ... or a node's own)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -33,9 +38,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in EXTRA_FIELDS:
-            if field in record.__dict__:
-                entry[field] = record.__dict__[field]
+        for field, value in record.__dict__.items():
+            if field not in _RECORD_ATTRIBUTES:
+                entry.setdefault(field, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=repr)
