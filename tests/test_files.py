@@ -12,6 +12,7 @@ import trio
 import nanostream as ns
 from nanostream import DeadLetter
 from nanostream.config import check_pipeline
+from nanostream.nodes import files
 from nanostream.nodes.directory import WatchdogDirectoryListener
 from nanostream.nodes.files import FileData, FileReader, FileWriter
 from nanostream.testing import Collector, process_items
@@ -127,6 +128,21 @@ async def test_a_taken_name_is_never_overwritten_unless_asked(tmp_path: Path) ->
     await process_items(FileWriter(path=str(out), overwrite=True), [FileData("/x/a.txt", "new")])
     assert (out / "a.txt").read_text() == "new"
     assert len(os.listdir(out)) == 4
+
+
+async def test_a_leftover_temporary_of_the_same_name_is_left_alone(tmp_path: Path) -> None:
+    # A crashed process of the same pid may have left temporaries named as
+    # this writer would name its next ones: they are skipped, not reused.
+    out = tmp_path / "out"
+    out.mkdir()
+    upcoming = next(files._temporaries) + 1
+    leftovers = [out / f".a.txt.{os.getpid()}-{upcoming + i}.tmp" for i in range(3)]
+    for leftover in leftovers:
+        leftover.write_text("left over")
+    await process_items(FileWriter(path=str(out)), [FileData("/x/a.txt", "new")])
+    assert (out / "a.txt").read_text() == "new"
+    assert sorted(os.listdir(out)) == sorted(["a.txt", *(leftover.name for leftover in leftovers)])
+    assert all(leftover.read_text() == "left over" for leftover in leftovers)
 
 
 async def test_name_templates(tmp_path: Path) -> None:
@@ -275,6 +291,19 @@ async def test_half_written_file_is_emitted_only_when_closed_and_moves_in(tmp_pa
         assert await receive.receive() == str(inbox / "moved.txt")
 
     await watching(WatchdogDirectoryListener(watchdog_path=str(inbox)), body)
+
+
+async def test_recursive_watches_subdirectories(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+
+    async def body(receive):
+        (inbox / "sub" / "deep.txt").write_text("d")
+        assert await receive.receive() == str(inbox / "sub" / "deep.txt")
+        (inbox / "top.txt").write_text("t")
+        assert await receive.receive() == str(inbox / "top.txt")
+
+    await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
 
 
 async def test_patterns_and_existing(tmp_path: Path) -> None:

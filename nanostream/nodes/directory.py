@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -82,20 +83,29 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"watchdog_path {root!r} is not a directory")
         token = trio.lowlevel.current_trio_token()
-        # Unbounded, so that handing a path over never blocks the observer thread
-        # for longer than one trip through the trio run loop.
-        send, receive = trio.open_memory_channel[str](float("inf"))
+        # The observer thread collects paths under a lock and wakes the trio
+        # thread only for the first path of a batch: a burst of events costs
+        # one trip into the run loop, not one per file. The channel carries
+        # the collected lists; unbounded, so handing one over never blocks.
+        send, receive = trio.open_memory_channel[list[str]](float("inf"))
+        collected: list[str] = []
+        lock = threading.Lock()
         wanted = self._wanted
 
-        def deliver(path: str) -> None:
+        def deliver() -> None:
+            with lock:
+                paths = collected.copy()
+                collected.clear()
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                send.send_nowait(path)
+                send.send_nowait(paths)
 
         def hand_over(path: str) -> None:
-            # Queued for the trio thread without waiting for it, so the
-            # observer thread goes straight on to the next event.
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(deliver, path)
+            with lock:
+                collected.append(path)
+                first = len(collected) == 1
+            if first:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(deliver)
 
         class Handler(FileSystemEventHandler):
             def on_closed(self, event: FileClosedEvent) -> None:
@@ -109,7 +119,15 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                     hand_over(os.path.abspath(path))
 
         observer = make_observer()
-        observer.schedule(Handler(), root, recursive=self.recursive)
+        # Only the events handled here: the observer then asks inotify for
+        # closes and moves alone, not for every open, write and attribute
+        # change, which costs its threads several events per file.
+        observer.schedule(
+            Handler(),
+            root,
+            recursive=self.recursive,
+            event_filter=[FileClosedEvent, FileMovedEvent],
+        )
         await trio.to_thread.run_sync(observer.start)
         self._watch = (root, observer, send, receive)
 
@@ -126,10 +144,10 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             if scanned:
                 yield list(scanned)
         while True:
-            batch = [await receive.receive()]
+            batch = await receive.receive()
             while True:
                 try:
-                    batch.append(receive.receive_nowait())
+                    batch += receive.receive_nowait()
                 except trio.WouldBlock:
                     break
             if scanned and not scanned.keys().isdisjoint(batch):
