@@ -263,6 +263,22 @@ def _payload(data: Any) -> bytes:
     return str(data).encode("utf-8")
 
 
+def _untaken_name(directory: str, name: str, after: int = 0) -> tuple[str, int]:
+    """``name`` if nothing in ``directory`` has it, else the first free
+    ``{stem}.{n}{suffix}`` with ``n`` above ``after``; and that ``n``, or 0
+    for ``name`` itself. Files that take a taken name this way never replace
+    another."""
+    if not os.path.lexists(os.path.join(directory, name)):
+        return name, 0
+    stem, suffix = os.path.splitext(name)
+    number = after
+    while True:
+        number += 1
+        candidate = f"{stem}.{number}{suffix}"
+        if not os.path.lexists(os.path.join(directory, candidate)):
+            return candidate, number
+
+
 def _write_atomically(
     directory: str,
     name: str,
@@ -374,16 +390,10 @@ class FileWriter(NanoStreamProcessor):
         return fields["name"]
 
     def _free_name(self, name: str) -> str:
-        if not os.path.lexists(os.path.join(self.path, name)):
-            return name
-        stem, suffix = os.path.splitext(name)
-        number = self._renamed.get(name, 0)
-        while True:
-            number += 1
-            candidate = f"{stem}.{number}{suffix}"
-            if not os.path.lexists(os.path.join(self.path, candidate)):
-                self._renamed[name] = number
-                return candidate
+        free, number = _untaken_name(self.path, name, self._renamed.get(name, 0))
+        if number:
+            self._renamed[name] = number
+        return free
 
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
