@@ -1,17 +1,27 @@
 """File nodes against real files and real inotify."""
 
+import contextlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
+import trio.testing
 
 import nanostream as ns
 from nanostream import DeadLetter
 from nanostream.config import check_pipeline
+from nanostream.nodes import files
 from nanostream.nodes.directory import WatchdogDirectoryListener
 from nanostream.nodes.files import FileData, FileReader, FileWriter
 from nanostream.testing import Collector, process_items
@@ -127,6 +137,21 @@ async def test_a_taken_name_is_never_overwritten_unless_asked(tmp_path: Path) ->
     await process_items(FileWriter(path=str(out), overwrite=True), [FileData("/x/a.txt", "new")])
     assert (out / "a.txt").read_text() == "new"
     assert len(os.listdir(out)) == 4
+
+
+async def test_a_leftover_temporary_of_the_same_name_is_left_alone(tmp_path: Path) -> None:
+    # A crashed process of the same pid may have left temporaries named as
+    # this writer would name its next ones: they are skipped, not reused.
+    out = tmp_path / "out"
+    out.mkdir()
+    upcoming = next(files._temporaries) + 1
+    leftovers = [out / f".a.txt.{os.getpid()}-{upcoming + i}.tmp" for i in range(3)]
+    for leftover in leftovers:
+        leftover.write_text("left over")
+    await process_items(FileWriter(path=str(out)), [FileData("/x/a.txt", "new")])
+    assert (out / "a.txt").read_text() == "new"
+    assert sorted(os.listdir(out)) == sorted(["a.txt", *(leftover.name for leftover in leftovers)])
+    assert all(leftover.read_text() == "left over" for leftover in leftovers)
 
 
 async def test_name_templates(tmp_path: Path) -> None:
@@ -277,6 +302,19 @@ async def test_half_written_file_is_emitted_only_when_closed_and_moves_in(tmp_pa
     await watching(WatchdogDirectoryListener(watchdog_path=str(inbox)), body)
 
 
+async def test_recursive_watches_subdirectories(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+
+    async def body(receive):
+        (inbox / "sub" / "deep.txt").write_text("d")
+        assert await receive.receive() == str(inbox / "sub" / "deep.txt")
+        (inbox / "top.txt").write_text("t")
+        assert await receive.receive() == str(inbox / "top.txt")
+
+    await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
+
+
 async def test_patterns_and_existing(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -352,6 +390,315 @@ async def test_a_thousand_files_at_once_are_each_emitted_once(tmp_path: Path) ->
         assert await receive.receive() == str(inbox / "zz_sentinel")
 
     await watching(WatchdogDirectoryListener(watchdog_path=str(inbox)), body)
+
+
+def finishing_graph(listener, send, **reader_options) -> ns.NanoStreamGraph:
+    graph = ns.NanoStreamGraph("finish")
+    graph.add("watch", listener)
+    graph.add("read", FileReader(), ["watch"], **reader_options)
+    graph.add("sink", ns.ChannelSink(send), ["read"])
+    return graph
+
+
+async def finish_run(listener, body, **reader_options) -> ns.GraphRun:
+    """Run listener -> FileReader -> sink; ``body(receive)`` reads what the
+    sink gets, then the run is stopped, and drains."""
+    send, receive = trio.open_memory_channel(float("inf"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(
+                ns.run_graph, finishing_graph(listener, send, **reader_options)
+            )
+            await body(receive)
+            run.stop()
+    return run
+
+
+@pytest.mark.parametrize("when_done", ["delete", "move"])
+async def test_a_file_is_deleted_or_moved_once_its_item_is_handled(
+    tmp_path: Path, when_done: str
+) -> None:
+    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / "a.txt").write_text("a")
+    (inbox / "sub" / "b.txt").write_text("b")
+    if when_done == "move":
+        done.mkdir()
+        (done / "a.txt").write_text("an older a")
+    listener = WatchdogDirectoryListener(
+        watchdog_path=str(inbox),
+        existing=True,
+        recursive=True,
+        when_done=when_done,
+        done_dir=str(done) if when_done == "move" else None,
+    )
+
+    async def body(receive):
+        got = {(await receive.receive()).data for _ in range(2)}
+        (inbox / "c.txt").write_text("c")
+        got.add((await receive.receive()).data)
+        assert got == {"a", "b", "c"}
+
+    run = await finish_run(listener, body)
+    assert run.stats["watch"].acknowledged == 3
+    assert [path.name for path in inbox.rglob("*")] == ["sub"]
+    if when_done == "move":
+        moved = {str(path.relative_to(done)): path.read_text() for path in done.rglob("*.txt")}
+        assert moved == {"a.txt": "an older a", "a.1.txt": "a", "sub/b.txt": "b", "c.txt": "c"}
+
+
+async def test_a_failed_file_stays_and_a_skipped_one_is_done_with(tmp_path: Path) -> None:
+    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    inbox.mkdir()
+    (inbox / "bad.txt").write_bytes(b"\xff not utf-8")
+    # Under fail, the item is never acknowledged: the file stays for the next run.
+    listener = WatchdogDirectoryListener(
+        watchdog_path=str(inbox), existing=True, when_done="move", done_dir=str(done)
+    )
+    with pytest.raises(ns.NodeError, match="not valid utf-8"), trio.fail_after(30):
+        await ns.run_graph(finishing_graph(listener, trio.open_memory_channel(1)[0]))
+    assert os.listdir(inbox) == ["bad.txt"] and os.listdir(done) == []
+
+    # Under skip, the runtime acknowledges a skipped item, as a Kafka source
+    # commits a skipped message: the file is done with, and moved.
+    async def body(receive):
+        (inbox / "good.txt").write_text("good")
+        assert (await receive.receive()).data == "good"
+
+    listener = WatchdogDirectoryListener(
+        watchdog_path=str(inbox), existing=True, when_done="move", done_dir=str(done)
+    )
+    run = await finish_run(listener, body, on_error="skip")
+    assert run.stats["read"].skipped == 1
+    assert os.listdir(inbox) == []
+    assert sorted(os.listdir(done)) == ["bad.txt", "good.txt"]
+
+
+@attrs.define
+class Gate(ns.NanoStreamProcessor):
+    """Tells the test of each item it gets, and holds it until let through."""
+
+    arrived: trio.MemorySendChannel
+    through: trio.MemoryReceiveChannel
+
+    async def process_item(self, message):
+        await self.arrived.send(message)
+        await self.through.receive()
+        return message
+
+
+@pytest.mark.parametrize("how", ["written again", "closed again unchanged", "being written"])
+async def test_a_file_written_while_in_flight_is_not_finished_early(
+    tmp_path: Path, how: str
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    arrived_send, arrived = trio.open_memory_channel(float("inf"))
+    let_through, through = trio.open_memory_channel(float("inf"))
+    sink_send, sink = trio.open_memory_channel(float("inf"))
+    probe_send, probe = trio.open_memory_channel(float("inf"))
+    graph = ns.NanoStreamGraph("again")
+    graph.add("watch", WatchdogDirectoryListener(watchdog_path=str(inbox), when_done="delete"))
+    graph.add("gate", Gate(arrived_send, through), ["watch"])
+    graph.add("sink", ns.ChannelSink(sink_send), ["gate"])
+    # Sees each batch as the listener emits it, after the trip to a worker
+    # thread that finishes the files acknowledged before.
+    graph.add("probe", ns.ChannelSink(probe_send), ["watch"])
+    a, b = str(inbox / "a.txt"), str(inbox / "b.txt")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(ns.run_graph, graph)
+            (inbox / "a.txt").write_text("version 1")
+            assert await arrived.receive() == a
+            assert await probe.receive() == a
+            # While the first version is held at the gate, the file is
+            # written again and closed, or closed again unchanged (both
+            # emit it again), or is being written.
+            writing = open(a, "a")  # noqa: SIM115 - closed below
+            if how != "closed again unchanged":
+                writing.write(" and more")
+                writing.flush()
+            if how != "being written":
+                writing.close()
+                assert await probe.receive() == a
+            await let_through.send(None)
+            assert await sink.receive() == a
+            await trio.testing.wait_all_tasks_blocked()
+            assert run.stats["watch"].acknowledged == 1
+            (inbox / "b.txt").write_text("b")
+            while await probe.receive() != b:
+                pass
+            # The first acknowledgement has been dealt with, and left the file.
+            expected = "version 1" if how == "closed again unchanged" else "version 1 and more"
+            assert (inbox / "a.txt").read_text() == expected
+            # Once closed, the file is emitted again, and that emission finishes it.
+            writing.close()
+            await let_through.send(None)
+            await let_through.send(None)
+            assert {await sink.receive(), await sink.receive()} == {a, b}
+            run.stop()
+    assert os.listdir(inbox) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"when_done": "move"}, "when_done: move needs done_dir"),
+        ({"when_done": "delete", "done_dir": "done"}, "done_dir is only for when_done: move"),
+        ({"when_done": "move", "done_dir": "inbox/"}, "is watchdog_path itself"),
+        (
+            {"when_done": "move", "done_dir": "inbox/done", "recursive": True},
+            "which is watched recursively: a file moved there would be emitted again",
+        ),
+        ({"when_done": "archive"}, "expected one of 'keep', 'delete', 'move'"),
+    ],
+)
+def test_when_done_options_are_checked(tmp_path: Path, options: dict, complaint: str) -> None:
+    if options["when_done"] != "archive":  # a Literal, checked by the config's types
+        with pytest.raises(ValueError, match=re.escape(complaint)):
+            WatchdogDirectoryListener(watchdog_path="inbox", **options)
+    config = tmp_path / "pipeline.yaml"
+    parameters = "".join(f"\n    {key}: {json.dumps(value)}" for key, value in options.items())
+    config.write_text(
+        "pipeline_name: p\n"
+        "node_sequence:\n"
+        "  - name: watch\n"
+        "    class: WatchdogDirectoryListener\n"
+        f"    watchdog_path: inbox{parameters}\n"
+        "  - name: print\n"
+        "    class: PrintStreamProcessor\n"
+        "    parents: [watch]\n"
+    )
+    (error,) = check_pipeline(config)
+    assert "'watch'" in error.message and complaint in error.message
+
+
+async def test_done_dir_is_made_and_must_be_on_the_same_filesystem(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    done = tmp_path / "new" / "done"
+    listener = WatchdogDirectoryListener(
+        watchdog_path=str(inbox), when_done="move", done_dir=str(done)
+    )
+    await listener.setup()
+    await listener.teardown()
+    assert done.is_dir()
+    # A link into the watched folder is found out once it can be followed.
+    (tmp_path / "link").symlink_to(inbox)
+    linked = WatchdogDirectoryListener(
+        watchdog_path=str(inbox), when_done="move", done_dir=str(tmp_path / "link")
+    )
+    with pytest.raises(ValueError, match="is watchdog_path itself"):
+        await linked.setup()
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or elsewhere.stat().st_dev == inbox.stat().st_dev:
+        pytest.skip("no second filesystem to move files to")
+    with tempfile.TemporaryDirectory(dir=elsewhere) as other:
+        apart = WatchdogDirectoryListener(
+            watchdog_path=str(inbox), when_done="move", done_dir=other
+        )
+        with pytest.raises(ValueError, match="is on another filesystem than watchdog_path"):
+            await apart.setup()
+
+
+INBOX_PIPELINE = """\
+pipeline_name: inbox
+node_sequence:
+  - name: watch
+    class: WatchdogDirectoryListener
+    watchdog_path: inbox
+    existing: true
+    when_done: {when_done}{done_dir}
+  - name: read
+    class: FileReader
+    parents: [watch]
+    max_batch: 20
+  - name: slow
+    class: Throttle
+    parents: [read]
+    rate: 100
+    max_batch: 20
+  - name: write
+    class: FileWriter
+    parents: [slow]
+    path: outbox/
+"""
+
+
+@pytest.mark.parametrize("when_done", ["delete", "move"])
+def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
+    tmp_path: Path, when_done: str
+) -> None:
+    inbox, outbox, done = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "done"
+    inbox.mkdir()
+    done_dir = "\n    done_dir: done" if when_done == "move" else ""
+    (tmp_path / "pipeline.yaml").write_text(
+        INBOX_PIPELINE.format(when_done=when_done, done_dir=done_dir)
+    )
+    inputs = {f"f{i:03}.txt": f"file {i}\n" for i in range(150)}
+    for name, content in inputs.items():
+        (inbox / name).write_text(content)
+
+    @contextlib.contextmanager
+    def running() -> Iterator[subprocess.Popen]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    def wait_for(process: subprocess.Popen, predicate, what: str) -> None:
+        """Poll the files the other process makes, while it runs."""
+        deadline = time.monotonic() + 30
+        while not predicate():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    def written() -> set[str]:
+        """The contents in the out folder (a file written twice is there twice)."""
+        return {path.read_text() for path in outbox.glob("*")} if outbox.exists() else set()
+
+    def left() -> set[str]:
+        return set(os.listdir(inbox))
+
+    with running() as process:
+        # Killed mid-stream: some files done, many not yet. The listener
+        # emits a hundred files at a time, and each hundred is done as a
+        # whole: the nodes after it take 20 at a time, never two hundreds
+        # together, so the first hundred is done long before the second.
+        wait_for(process, lambda: len(inputs) - len(left()) >= 10, "files to be done")
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    remaining = left()
+    assert 0 < len(remaining) < len(inputs) - 10
+    # Every file that left the inbox had been written out.
+    for name in set(inputs) - remaining:
+        assert inputs[name] in written(), name
+    if when_done == "move":
+        assert sorted(os.listdir(done)) == sorted(set(inputs) - remaining)
+    # More files arrive while the pipeline is down.
+    for i in range(150, 170):
+        inputs[f"f{i:03}.txt"] = f"file {i}\n"
+        (inbox / f"f{i:03}.txt").write_text(inputs[f"f{i:03}.txt"])
+
+    with running() as process:
+        wait_for(process, lambda: not left(), "the inbox to empty")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert written() == set(inputs.values())
+    if when_done == "move":
+        assert sorted(os.listdir(done)) == sorted(inputs)
+        assert all((done / name).read_text() == inputs[name] for name in inputs)
 
 
 def test_fields_are_yaml_parameters() -> None:

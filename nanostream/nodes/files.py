@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import itertools
 import json
 import os
 import uuid
@@ -46,7 +47,7 @@ def _undecodable(path: str, line: int, encoding: str, error: UnicodeDecodeError)
     return _bad_input(path, line, f"not valid {encoding}: {error.reason}")
 
 
-def _read_whole(path: str, mode: str, encoding: str) -> str | bytes:
+def _whole(path: str, mode: str, encoding: str) -> str | bytes:
     with open(path, "rb") as f:
         raw = f.read()
     if mode == "bytes":
@@ -163,16 +164,27 @@ class FileReader(NanoStreamProcessor):
         metadata={"description": "Read this file for every item instead of the path it names."},
     )
 
-    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
+    @property
+    def process_item(self) -> Callable[[Any], Any]:
         # One item per file, so that the error policy applies to the file
-        # that failed and never to the files that came with it.
-        path = self.path if self.path is not None else str(message)
+        # that failed and never to the files that came with it. A property,
+        # so that a whole file is read by a plain coroutine function, which
+        # the runtime calls with less ado than a generator.
         if self.mode in ("text", "bytes"):
-            data = await trio.to_thread.run_sync(_read_whole, path, self.mode, self.encoding)
-            yield FileData(path, data)
-            return
+            return self._read_whole
+        return self._read_records
+
+    def _path_of(self, message: Any) -> str:
+        return self.path if self.path is not None else str(message)
+
+    async def _read_whole(self, message: Any) -> FileData:
+        path = self._path_of(message)
+        return FileData(path, await trio.to_thread.run_sync(_whole, path, self.mode, self.encoding))
+
+    async def _read_records(self, message: Any) -> AsyncIterator[FileData]:
         # The records leave the thread a chunk at a time and are yielded one
         # by one, so the runtime can send them on before the file is done.
+        path = self._path_of(message)
         records = _records(path, self.mode, self.encoding)
         index = 0
         try:
@@ -251,6 +263,22 @@ def _payload(data: Any) -> bytes:
     return str(data).encode("utf-8")
 
 
+def _untaken_name(directory: str, name: str, after: int = 0) -> tuple[str, int]:
+    """``name`` if nothing in ``directory`` has it, else the first free
+    ``{stem}.{n}{suffix}`` with ``n`` above ``after``; and that ``n``, or 0
+    for ``name`` itself. Files that take a taken name this way never replace
+    another."""
+    if not os.path.lexists(os.path.join(directory, name)):
+        return name, 0
+    stem, suffix = os.path.splitext(name)
+    number = after
+    while True:
+        number += 1
+        candidate = f"{stem}.{number}{suffix}"
+        if not os.path.lexists(os.path.join(directory, candidate)):
+            return candidate, number
+
+
 def _write_atomically(
     directory: str,
     name: str,
@@ -269,15 +297,25 @@ def _write_atomically(
     """
     payload = _payload(data)
     # Created like any new file (0o666 less the umask), which mkstemp's
-    # 0o600 is not; O_EXCL makes the random name this writer's own.
-    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # 0o600 is not. The name is this process's own (its pid and a count);
+    # O_EXCL makes sure of it, against a file left by an earlier process
+    # of the same pid, by taking the next number.
+    while True:
+        temporary = os.path.join(directory, f".{name}.{os.getpid()}-{next(_temporaries)}.tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         if free_name is not None:
             name = free_name(name)
         os.replace(temporary, os.path.join(directory, name))
@@ -285,6 +323,10 @@ def _write_atomically(
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+#: Numbers the temporary files of this process (``next`` is atomic under the GIL).
+_temporaries = itertools.count()
 
 
 @attrs.define
@@ -338,6 +380,8 @@ class FileWriter(NanoStreamProcessor):
         return self.path.endswith(("/", os.sep)) or os.path.isdir(self.path)
 
     def _name_for(self, item: Any) -> str:
+        if self.file_name is None and isinstance(item, FileData) and item.index is None:
+            return os.path.basename(item.path)
         fields = _name_fields(item)
         if self.file_name is not None:
             return self.file_name.format(**fields)
@@ -346,16 +390,10 @@ class FileWriter(NanoStreamProcessor):
         return fields["name"]
 
     def _free_name(self, name: str) -> str:
-        if not os.path.lexists(os.path.join(self.path, name)):
-            return name
-        stem, suffix = os.path.splitext(name)
-        number = self._renamed.get(name, 0)
-        while True:
-            number += 1
-            candidate = f"{stem}.{number}{suffix}"
-            if not os.path.lexists(os.path.join(self.path, candidate)):
-                self._renamed[name] = number
-                return candidate
+        free, number = _untaken_name(self.path, name, self._renamed.get(name, 0))
+        if number:
+            self._renamed[name] = number
+        return free
 
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
