@@ -145,8 +145,8 @@ class FileReader(NanoStreamProcessor):
 
     A file that cannot be read (gone, or not valid text, JSON or CSV) is an
     error of that one item, handled by the node's ``on_error``; the message
-    names the file and, for bad content, the line. Records read from a file
-    before the bad line have already been sent on."""
+    names the file and, for bad content, the line. Records sent on before
+    the bad line stay sent; those not yet sent go with the failed item."""
 
     mode: Literal["text", "bytes", "lines", "jsonl", "csv"] = attrs.field(
         default="text",
