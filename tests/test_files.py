@@ -315,6 +315,22 @@ async def test_recursive_watches_subdirectories(tmp_path: Path) -> None:
     await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
 
 
+async def test_a_folder_a_file_writer_writes_to_shows_only_whole_files(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    writer = FileWriter(path=str(outbox))
+
+    async def body(receive):
+        # FileWriter writes each file as a hidden temporary, then renames it.
+        await writer.process_batch([FileData("/in/a.txt", "A"), FileData("/in/b.txt", "B")])
+        (outbox / ".swap").write_text("an editor's")
+        (outbox / "marker.txt").write_text("m")
+        emitted = [await receive.receive() for _ in range(3)]
+        assert emitted == [str(outbox / name) for name in ("a.txt", "b.txt", "marker.txt")]
+
+    await watching(WatchdogDirectoryListener(watchdog_path=str(outbox)), body)
+
+
 async def test_patterns_and_existing(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()

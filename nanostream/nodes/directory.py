@@ -52,8 +52,11 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         metadata={"description": "Glob patterns of file names to emit."},
     )
     ignore_patterns: list[str] = attrs.field(
-        factory=list,
-        metadata={"description": "Glob patterns of file names never to emit."},
+        factory=lambda: [".*"],
+        metadata={
+            "description": "Glob patterns of file names never to emit. The default leaves"
+            " out hidden files, such as the temporary files FileWriter and editors write."
+        },
     )
     recursive: bool = attrs.field(
         default=False, metadata={"description": "Also watch the subdirectories."}
