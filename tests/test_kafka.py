@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kafka
@@ -344,11 +345,36 @@ async def test_a_send_the_client_refuses_is_skipped_and_counted(broker, caplog):
     assert "MessageSizeTooLargeError" in caplog.text
 
 
+async def test_a_refused_record_does_not_cost_the_rest_of_its_batch_their_delivery(broker, caplog):
+    topic = create_topic(broker, partitions=1, prefix="refused")
+    graph = NanoStreamGraph("produce")
+    graph.add("items", SequenceEmitter(["a", "b", "x" * 2_000_000, "c"]))
+    graph.add(
+        "out",
+        KafkaProducer(topic=topic, bootstrap_servers=broker),
+        parents=["items"],
+        on_error="skip",
+    )
+    run = await run_graph(graph)
+    # The batch is skipped as a whole, but every record but the refused one
+    # reached the topic, the one after it included.
+    assert (run.stats["out"].skipped, run.stats["out"].errors) == (4, 1)
+    assert "MessageSizeTooLargeError" in caplog.text
+    reader = TopicReader(broker, topic)
+    try:
+        assert await trio.to_thread.run_sync(reader.read_to_the_end) == ["a", "b", "c"]
+    finally:
+        reader.close()
+
+
 async def test_a_send_the_client_refuses_fails_the_pipeline(broker):
     with pytest.raises(NodeError) as caught:
         await run_graph(_sending_too_large_a_value(broker))
     assert caught.value.node == "out"
     assert isinstance(caught.value.__cause__, kafka.errors.MessageSizeTooLargeError)
+    assert caught.value.__cause__.__notes__ == [
+        "1 of the batch's 1 records failed; the others were delivered"
+    ]
 
 
 # ------------------------------------------------------- bootstrap_servers
@@ -438,6 +464,15 @@ class _Doubler:
         self.process.wait()
 
 
+def _wait_for_a_commit(broker, group, topic, process, timeout=60):
+    """Return once ``group`` has committed an offset of ``topic``: the
+    pipeline in ``process`` commits before each poll, while it runs."""
+    deadline = time.monotonic() + timeout
+    while not any(_committed(broker, group, topic).values()):
+        assert process.poll() is None, "the pipeline exited before committing"
+        assert time.monotonic() < deadline, f"no offset of {topic} committed by {group}"
+
+
 def _every_number(total):
     return lambda values: {value["n"] for value in values} == set(range(total))
 
@@ -466,6 +501,7 @@ def test_a_killed_pipeline_restarted_in_its_group_loses_nothing(broker, tmp_path
     first = _Doubler(broker, tmp_path, source, output, group)
     try:
         reader.read_until(lambda values: len(values) >= 20, "20 outputs", [first.process])
+        _wait_for_a_commit(broker, group, source, first.process)
     finally:
         first.kill()  # SIGKILL: no drain, no teardown, no last commit
     done_before_the_kill = {value["n"] for value in reader.read_to_the_end()}

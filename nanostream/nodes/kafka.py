@@ -355,18 +355,36 @@ class KafkaProducer(NanoStreamProcessor):
         return key if isinstance(key, bytes) else str(key).encode("utf-8")
 
     def _send_all(self, messages: list[Any]) -> None:
+        """Send every message, then wait until the broker has confirmed them.
+
+        A message the client refuses (too large, say) or the broker rejects
+        does not stop the others: all are sent, and then the first failure
+        is raised for the node's error policy, noting how many of the batch
+        went through, so that a refused record never costs the ones after
+        it their delivery.
+        """
         producer, topic, value_format = self._producer, self.topic, self.value_format
-        futures = [
-            producer.send(topic, value=_encode(message, value_format), key=self._key(message))
-            for message in messages
-        ]
+        futures, failures = [], []
+        for message in messages:
+            try:
+                value = _encode(message, value_format)
+                futures.append(producer.send(topic, value=value, key=self._key(message)))
+            except Exception as error:
+                failures.append(error)
         producer.flush()
-        for future in futures:
-            if future.failed():
-                raise future.exception
+        failures += [future.exception for future in futures if future.failed()]
+        if failures:
+            error = failures[0]
+            error.add_note(
+                f"{len(failures)} of the batch's {len(messages)} records failed;"
+                " the others were delivered"
+            )
+            raise error
 
     async def process_batch(self, messages: list[Any]) -> None:
-        await trio.to_thread.run_sync(self._send_all, messages)
+        # Abandoned on cancellation: a batch cut short is not acknowledged,
+        # so its records are sent again after a restart, never lost.
+        await trio.to_thread.run_sync(self._send_all, messages, abandon_on_cancel=True)
 
     async def teardown(self) -> None:
         producer, self._producer = self._producer, None
@@ -379,5 +397,7 @@ class KafkaProducer(NanoStreamProcessor):
             finally:
                 producer.close()
 
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(close)
+        # Abandoned when the runtime cuts the teardown short (its timeout, or
+        # a cancelled run), so that a broker gone away cannot hold up the
+        # end; records still unconfirmed then were never acknowledged.
+        await trio.to_thread.run_sync(close, abandon_on_cancel=True)
