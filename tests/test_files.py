@@ -315,6 +315,25 @@ async def test_recursive_watches_subdirectories(tmp_path: Path) -> None:
     await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
 
 
+async def test_a_folder_moved_in_brings_its_files_when_recursive(tmp_path: Path) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    (elsewhere / "batch" / "deeper").mkdir(parents=True)
+    for name in ("batch/a.txt", "batch/b.txt", "batch/deeper/c.txt"):
+        (elsewhere / name).write_text(name)
+
+    async def body(receive):
+        os.rename(elsewhere / "batch", inbox / "batch")
+        emitted = {await receive.receive() for _ in range(3)}
+        assert emitted == {
+            str(inbox / name) for name in ("batch/a.txt", "batch/b.txt", "batch/deeper/c.txt")
+        }
+        (inbox / "marker.txt").write_text("m")
+        assert await receive.receive() == str(inbox / "marker.txt")
+
+    await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
+
+
 async def test_a_folder_a_file_writer_writes_to_shows_only_whole_files(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir()

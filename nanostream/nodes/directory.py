@@ -107,7 +107,12 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     _watch: _Watch | None = attrs.field(default=None, init=False, repr=False, alias="_watch")
 
     async def setup(self) -> None:
-        from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEventHandler
+        from watchdog.events import (
+            DirMovedEvent,
+            FileClosedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
 
         try:
             # Reports a file moved in from outside the watched tree as a move,
@@ -133,7 +138,7 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         send, receive = trio.open_memory_channel[list[str]](float("inf"))
         collected: list[str] = []
         lock = threading.Lock()
-        wanted = self._wanted
+        wanted, recursive = self._wanted, self.recursive
 
         def deliver() -> None:
             with lock:
@@ -156,10 +161,21 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                 if not event.is_directory and wanted(path):
                     hand_over(os.path.abspath(path))
 
-            def on_moved(self, event: FileMovedEvent) -> None:
+            def on_moved(self, event: FileMovedEvent | DirMovedEvent) -> None:
                 path = os.fsdecode(event.dest_path)
-                if path and not event.is_directory and wanted(path):
-                    hand_over(os.path.abspath(path))
+                if not path:
+                    return
+                if not event.is_directory:
+                    if wanted(path):
+                        hand_over(os.path.abspath(path))
+                elif recursive:
+                    # A folder moved in brings its files whole, and no event
+                    # of their own: they are emitted as files moved in.
+                    for folder, _, names in os.walk(path):
+                        for name in sorted(names):
+                            inner = os.path.join(folder, name)
+                            if wanted(inner) and os.path.isfile(inner):
+                                hand_over(os.path.abspath(inner))
 
         observer = make_observer()
         # Only the events handled here: the observer then asks inotify for
@@ -169,7 +185,7 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             Handler(),
             root,
             recursive=self.recursive,
-            event_filter=[FileClosedEvent, FileMovedEvent],
+            event_filter=[FileClosedEvent, FileMovedEvent, DirMovedEvent],
         )
         await trio.to_thread.run_sync(observer.start)
         self._watch = _Watch(root, observer, send, receive)
