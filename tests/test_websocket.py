@@ -12,6 +12,7 @@ import trio
 import trio.testing
 from trio_websocket import (
     ConnectionClosed,
+    WebSocketConnection,
     WebSocketRequest,
     open_websocket_url,
     serve_websocket,
@@ -196,7 +197,14 @@ async def test_stopping_the_graph_closes_the_clients_normally():
 # ---------------------------------------------------------------- listener, client
 
 
-async def test_listener_client_reconnects_when_the_server_closes_mid_stream(autojump_clock):
+async def _close_politely(ws: WebSocketConnection) -> None:
+    await ws.aclose()
+
+
+@pytest.mark.parametrize(
+    "drop", [_close_politely, _close_transport], ids=["close handshake", "connection cut"]
+)
+async def test_listener_client_reconnects_when_the_server_closes_mid_stream(autojump_clock, drop):
     connections = 0
 
     async def handler(request: WebSocketRequest) -> None:
@@ -207,7 +215,7 @@ async def test_listener_client_reconnects_when_the_server_closes_mid_stream(auto
         for n in range(first, first + 3):
             await ws.send_message(str(n))
         if connections < 3:
-            await ws.aclose()
+            await drop(ws)
         else:
             await trio.sleep_forever()
 
