@@ -76,10 +76,15 @@ def test_the_watchdog_example_copies_files_dropped_into_its_inbox(tmp_path):
         wait_for(probe_arrived, "the watch to start")
         expected["probe.txt"] = "probe"
         with open(inbox / "slow.txt", "w") as f:
-            for piece in ("first ", "second ", "third\n"):
+            for number, piece in enumerate(("first ", "second ", "third\n")):
                 f.write(piece)
                 f.flush()
-                time.sleep(0.05)
+                # A file closed after this piece was written reaches the
+                # outbox; the open file, written before it, must not have.
+                marker = f"marker{number}.txt"
+                (inbox / marker).write_text(marker)
+                expected[marker] = marker
+                wait_for(lambda m=marker: (outbox / m).exists(), marker)
                 assert not (outbox / "slow.txt").exists()
         expected["slow.txt"] = "first second third\n"
         outside = tmp_path / "moved.txt"
