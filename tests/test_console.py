@@ -171,6 +171,26 @@ async def test_retries_and_dead_letters_get_columns_once_there_are_any(nursery):
     assert row(text, "total")[-4:] == ["1", "4", "3", "1"]
 
 
+@attrs.define
+class Miscounting(ns.SequenceEmitter):
+    def expected_items(self) -> int:
+        raise RuntimeError("cannot count")
+
+
+async def test_a_live_table_that_fails_leaves_the_pipeline_running(nursery, caplog):
+    gate = trio.Event()
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", Miscounting([1, 2, 3]))
+    graph.add("gated", Gated(gate), ["numbers"])
+    holder, finished = await start(nursery, graph)
+    await show_live(holder, recording_console())
+    assert "the live table failed and is no longer drawn" in caplog.text
+    assert "RuntimeError: cannot count" in caplog.text
+    gate.set()
+    await finished.wait()
+    assert holder.run.stats["gated"].emitted == 3
+
+
 async def test_the_table_says_when_setup_is_not_done() -> None:
     graph = ns.NanoStreamGraph("viewed")
     graph.add("numbers", ns.SequenceEmitter([1]))

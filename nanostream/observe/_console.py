@@ -6,6 +6,7 @@ come from successive samples the view keeps itself.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import NamedTuple
 
@@ -17,6 +18,8 @@ from rich.text import Text
 from .._graph import NanoStreamGraph
 from .._runtime import NodeStats
 from ._holder import RunHolder
+
+logger = logging.getLogger("nanostream.run")
 
 #: Seconds of samples a live rate is computed over.
 RATE_WINDOW = 2.0
@@ -286,7 +289,8 @@ async def show_live(
     through it; only redirect a stream that goes to the same terminal.
 
     Cancellation: the expected way to stop it; the final table is drawn
-    then.
+    then. Should drawing fail, the error is logged and the view ends,
+    leaving the run alone.
     """
     view = StatusView(holder)
     with Live(
@@ -295,12 +299,22 @@ async def show_live(
         redirect_stdout=redirect_stdout,
         redirect_stderr=redirect_stderr,
     ) as live:
+        failed = False
         try:
             while True:
                 live.update(view.render(trio.current_time()), refresh=True)
                 await trio.sleep(interval)
+        except Exception:
+            # Watching must never stop what is watched (a source's
+            # expected_items() may raise, say): the pipeline goes on.
+            failed = True
+            logger.exception(
+                "the live table failed and is no longer drawn; the pipeline goes on",
+                extra={"pipeline": holder.graph.name, "event": "live_table_failed"},
+            )
         finally:
-            live.update(view.render(trio.current_time()), refresh=True)
+            if not failed:
+                live.update(view.render(trio.current_time()), refresh=True)
 
 
 def summary_text(holder: RunHolder) -> str:
