@@ -5,7 +5,7 @@ The public API is re-exported here; every other module is private.
 
 from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
 from ._options import NodeOptions
-from ._processor import DeadLetter, NanoStreamProcessor, Rejected, WithAck
+from ._processor import DeadLetter, FailedItems, NanoStreamProcessor, Rejected, WithAck
 from ._runtime import GraphRun, NodeError, NodeStats, run, run_graph
 from .nodes import (
     BlackHole,
@@ -25,6 +25,7 @@ __all__ = [
     "ChannelSource",
     "ConstantEmitter",
     "DeadLetter",
+    "FailedItems",
     "GraphError",
     "GraphProblem",
     "GraphRun",

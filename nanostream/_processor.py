@@ -21,7 +21,8 @@ class NanoStreamProcessor:
     * ``process_batch(self, messages)``: the same, for a whole batch at once;
       it returns (or yields) the results. Nodes that make a blocking call
       (a file write, a network round trip) use it so that the call is made
-      once per batch in a thread, never once per item.
+      once per batch in a thread, never once per item. When some items of
+      a batch fail and others do not, it raises :class:`FailedItems`.
     * ``generate(self)``: makes this node a source (it takes no parents). A
       generator or async generator of items; yield :class:`WithAck` to have
       an item acknowledged once everything derived from it is handled, and
@@ -98,6 +99,27 @@ class Rejected:
     raw: Any
     error: Exception
     ack: Callable[[], None] | None = None
+
+
+class FailedItems(Exception):
+    """What ``process_batch`` raises when some items of its batch failed and
+    the others did not, so that the error policy applies to the failed
+    ones alone.
+
+    ``errors`` maps the index of each failed item in the batch to its
+    exception; ``results`` is what the batch produced for the other items.
+    A retry calls ``process_batch`` again with the one failed item; ``skip``
+    counts and dead-letters that item only. A node that writes or sends
+    item by item in one thread call (a file per item, a record per item)
+    raises it instead of failing a batch that was mostly done.
+    """
+
+    def __init__(self, errors: dict[int, Exception], results: list[Any] | None = None) -> None:
+        if not errors:
+            raise ValueError("FailedItems needs at least one failed item")
+        super().__init__(f"{len(errors)} items of the batch failed")
+        self.errors = dict(errors)
+        self.results = list(results or [])
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ import trio
 
 from ._acks import Ticket, Tickets, combine, release, retain
 from ._graph import NanoStreamGraph, Node
-from ._processor import DeadLetter, Rejected, WithAck, call_hook, call_style
+from ._processor import DeadLetter, FailedItems, Rejected, WithAck, call_hook, call_style
 
 logger = logging.getLogger("nanostream")
 
@@ -636,6 +636,8 @@ class _NodeTask:
                 try:
                     return await self._results_of(process_batch, "process_batch", items)
                 except NodeError as failure:
+                    if isinstance(failure.error, FailedItems):
+                        return await self._recover_failed_items(items, failure.error)
                     return await self._recover(
                         items,
                         failure,
@@ -756,6 +758,34 @@ class _NodeTask:
             policy = options.retry_fallback
         await self._give_up(items, failure, policy)
         return []
+
+    async def _recover_failed_items(self, items: list, failed: FailedItems) -> list:
+        """Apply the error policy to each item a ``process_batch`` reported
+        failed, keeping what it produced for the others. A retry passes the
+        one item to ``process_batch`` again."""
+        bad = [index for index in failed.errors if not 0 <= index < len(items)]
+        if bad:
+            why = ValueError(
+                f"FailedItems names item {bad[0]} of a batch of {len(items)} (indexes from 0)"
+            )
+            raise NodeError(self.name, "process_batch", why) from failed
+        process_batch = self.processor.process_batch
+
+        async def attempt(item: Any) -> list:
+            try:
+                return await self._results_of(process_batch, "process_batch", [item])
+            except NodeError as again:
+                if isinstance(again.error, FailedItems):
+                    [error] = again.error.errors.values()
+                    raise NodeError(self.name, "process_batch", error, item) from error
+                raise
+
+        results = list(failed.results)
+        for index in sorted(failed.errors):
+            item, error = items[index], failed.errors[index]
+            failure = NodeError(self.name, "process_batch", error, item)
+            results += await self._recover([item], failure, partial(attempt, item))
+        return results
 
     async def _give_up(self, items: list, failure: NodeError, policy: str) -> None:
         """Raise ``failure`` under ``fail``; under ``skip`` count and log the

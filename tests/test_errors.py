@@ -8,6 +8,7 @@ import trio
 
 from nanostream import (
     DeadLetter,
+    FailedItems,
     GraphError,
     NanoStreamGraph,
     NanoStreamProcessor,
@@ -492,3 +493,72 @@ async def test_a_rejection_goes_to_the_dead_letter_node_before_it_is_acknowledge
     assert events.index(("got", letter)) < events.index(("ack", "two"))
     assert run.stats["decode"].dead_lettered == 1
     assert sink.items == [1, 3]
+
+
+class ItemByItem(NanoStreamProcessor):
+    """A batch node that handles its items one by one and reports those
+    that failed with FailedItems; ``flaky`` items fail on their first try."""
+
+    def __init__(self, bad=(), flaky=()):
+        self.bad, self.flaky = set(bad), set(flaky)
+        self.batches = []
+
+    def process_batch(self, messages):
+        self.batches.append(list(messages))
+        results, errors = [], {}
+        for index, message in enumerate(messages):
+            if message in self.bad or message in self.flaky:
+                self.flaky.discard(message)
+                errors[index] = ValueError(f"cannot take {message}")
+            else:
+                results.append(message * 10)
+        if errors:
+            raise FailedItems(errors, results)
+        return results
+
+
+async def test_failed_items_are_skipped_alone_and_dead_lettered_alone():
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1, 2, 3, 4]), max_batch=4)
+    graph.add("proc", ItemByItem(bad=[2, 4]), ["src"], on_error="skip", dead_letter="dlq")
+    sink = graph.add("sink", Collector(), ["proc"])
+    dlq = graph.add("dlq", Collector())
+    run = await run_graph(graph)
+    assert sink.items == [10, 30]
+    assert [(letter.item, str(letter.error)) for letter in dlq.items] == [
+        (2, "cannot take 2"),
+        (4, "cannot take 4"),
+    ]
+    stats = run.stats["proc"]
+    assert (stats.received, stats.skipped, stats.errors, stats.dead_lettered) == (4, 2, 2, 2)
+
+
+async def test_a_failed_item_is_retried_alone():
+    processor = ItemByItem(flaky=[2])
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1, 2, 3]), max_batch=3)
+    graph.add("proc", processor, ["src"], on_error="retry", retries=2, retry_delay=0)
+    sink = graph.add("sink", Collector(), ["proc"])
+    run = await run_graph(graph)
+    assert processor.batches == [[1, 2, 3], [2]]
+    assert sorted(sink.items) == [10, 20, 30]
+    assert (run.stats["proc"].retries, run.stats["proc"].errors) == (1, 1)
+
+
+async def test_a_failed_item_under_fail_stops_the_pipeline_naming_it():
+    graph, _ = chain(ItemByItem(bad=[3]), [1, 2, 3])
+    with pytest.raises(NodeError) as caught:
+        await run_graph(graph)
+    assert str(caught.value) == (
+        "node 'proc' failed in process_batch: ValueError: cannot take 3 (item: 3)"
+    )
+
+
+async def test_failed_items_naming_an_item_not_in_the_batch_is_an_error():
+    class Confused(NanoStreamProcessor):
+        def process_batch(self, messages):
+            raise FailedItems({len(messages): ValueError("which?")})
+
+    graph, _ = chain(Confused(), [1], on_error="skip")
+    with pytest.raises(NodeError, match="FailedItems names item 1 of a batch of 1"):
+        await run_graph(graph)

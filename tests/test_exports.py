@@ -9,6 +9,7 @@ PUBLIC_NAMES = [
     "ChannelSource",
     "ConstantEmitter",
     "DeadLetter",
+    "FailedItems",
     "GraphError",
     "GraphProblem",
     "GraphRun",

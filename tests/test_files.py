@@ -154,6 +154,25 @@ async def test_a_leftover_temporary_of_the_same_name_is_left_alone(tmp_path: Pat
     assert all(leftover.read_text() == "left over" for leftover in leftovers)
 
 
+async def test_an_item_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [
+        FileData("/in/a.txt", "A"),
+        FileData("/in/" + "x" * 300, "X"),
+        FileData("/in/c.txt", "C"),
+    ]
+    graph = ns.NanoStreamGraph("write")
+    graph.add("items", ns.SequenceEmitter(items), max_batch=3)
+    graph.add("write", FileWriter(path=str(out)), ["items"], on_error="skip", dead_letter="dlq")
+    dlq = graph.add("dlq", Collector())
+    run = await ns.run_graph(graph)
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "c.txt"]
+    [letter] = dlq.items
+    assert letter.item is items[1] and isinstance(letter.error, OSError)
+    assert (run.stats["write"].skipped, run.stats["write"].errors) == (1, 1)
+
+
 async def test_name_templates(tmp_path: Path) -> None:
     items = [FileData("/in/r.csv", {"k": 1}, 4), FileData("/in/whole.txt", "w")]
     await process_items(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._processor import DeadLetter, NanoStreamProcessor
+from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
 
 #: How many records a streaming read hands over per trip from its thread.
 _CHUNK = 1000
@@ -398,14 +398,22 @@ class FileWriter(NanoStreamProcessor):
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
             os.makedirs(self.path, exist_ok=True)
-            for item in messages:
-                _write_atomically(
-                    self.path,
-                    self._name_for(item),
-                    item.data if isinstance(item, FileData) else item,
-                    fsync=self.fsync,
-                    free_name=None if self.overwrite else self._free_name,
-                )
+            # One file per item, and one item's failure is that item's alone:
+            # the files of the others are written and stay written.
+            errors = {}
+            for index, item in enumerate(messages):
+                try:
+                    _write_atomically(
+                        self.path,
+                        self._name_for(item),
+                        item.data if isinstance(item, FileData) else item,
+                        fsync=self.fsync,
+                        free_name=None if self.overwrite else self._free_name,
+                    )
+                except Exception as error:
+                    errors[index] = error
+            if errors:
+                raise FailedItems(errors)
         else:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_as_line(item) + "\n" for item in messages))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._processor import NanoStreamProcessor, Rejected, WithAck
+from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
 
 logger = logging.getLogger(__name__)
 
@@ -358,28 +358,22 @@ class KafkaProducer(NanoStreamProcessor):
         """Send every message, then wait until the broker has confirmed them.
 
         A message the client refuses (too large, say) or the broker rejects
-        does not stop the others: all are sent, and then the first failure
-        is raised for the node's error policy, noting how many of the batch
-        went through, so that a refused record never costs the ones after
-        it their delivery.
+        does not stop the others: all are sent, and those that failed are
+        reported with :class:`FailedItems`, so that the node's error policy
+        applies to them alone.
         """
         producer, topic, value_format = self._producer, self.topic, self.value_format
-        futures, failures = [], []
-        for message in messages:
+        futures, errors = {}, {}
+        for index, message in enumerate(messages):
             try:
                 value = _encode(message, value_format)
-                futures.append(producer.send(topic, value=value, key=self._key(message)))
+                futures[index] = producer.send(topic, value=value, key=self._key(message))
             except Exception as error:
-                failures.append(error)
+                errors[index] = error
         producer.flush()
-        failures += [future.exception for future in futures if future.failed()]
-        if failures:
-            error = failures[0]
-            error.add_note(
-                f"{len(failures)} of the batch's {len(messages)} records failed;"
-                " the others were delivered"
-            )
-            raise error
+        errors |= {index: future.exception for index, future in futures.items() if future.failed()}
+        if errors:
+            raise FailedItems(errors)
 
     async def process_batch(self, messages: list[Any]) -> None:
         # Abandoned on cancellation: a batch cut short is not acknowledged,
