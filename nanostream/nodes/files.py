@@ -165,23 +165,33 @@ class FileReader(NanoStreamProcessor):
     )
 
     @property
-    def process_item(self) -> Callable[[Any], Any]:
-        # One item per file, so that the error policy applies to the file
-        # that failed and never to the files that came with it. A property,
-        # so that a whole file is read by a plain coroutine function, which
-        # the runtime calls with less ado than a generator.
-        if self.mode in ("text", "bytes"):
-            return self._read_whole
-        return self._read_records
+    def process_batch(self) -> Callable[[list[Any]], Any] | None:
+        # Whole files are read a batch per trip to a worker thread; records
+        # stream file by file through process_item. A property, because the
+        # runtime takes process_batch over process_item when it is there.
+        return self._read_whole_files if self.mode in ("text", "bytes") else None
 
     def _path_of(self, message: Any) -> str:
         return self.path if self.path is not None else str(message)
 
-    async def _read_whole(self, message: Any) -> FileData:
-        path = self._path_of(message)
-        return FileData(path, await trio.to_thread.run_sync(_whole, path, self.mode, self.encoding))
+    async def _read_whole_files(self, messages: list[Any]) -> list[FileData]:
+        return await trio.to_thread.run_sync(self._read_files, messages)
 
-    async def _read_records(self, message: Any) -> AsyncIterator[FileData]:
+    def _read_files(self, messages: list[Any]) -> list[FileData]:
+        # A file that cannot be read fails alone: the error policy applies
+        # to it, never to the files that came with it.
+        read, errors = [], {}
+        for index, message in enumerate(messages):
+            path = self._path_of(message)
+            try:
+                read.append(FileData(path, _whole(path, self.mode, self.encoding)))
+            except Exception as error:
+                errors[index] = error
+        if errors:
+            raise FailedItems(errors, read)
+        return read
+
+    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
         # The records leave the thread a chunk at a time and are yielded one
         # by one, so the runtime can send them on before the file is done.
         path = self._path_of(message)
