@@ -6,7 +6,7 @@ The public API is re-exported here; every other module is private.
 from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
 from ._options import NodeOptions
 from ._processor import DeadLetter, FailedItems, NanoStreamProcessor, Rejected, WithAck
-from ._runtime import GraphRun, NodeError, NodeStats, run, run_graph
+from ._runtime import GraphRun, NodeError, NodeStats, node_nursery, run, run_graph
 from .nodes import (
     BlackHole,
     ChannelSink,
@@ -40,6 +40,7 @@ __all__ = [
     "SequenceEmitter",
     "WithAck",
     "__version__",
+    "node_nursery",
     "run",
     "run_graph",
     "serve_metrics",

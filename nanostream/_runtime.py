@@ -15,6 +15,7 @@ its own outputs and tears down.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 import logging
@@ -42,6 +43,28 @@ logger = logging.getLogger("nanostream")
 TEARDOWN_TIMEOUT = 10.0
 
 _NO_ITEM = object()
+
+#: The nursery of the node whose task is running; see :func:`node_nursery`.
+_current_node_nursery: contextvars.ContextVar[trio.Nursery] = contextvars.ContextVar(
+    "nanostream node nursery"
+)
+
+
+def node_nursery() -> trio.Nursery:
+    """The nursery of the node being run, for tasks that live as long as it.
+
+    A node that serves connections or keeps one open starts those tasks
+    here from ``setup`` (or later), and they run beside its items until its
+    ``teardown`` has returned; then they are cancelled. An exception in one
+    of them fails the node, like one in ``process_item`` under ``fail``.
+    Called anywhere but in a node's own code, it raises ``RuntimeError``.
+    """
+    try:
+        return _current_node_nursery.get()
+    except LookupError:
+        raise RuntimeError("node_nursery() is only available in a node's own code") from None
+
+
 _short = reprlib.Repr()
 _short.maxstring = 80
 _short.maxother = 80
@@ -305,6 +328,33 @@ class _NodeTask:
     # -- lifecycle ---------------------------------------------------------
 
     async def run(self) -> None:
+        """The node's whole life, in a nursery of its own that the node's
+        code may start tasks in (:func:`node_nursery`); they are cancelled
+        once the node's teardown has returned."""
+        try:
+            async with trio.open_nursery() as nursery:
+                _current_node_nursery.set(nursery)
+                try:
+                    await self._live()
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            failed, rest = group.split(Exception)
+            if failed is not None:
+                error = failed
+                while isinstance(error, BaseExceptionGroup):
+                    error = error.exceptions[0]
+                self.stats.state = "failed"
+                if isinstance(error, NodeError):
+                    self.graph_run._fail(error)
+                else:
+                    failure = NodeError(self.name, "a task in its nursery", error)
+                    failure.__cause__ = error
+                    self.graph_run._fail(failure)
+            if rest is not None:
+                raise rest from None
+
+    async def _live(self) -> None:
         set_up = False
         try:
             await self._call("setup", self.processor.setup)

@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "SequenceEmitter",
     "WithAck",
     "__version__",
+    "node_nursery",
     "run",
     "run_graph",
     "serve_metrics",

@@ -4,6 +4,7 @@ import pytest
 import trio
 import trio.testing
 
+import nanostream as ns
 from nanostream import (
     ChannelSink,
     ChannelSource,
@@ -897,3 +898,68 @@ def test_sources_and_holding_nodes_take_one_worker(node, message):
     with pytest.raises(GraphError) as excinfo:
         graph.validate()
     assert message in str(excinfo.value)
+
+
+class Ticking(ns.NanoStreamProcessor):
+    """A source fed by a task it starts in its node's nursery at setup."""
+
+    def __init__(self, count, events):
+        self.count, self.events = count, events
+
+    async def setup(self):
+        self.send, self.receive = trio.open_memory_channel(0)
+        ns.node_nursery().start_soon(self.tick)
+
+    async def tick(self):
+        try:
+            for n in range(self.count):
+                await self.send.send(n)
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.events.append("tick cancelled")
+            raise
+
+    async def generate(self):
+        for _ in range(self.count):
+            yield await self.receive.receive()
+
+    def teardown(self):
+        self.events.append("teardown")
+
+
+async def test_a_node_nursery_task_lives_until_the_node_has_torn_down():
+    events = []
+    graph = ns.NanoStreamGraph()
+    graph.add("ticks", Ticking(3, events))
+    sink = graph.add("sink", Collector(), ["ticks"])
+    await ns.run_graph(graph)
+    assert sink.items == [0, 1, 2]
+    assert events == ["teardown", "tick cancelled"]
+
+
+class FailsInTheBackground(ns.NanoStreamProcessor):
+    async def setup(self):
+        ns.node_nursery().start_soon(self.fail)
+
+    async def fail(self):
+        raise OSError("connection lost")
+
+    async def process_item(self, message):
+        await trio.sleep_forever()
+
+
+async def test_a_failing_node_nursery_task_fails_the_node():
+    graph = ns.NanoStreamGraph()
+    graph.add("numbers", ns.SequenceEmitter([1]))
+    graph.add("watcher", FailsInTheBackground(), ["numbers"])
+    with trio.fail_after(30), pytest.raises(ns.NodeError) as failed:
+        await ns.run_graph(graph)
+    assert str(failed.value) == (
+        "node 'watcher' failed in a task in its nursery: OSError: connection lost"
+    )
+    assert isinstance(failed.value.__cause__, OSError)
+
+
+def test_node_nursery_outside_a_node_is_an_error():
+    with pytest.raises(RuntimeError, match="only available in a node's own code"):
+        ns.node_nursery()

@@ -26,6 +26,7 @@ from trio_websocket import (
 )
 
 from .._processor import NanoStreamProcessor, Rejected
+from .._runtime import node_nursery
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +81,13 @@ async def _close_transport(connection: WebSocketConnection) -> None:
 class _NodeNursery:
     """A nursery that stays open from a node's setup to its teardown.
 
-    The runtime calls a node's ``setup``, its item methods and ``teardown``
-    one after another from the node's task, and trio ties a nursery to the
-    block that opens it, so none of those calls can hold one open for the
-    others. Servers and connections that must outlive ``setup`` therefore
-    run in a nursery inside a trio system task: ``open`` starts it,
-    ``aclose`` cancels it and waits until every task in it has ended.
-    System tasks must not raise, so an exception that ends the nursery is
-    kept in ``failure`` for the node to raise in its own task; ``on_exit``
-    runs when the nursery has ended, for whatever reason, to wake the node.
+    Servers and connections that must outlive ``setup`` run in it, inside a
+    task of the runtime's :func:`node_nursery`: ``open`` starts it,
+    ``aclose`` cancels it and waits until every task in it has ended, so
+    that teardown can close them in order. An exception that ends it is
+    kept in ``failure`` for the node to raise in its own task, where the
+    node's error names what it was doing; ``on_exit`` runs when the nursery
+    has ended, for whatever reason, to wake the node.
     """
 
     def __init__(self) -> None:
@@ -98,7 +97,7 @@ class _NodeNursery:
 
     async def open(self, name: str, on_exit: Callable[[], None]) -> trio.Nursery:
         opened = trio.Event()
-        trio.lowlevel.spawn_system_task(self._run, opened, on_exit, name=name)
+        node_nursery().start_soon(self._run, opened, on_exit, name=name)
         await opened.wait()
         assert self.nursery is not None
         return self.nursery
@@ -109,7 +108,7 @@ class _NodeNursery:
                 self.nursery = nursery
                 opened.set()
                 await trio.sleep_forever()
-        except BaseException as error:  # a system task must not raise
+        except BaseException as error:  # raised in the node's own task instead
             if not isinstance(error, trio.Cancelled):
                 self.failure = error
         finally:
