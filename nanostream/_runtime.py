@@ -830,7 +830,8 @@ class _NodeTask:
                     raise NodeError(self.name, "process_batch", error, item) from error
                 raise
 
-        results = list(failed.results)
+        # As for a batch that returns: None stands for nothing to send.
+        results = [result for result in failed.results if result is not None]
         for index in sorted(failed.errors):
             item, error = items[index], failed.errors[index]
             failure = NodeError(self.name, "process_batch", error, item)

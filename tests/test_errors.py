@@ -562,3 +562,17 @@ async def test_failed_items_naming_an_item_not_in_the_batch_is_an_error():
     graph, _ = chain(Confused(), [1], on_error="skip")
     with pytest.raises(NodeError, match="FailedItems names item 1 of a batch of 1"):
         await run_graph(graph)
+
+
+async def test_none_among_the_results_of_failed_items_is_nothing_to_send():
+    class Sink(NanoStreamProcessor):
+        def process_batch(self, messages):
+            raise FailedItems({1: ValueError("no")}, [None, None])
+
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter([1, 2, 3]), max_batch=3)
+    graph.add("proc", Sink(), ["src"], on_error="skip")
+    after = graph.add("after", Collector(), ["proc"])
+    run = await run_graph(graph)
+    assert after.items == []
+    assert run.stats["proc"].skipped == 1

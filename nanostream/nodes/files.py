@@ -178,18 +178,11 @@ class FileReader(NanoStreamProcessor):
         return await trio.to_thread.run_sync(self._read_files, messages)
 
     def _read_files(self, messages: list[Any]) -> list[FileData]:
-        # A file that cannot be read fails alone: the error policy applies
-        # to it, never to the files that came with it.
-        read, errors = [], {}
-        for index, message in enumerate(messages):
-            path = self._path_of(message)
-            try:
-                read.append(FileData(path, _whole(path, self.mode, self.encoding)))
-            except Exception as error:
-                errors[index] = error
-        if errors:
-            raise FailedItems(errors, read)
-        return read
+        return _each_alone(self._read_file, messages)
+
+    def _read_file(self, message: Any) -> FileData:
+        path = self._path_of(message)
+        return FileData(path, _whole(path, self.mode, self.encoding))
 
     async def process_item(self, message: Any) -> AsyncIterator[FileData]:
         # The records leave the thread a chunk at a time and are yielded one
@@ -271,6 +264,21 @@ def _payload(data: Any) -> bytes:
     if isinstance(data, (dict, list)):
         data = json.dumps(data, ensure_ascii=False) + "\n"
     return str(data).encode("utf-8")
+
+
+def _each_alone(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``function`` of each item, where one item's failure is its own: the
+    others are done all the same, and the failures are raised together as
+    :class:`FailedItems`, so the error policy applies to those items alone."""
+    results, errors = [], {}
+    for index, item in enumerate(items):
+        try:
+            results.append(function(item))
+        except Exception as error:
+            errors[index] = error
+    if errors:
+        raise FailedItems(errors, results)
+    return results
 
 
 def _untaken_name(directory: str, name: str, after: int = 0) -> tuple[str, int]:
@@ -405,25 +413,21 @@ class FileWriter(NanoStreamProcessor):
             self._renamed[name] = number
         return free
 
+    def _write_file(self, item: Any) -> None:
+        _write_atomically(
+            self.path,
+            self._name_for(item),
+            item.data if isinstance(item, FileData) else item,
+            fsync=self.fsync,
+            free_name=None if self.overwrite else self._free_name,
+        )
+
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
             os.makedirs(self.path, exist_ok=True)
-            # One file per item, and one item's failure is that item's alone:
-            # the files of the others are written and stay written.
-            errors = {}
-            for index, item in enumerate(messages):
-                try:
-                    _write_atomically(
-                        self.path,
-                        self._name_for(item),
-                        item.data if isinstance(item, FileData) else item,
-                        fsync=self.fsync,
-                        free_name=None if self.overwrite else self._free_name,
-                    )
-                except Exception as error:
-                    errors[index] = error
-            if errors:
-                raise FailedItems(errors)
+            # One file per item: the files of the others are written and
+            # stay written when one cannot be.
+            _each_alone(self._write_file, messages)
         else:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_as_line(item) + "\n" for item in messages))
