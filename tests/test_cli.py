@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jsonschema
@@ -51,6 +52,32 @@ def nanostream_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
         cwd=cwd,
         env=env,
     )
+
+
+def start_nanostream_run(
+    cwd: Path, config: str = "pipeline.yaml", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``nanostream run CONFIG`` in ``cwd``, in the background, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", config],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_while_running(
+    process: subprocess.Popen[str], predicate, what: str, timeout: float = 30
+) -> None:
+    """Poll until ``predicate()`` holds, for what ``process`` makes (files,
+    say); fail if it exits first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def good_config(tmp_path: Path) -> Path:

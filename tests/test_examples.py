@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 from ruamel.yaml import YAML
+from test_cli import start_nanostream_run, wait_while_running
 
 from nanostream.config import check_pipeline
 
@@ -45,28 +46,17 @@ def test_the_watchdog_example_copies_files_dropped_into_its_inbox(tmp_path):
     import os
     import shutil
     import signal
-    import time
 
     folder = tmp_path / "watchdog_example"
     shutil.copytree(EXAMPLES / "watchdog_example", folder)
     assert check_pipeline(folder / "pipeline.yaml") == []
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_nanostream_run(folder)
     try:
         inbox, outbox = folder / "inbox", folder / "outbox"
         expected = {}
 
         def wait_for(predicate, what):
-            deadline = time.monotonic() + 20
-            while not predicate():
-                assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                time.sleep(0.02)
+            wait_while_running(process, predicate, what, timeout=20)
 
         # The watch starts during setup; a probe file tells when it is live.
         def probe_arrived():
@@ -110,16 +100,7 @@ def test_the_watchdog_example_copies_files_dropped_into_its_inbox(tmp_path):
 
 def _run_example(folder, **environment):
     """``nanostream run pipeline.yaml`` in an example's folder, in the background."""
-    import os
-
-    return subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
-        cwd=EXAMPLES / folder,
-        env={**os.environ, **environment},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_nanostream_run(EXAMPLES / folder, env=environment)
 
 
 def _drain(process):
@@ -201,7 +182,6 @@ def test_the_kafka_to_kafka_example_totals_orders_and_rejects_bad_ones(broker):
 
 
 async def test_the_websocket_relay_broadcasts_what_it_hears_shouted():
-    import os
     import signal
     import socket
 
@@ -220,15 +200,8 @@ async def test_the_websocket_relay_broadcasts_what_it_hears_shouted():
             return probe.getsockname()[1]
 
     in_port, out_port = free_port(), free_port()
-    environment = {**os.environ, "RELAY_IN_PORT": str(in_port), "RELAY_OUT_PORT": str(out_port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
-        cwd=folder,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    environment = {"RELAY_IN_PORT": str(in_port), "RELAY_OUT_PORT": str(out_port)}
+    process = start_nanostream_run(folder, env=environment)
 
     async def connect(url, task_status=trio.TASK_STATUS_IGNORED):
         """Connect once the relay listens (it is starting in another process)."""

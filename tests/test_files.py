@@ -6,9 +6,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from test_cli import start_nanostream_run, wait_while_running
 
 import nanostream as ns
 from nanostream import DeadLetter
@@ -695,27 +694,13 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
 
     @contextlib.contextmanager
     def running() -> Iterator[subprocess.Popen]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_nanostream_run(tmp_path)
         try:
             yield process
         finally:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-
-    def wait_for(process: subprocess.Popen, predicate, what: str) -> None:
-        """Poll the files the other process makes, while it runs."""
-        deadline = time.monotonic() + 30
-        while not predicate():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.01)
 
     def written() -> set[str]:
         """The contents in the out folder (a file written twice is there twice)."""
@@ -729,7 +714,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
         # emits a hundred files at a time, and each hundred is done as a
         # whole: the nodes after it take 20 at a time, never two hundreds
         # together, so the first hundred is done long before the second.
-        wait_for(process, lambda: len(inputs) - len(left()) >= 10, "files to be done")
+        wait_while_running(process, lambda: len(inputs) - len(left()) >= 10, "files to be done")
         process.send_signal(signal.SIGKILL)
         process.communicate()
     remaining = left()
@@ -745,7 +730,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
         (inbox / f"f{i:03}.txt").write_text(inputs[f"f{i:03}.txt"])
 
     with running() as process:
-        wait_for(process, lambda: not left(), "the inbox to empty")
+        wait_while_running(process, lambda: not left(), "the inbox to empty")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
