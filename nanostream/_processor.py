@@ -101,6 +101,23 @@ class Rejected:
     ack: Callable[[], None] | None = None
 
 
+#: Why a source's ``None`` is rejected: None is never an item. Returned by
+#: ``process_item`` it means "send nothing"; arriving from outside (a JSON
+#: ``null``, a YAML ``null`` in a sequence) it is input to be counted, not
+#: dropped unseen.
+NONE_FROM_SOURCE = "the source sent None, which is never an item"
+
+
+def rejected_if_none(item: Any) -> Any:
+    """``item``, or a :class:`Rejected` in its place if it is ``None`` (bare
+    or in a :class:`WithAck`), so that the source's error policy counts it."""
+    if item is None:
+        return Rejected(None, ValueError(NONE_FROM_SOURCE))
+    if type(item) is WithAck and item.item is None:
+        return Rejected(None, ValueError(NONE_FROM_SOURCE), item.ack)
+    return item
+
+
 class FailedItems(Exception):
     """What ``process_batch`` raises when some items of its batch failed and
     the others did not, so that the error policy applies to the failed

@@ -35,7 +35,15 @@ import trio
 
 from ._acks import Ticket, Tickets, combine, release, retain
 from ._graph import NanoStreamGraph, Node
-from ._processor import DeadLetter, FailedItems, Rejected, WithAck, call_hook, call_style
+from ._processor import (
+    DeadLetter,
+    FailedItems,
+    Rejected,
+    WithAck,
+    call_hook,
+    call_style,
+    rejected_if_none,
+)
 
 logger = logging.getLogger("nanostream")
 
@@ -474,6 +482,9 @@ class _NodeTask:
     async def _emit_from_source(self, items: list) -> None:
         tickets = None
         kinds = set(map(type, items))
+        if NoneType in kinds or WithAck in kinds:  # None is never an item: reject it
+            items = [rejected_if_none(item) for item in items]
+            kinds = set(map(type, items))
         if Rejected in kinds:
             accepted = []
             for item in items:
