@@ -8,6 +8,20 @@ from typing import Any
 
 import attrs
 
+#: The methods the runtime calls on a node, by role. A node defines at least
+#: one of ``PROCESSOR_HOOKS`` or ``SOURCE_HOOKS``.
+PROCESSOR_HOOKS = ("process_item", "process_batch")
+SOURCE_HOOKS = ("generate", "generate_batches")
+OPTIONAL_HOOKS = (
+    "setup",
+    "teardown",
+    "finish",
+    "expected_items",
+    "holding",
+    "deadline",
+    "on_deadline",
+)
+
 
 class NanoStreamProcessor:
     """A node of a pipeline: a source, a processor or a sink.

@@ -79,6 +79,10 @@ _short.maxother = 80
 _short.maxlist = 5
 
 
+#: Whether error messages show the failed item: a pipeline's ``log_items``.
+_log_items: contextvars.ContextVar[bool] = contextvars.ContextVar("log_items", default=True)
+
+
 def short_repr(item: Any) -> str:
     """A repr of ``item`` short enough for an error message."""
     return _short.repr(item)
@@ -97,7 +101,8 @@ class NodeError(Exception):
         self.item = None if item is _NO_ITEM else item
         message = f"node {node!r} failed in {during}: {type(error).__name__}: {error}"
         if item is not _NO_ITEM:
-            message += f" (item: {short_repr(item)})"
+            shown = short_repr(item) if _log_items.get() else "not shown, log_items is off"
+            message += f" (item: {shown})"
         super().__init__(message)
 
 
@@ -342,6 +347,7 @@ class _NodeTask:
         try:
             async with trio.open_nursery() as nursery:
                 _current_node_nursery.set(nursery)
+                _log_items.set(self.graph_run.graph.log_items)
                 try:
                     await self._live()
                 finally:

@@ -50,7 +50,7 @@ async def collect(
     unknown = sorted(set(inputs) - set(graph.nodes))
     if unknown:
         raise KeyError(f"no node named {', '.join(map(repr, unknown))} in {graph.name!r}")
-    harness = NanoStreamGraph(graph.name)
+    harness = NanoStreamGraph(graph.name, log_items=graph.log_items)
     for node in graph:
         processor = node.processor
         if node.name in inputs:

@@ -1,0 +1,205 @@
+"""``${VAR}`` references to environment variables in a pipeline file.
+
+References are found in the text before it is parsed, and each is replaced
+by a placeholder of the same length, so that YAML sees a plain word (a
+reference may sit in flow style, ``{max_loops: ${N}}``) and every line and
+column stays where it was. The placeholders are replaced by the values once
+the tree is parsed.
+
+Syntax, as in POSIX shells and Docker Compose: ``${NAME}``, ``${NAME:-default}``
+(the default used when ``NAME`` is unset or empty; it may hold references
+itself), and ``$${`` for a literal ``${``.
+
+A value from the environment is never echoed in an error message: the
+:class:`Secrets` of a file turn it back into the variable's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import attrs
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Placeholders are made of characters from Unicode's private use area,
+#: which YAML takes as plain text: a start mark, padding, then the
+#: reference's number in hexadecimal digits of their own.
+_START, _PAD, _DIGIT0 = "\ue000", "\ue001", 0xE010
+PLACEHOLDER = re.compile(f"{_START}{_PAD}*[{chr(_DIGIT0)}-{chr(_DIGIT0 + 15)}]+")
+
+
+class ReferenceError(ValueError):
+    """A malformed ``${...}``; ``offset`` is where it starts in the text."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@attrs.frozen
+class Reference:
+    """One ``${NAME}``, ``${NAME:-default}`` or ``$${`` in the text."""
+
+    text: str
+    name: str | None  # None for ``$${``, a literal ``${``
+    default: str | None = None
+
+
+def _placeholder(index: int, length: int) -> str:
+    digits = "".join(chr(_DIGIT0 + int(d, 16)) for d in f"{index:x}")
+    if len(digits) + 1 > length:
+        raise ValueError("too many references")
+    return _START + _PAD * (length - 1 - len(digits)) + digits
+
+
+def _index(placeholder: str) -> int:
+    digits = placeholder.lstrip(_START + _PAD)
+    return int("".join(f"{ord(c) - _DIGIT0:x}" for c in digits), 16)
+
+
+def _end_of(text: str, start: int) -> int:
+    """The index just past the ``}`` closing the ``${`` at ``start``."""
+    depth, index = 0, start
+    while index < len(text):
+        if text.startswith("${", index):
+            depth += 1
+            index += 2
+            continue
+        char = text[index]
+        if char == "\n":
+            break
+        if char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    raise ReferenceError(start, "'${' without its closing '}' (write $${ for a literal ${)")
+
+
+def parse_reference(text: str, start: int = 0) -> tuple[Reference, int]:
+    """The reference at ``start`` of ``text`` (which begins ``${`` or
+    ``$${``) and the index just past it."""
+    if text.startswith("$${", start):
+        return Reference("$${", None), start + 3
+    end = _end_of(text, start)
+    body = text[start + 2 : end - 1]
+    match = _NAME.match(body)
+    if match is None:
+        raise ReferenceError(
+            start,
+            f"'{text[start:end]}' is not a variable reference: write ${{NAME}} "
+            "or ${NAME:-default}, or $${ for a literal ${",
+        )
+    rest = body[match.end() :]
+    if rest and not rest.startswith(":-"):
+        raise ReferenceError(
+            start,
+            f"'{text[start:end]}' is not a variable reference: only ${{NAME:-default}} "
+            "is understood after the name",
+        )
+    return Reference(text[start:end], match.group(), rest[2:] if rest else None), end
+
+
+def mask(text: str) -> tuple[str, list[Reference], list[ReferenceError]]:
+    """``text`` with each reference replaced by a placeholder of its length,
+    the references in order, and the malformed ones."""
+    pieces: list[str] = []
+    references: list[Reference] = []
+    errors: list[ReferenceError] = []
+    index = 0
+    while (found := text.find("${", index)) >= 0:
+        start = found - 1 if found > 0 and text[found - 1] == "$" else found
+        if start < index:  # "$$${": the first "$" is plain text
+            start = found
+        try:
+            reference, end = parse_reference(text, start)
+        except ReferenceError as error:
+            errors.append(error)
+            index = found + 2
+            continue
+        pieces.append(text[index:start])
+        pieces.append(_placeholder(len(references), end - start))
+        references.append(reference)
+        index = end
+    pieces.append(text[index:])
+    return "".join(pieces), references, errors
+
+
+@attrs.define
+class Substitution:
+    """What became of one string: its value, and the variables it took."""
+
+    value: str
+    template: str  # the text as written, references and all
+    names: list[str]  # the variables whose values it holds
+    missing: list[str]  # the variables that were unset, with no default
+
+
+def substitute(text: str, references: list[Reference], environ: Mapping[str, str]) -> Substitution:
+    """``text`` (with placeholders) with each reference's value."""
+    names: list[str] = []
+    missing: list[str] = []
+    template: list[str] = []
+
+    def value_of(reference: Reference) -> str:
+        if reference.name is None:
+            return "${"
+        value = environ.get(reference.name)
+        if value:
+            names.append(reference.name)
+            return value
+        if reference.default is not None:
+            return expand(reference.default)
+        if value is None:
+            missing.append(reference.name)
+        return ""
+
+    def expand(default: str) -> str:
+        out, index = [], 0
+        while (found := default.find("${", index)) >= 0:
+            start = found - 1 if found > 0 and default[found - 1] == "$" else found
+            out.append(default[index:start])
+            reference, index = parse_reference(default, start)
+            out.append(value_of(reference))
+        out.append(default[index:])
+        return "".join(out)
+
+    def replace(match: re.Match[str]) -> str:
+        reference = references[_index(match.group())]
+        template.append(reference.text)
+        return value_of(reference)
+
+    value = PLACEHOLDER.sub(replace, text)
+    it = iter(template)
+    written = PLACEHOLDER.sub(lambda _: next(it), text)
+    return Substitution(value, written, names, missing)
+
+
+def unmask(text: str, references: list[Reference]) -> str:
+    """``text`` with its placeholders turned back into the references as written."""
+    return PLACEHOLDER.sub(lambda match: references[_index(match.group())].text, text)
+
+
+@attrs.define
+class Secrets:
+    """The values a file took from the environment, so that error messages
+    name the variable instead of showing the value."""
+
+    values: dict[str, str] = attrs.field(factory=dict)  # value -> "${NAME}"
+
+    def add(self, value: str, name: str) -> None:
+        if value:
+            self.values.setdefault(value, f"${{{name}}}")
+
+    def hide(self, message: str, *, everywhere: bool = True) -> str:
+        """``message`` with every value from the environment replaced by its
+        variable's name. Short values (under 4 characters) are only hidden
+        when ``everywhere`` is true, where the message is about that value."""
+        for value in sorted(self.values, key=len, reverse=True):
+            if len(value) < 4 and not everywhere:
+                continue
+            name = self.values[value]
+            message = message.replace(repr(value), f"{name} (value not shown)")
+            message = re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", lambda _, n=name: n, message)
+        return message
