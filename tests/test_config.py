@@ -34,13 +34,18 @@ ROOT = Path(__file__).parent.parent
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
 
 
+ENVIRONMENT = re.compile(r"^# env: ([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.MULTILINE)
+
+
 def expected_errors(path: Path) -> list[tuple[int, int, str]]:
     found = EXPECT.findall(path.read_text())
     return [(int(line), int(col), message) for line, col, message in found]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_broken_config_corpus(path: Path) -> None:
+def test_broken_config_corpus(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENVIRONMENT.findall(path.read_text()):
+        monkeypatch.setenv(name, value)
     expected = expected_errors(path)
     assert expected, f"{path.name} has no '# expect:' lines"
     errors = check_pipeline(path)

@@ -30,11 +30,7 @@ PLACEHOLDER = re.compile(f"{_START}{_PAD}*[{chr(_DIGIT0)}-{chr(_DIGIT0 + 15)}]+"
 
 
 class ReferenceError(ValueError):
-    """A malformed ``${...}``; ``offset`` is where it starts in the text."""
-
-    def __init__(self, offset: int, message: str) -> None:
-        super().__init__(message)
-        self.offset = offset
+    """A malformed ``${...}``."""
 
 
 @attrs.frozen
@@ -74,7 +70,7 @@ def _end_of(text: str, start: int) -> int:
             if depth == 0:
                 return index + 1
         index += 1
-    raise ReferenceError(start, "'${' without its closing '}' (write $${ for a literal ${)")
+    raise ReferenceError("'${' without its closing '}' (write $${ for a literal ${)")
 
 
 def parse_reference(text: str, start: int = 0) -> tuple[Reference, int]:
@@ -87,43 +83,48 @@ def parse_reference(text: str, start: int = 0) -> tuple[Reference, int]:
     match = _NAME.match(body)
     if match is None:
         raise ReferenceError(
-            start,
             f"'{text[start:end]}' is not a variable reference: write ${{NAME}} "
             "or ${NAME:-default}, or $${ for a literal ${",
         )
     rest = body[match.end() :]
     if rest and not rest.startswith(":-"):
         raise ReferenceError(
-            start,
             f"'{text[start:end]}' is not a variable reference: only ${{NAME:-default}} "
             "is understood after the name",
         )
     return Reference(text[start:end], match.group(), rest[2:] if rest else None), end
 
 
-def mask(text: str) -> tuple[str, list[Reference], list[ReferenceError]]:
+def mask(text: str) -> tuple[str, list[Reference]]:
     """``text`` with each reference replaced by a placeholder of its length,
-    the references in order, and the malformed ones."""
+    and the references in order. A malformed one is left as it is, for
+    :func:`malformed` to explain once it is found in a value (not in a
+    comment)."""
     pieces: list[str] = []
     references: list[Reference] = []
-    errors: list[ReferenceError] = []
-    index = 0
-    while (found := text.find("${", index)) >= 0:
-        start = found - 1 if found > 0 and text[found - 1] == "$" else found
-        if start < index:  # "$$${": the first "$" is plain text
-            start = found
+    index = search = 0  # copied up to index; looking from search
+    while (found := text.find("${", search)) >= 0:
+        start = found - 1 if found > search and text[found - 1] == "$" else found
         try:
             reference, end = parse_reference(text, start)
-        except ReferenceError as error:
-            errors.append(error)
-            index = found + 2
+        except ReferenceError:
+            search = found + 2
             continue
         pieces.append(text[index:start])
         pieces.append(_placeholder(len(references), end - start))
         references.append(reference)
-        index = end
+        index = search = end
     pieces.append(text[index:])
-    return "".join(pieces), references, errors
+    return "".join(pieces), references
+
+
+def malformed(text: str) -> str:
+    """Why the ``${`` left in ``text`` (after masking) is not a reference."""
+    try:
+        parse_reference(text, text.index("${"))
+    except ReferenceError as error:
+        return str(error)
+    return "'${' starts a variable reference: write $${ for a literal ${"
 
 
 @attrs.define
@@ -181,6 +182,24 @@ def unmask(text: str, references: list[Reference]) -> str:
     return PLACEHOLDER.sub(lambda match: references[_index(match.group())].text, text)
 
 
+#: The password of a URL's user information, ``scheme://user:password@host``
+#: (RFC 3986, section 3.2.1).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)([^@/\s'\"]+)(@)")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by as many
+    ``*``, so that columns stay where they were."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, password, at = match.groups()
+        if password.startswith("${") and password.endswith("}"):
+            return match.group()  # a variable's name, not its value
+        return user + "*" * len(password) + at
+
+    return _URL_PASSWORD.sub(hide, text)
+
+
 @attrs.define
 class Secrets:
     """The values a file took from the environment, so that error messages
@@ -194,12 +213,13 @@ class Secrets:
 
     def hide(self, message: str, *, everywhere: bool = True) -> str:
         """``message`` with every value from the environment replaced by its
-        variable's name. Short values (under 4 characters) are only hidden
-        when ``everywhere`` is true, where the message is about that value."""
+        variable's name, and the passwords of URLs hidden. Short values (under
+        4 characters) are only hidden when ``everywhere`` is true, where the
+        message is about that value."""
         for value in sorted(self.values, key=len, reverse=True):
             if len(value) < 4 and not everywhere:
                 continue
             name = self.values[value]
             message = message.replace(repr(value), f"{name} (value not shown)")
             message = re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", lambda _, n=name: n, message)
-        return message
+        return hide_passwords(message)

@@ -227,14 +227,11 @@ class _Source:
         message = self.secrets.hide(message, everywhere=position in self.from_environment)
         line, col = position
         source_line = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        if source_line is not None:
+            source_line = env.hide_passwords(source_line)
         error = ConfigError(self.path, line, col, message, source_line)
         if error not in self.errors:
             self.errors.append(error)
-
-    def position_of(self, offset: int) -> tuple[int, int]:
-        """The line and column (1-based) of character ``offset`` of the text."""
-        line_start = self.text.rfind("\n", 0, offset) + 1
-        return (self.text.count("\n", 0, offset) + 1, offset - line_start + 1)
 
 
 def _pos(pair: Any) -> tuple[int, int]:
@@ -339,7 +336,7 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
                 f"the file holds more than {MAX_VALUES:,} values once its aliases are "
                 "expanded (aliases of aliases multiply)",
             )
-        if depth > MAX_DEPTH:
+        if isinstance(node, dict | list) and depth >= MAX_DEPTH:
             raise _TooBig(position, f"mappings and lists nest more than {MAX_DEPTH} levels deep")
         if isinstance(node, dict):
             plain = {}
@@ -356,6 +353,8 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
                 walk(v, value_position(node, i), depth + 1, substitute) for i, v in enumerate(node)
             ]
         if isinstance(node, str):
+            if substitute and "${" in node:
+                source.error(position, env.malformed(node), unset=True)
             if substitute and env.PLACEHOLDER.search(node):
                 return substituted(node, position, depth)
             return str(node) if substitute else node
@@ -512,9 +511,7 @@ def _parse(source: _Source, text: str) -> Any:
     except YAMLError as error:
         source.error((1, 1), f"YAML: {str(error).strip().splitlines()[0]}")
     except RecursionError:
-        source.error(
-            _too_deep(text), f"YAML: mappings and lists nest more than {MAX_DEPTH} levels deep"
-        )
+        source.error(_too_deep(text), f"mappings and lists nest more than {MAX_DEPTH} levels deep")
     except Exception as error:  # ruamel.yaml raises a few plain exceptions on odd input
         source.error((1, 1), f"YAML: {type(error).__name__}: {error}")
     return None
@@ -629,9 +626,7 @@ def _build(
     path: str, text: str, environ: typing.Mapping[str, str] | None = None
 ) -> tuple[NanoStreamGraph | None, list[ConfigError], dict[str, Any]]:
     source = _Source(path, text)
-    masked, source.references, malformed = env.mask(text)
-    for problem in malformed:
-        source.error(source.position_of(problem.offset), str(problem))
+    masked, source.references = env.mask(text)
     tree = _parse(source, masked)
     if tree is None:
         return None, source.errors, {}
