@@ -100,9 +100,11 @@ class NodeError(Exception):
         self.error = error
         self.item = None if item is _NO_ITEM else item
         message = f"node {node!r} failed in {during}: {type(error).__name__}: {error}"
-        if item is not _NO_ITEM:
-            shown = short_repr(item) if _log_items.get() else "not shown, log_items is off"
-            message += f" (item: {shown})"
+        if item is not _NO_ITEM and not _log_items.get():  # the error may quote the item
+            message = f"node {node!r} failed in {during}: {type(error).__name__} (its message "
+            message += "and the item are not shown: log_items is off)"
+        elif item is not _NO_ITEM:
+            message += f" (item: {short_repr(item)})"
         super().__init__(message)
 
 

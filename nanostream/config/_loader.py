@@ -752,9 +752,12 @@ def check_text(
     directory: str | None = None,
     environ: typing.Mapping[str, str] | None = None,
 ) -> list[ConfigError]:
-    """Every error in the pipeline ``text``."""
+    """Every error in the pipeline ``text``, in text order (empty if none).
+
+    ``environ`` stands for ``os.environ`` in ``${VAR}`` references."""
     with _on_sys_path(directory or os.getcwd()):
-        return _build(path, text, environ)[1]
+        errors = _build(path, text, environ)[1]
+    return sorted(errors, key=lambda e: (e.line, e.col))
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[str, str]:

@@ -41,7 +41,8 @@ def hook_problems(cls: type) -> list[str]:
     source, a processor or a sink."""
     problems: list[str] = []
     name = cls.__name__
-    for attribute, value in _own_names(cls).items():
+    own = _own_names(cls)
+    for attribute, value in own.items():
         if attribute in HOOKS or attribute.startswith("_") or not callable(value):
             continue
         close = difflib.get_close_matches(attribute, HOOKS, n=1, cutoff=0.8)
@@ -50,7 +51,7 @@ def hook_problems(cls: type) -> list[str]:
                 f"{name} defines {attribute!r}, which is not a hook the runtime calls "
                 f"(did you mean {close[0]!r}?)"
             )
-    if not any(callable(getattr(cls, hook, None)) for hook in PROCESSOR_HOOKS + SOURCE_HOOKS):
+    if not any(hook in own for hook in PROCESSOR_HOOKS + SOURCE_HOOKS):  # a method or property
         problems.append(
             f"{name} has no process_item or process_batch (for a processor or sink) "
             "and no generate or generate_batches (for a source): define one"

@@ -61,7 +61,9 @@ def _default(field: attrs.Attribute) -> tuple[bool, Any]:
 
 
 #: A whole value written as ``${VAR}`` or ``${VAR:-default}``, resolved when loading.
-ENV_REFERENCE = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$"}
+#: (A default may hold references itself, which a regular expression cannot
+#: match pair by pair: the loader checks those.)
+ENV_REFERENCE = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-.*)?\}$"}
 
 
 def field_schema(field: attrs.Attribute) -> dict[str, Any]:
