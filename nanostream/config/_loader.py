@@ -28,7 +28,7 @@ from .._imports import ImportPathError, import_object
 from .._options import NodeOptions
 from .._params import describe as _describe
 from .._processor import NanoStreamProcessor
-from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
+from ..nodes import ALIASES, BUILTIN_NODES, EMBEDDING_NODES, load_builtin
 from . import _environment as env
 from ._errors import ConfigError, ConfigErrors
 from ._nodeclass import declared_but_not_attrs, hook_problems
@@ -188,11 +188,23 @@ def node_class_names() -> list[str]:
     return names
 
 
-def resolve_class(name: str) -> type:
+def resolve_class(name: str, *, embedding: bool = False) -> type:
     """The node class ``name`` stands for: a built-in name, ``module:Class``,
-    ``module.Class`` or an entry point in the group ``nanostream.nodes``."""
+    ``module.Class`` or an entry point in the group ``nanostream.nodes``.
+
+    The nodes of ``EMBEDDING_NODES`` are found only with ``embedding``: a
+    configuration file cannot give them their live parameters.
+    Raises :class:`ImportPathError` (a ``ValueError``) for an unknown name.
+    """
     if name in BUILTIN_NODES or name in ALIASES:
         return load_builtin(name)
+    if name in EMBEDDING_NODES:
+        if embedding:
+            return load_builtin(name)
+        raise ImportPathError(
+            f"{name} is for programs that run the graph themselves (run_graph): "
+            "its channel is a live object that no configuration file can hold"
+        )
     if ":" not in name:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry_point.name == name:
@@ -534,7 +546,7 @@ def _too_deep(text: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _on_sys_path(directory: str) -> Iterator[None]:
+def on_sys_path(directory: str) -> Iterator[None]:
     added = directory not in sys.path
     if added:
         sys.path.insert(0, directory)
@@ -755,7 +767,7 @@ def check_text(
     """Every error in the pipeline ``text``, in text order (empty if none).
 
     ``environ`` stands for ``os.environ`` in ``${VAR}`` references."""
-    with _on_sys_path(directory or os.getcwd()):
+    with on_sys_path(directory or os.getcwd()):
         errors = _build(path, text, environ)[1]
     return sorted(errors, key=lambda e: (e.line, e.col))
 
@@ -773,7 +785,7 @@ def check_pipeline(path: str | os.PathLike[str]) -> list[ConfigError]:
     except (OSError, UnicodeDecodeError) as error:
         return [ConfigError(os.fspath(path), 1, 1, f"cannot read the file: {error}")]
     directory = str(Path(name).resolve().parent)
-    with _on_sys_path(directory):
+    with on_sys_path(directory):
         errors = _build(name, text)[1]
     return sorted(errors, key=lambda e: (e.line, e.col))
 
@@ -790,7 +802,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> NanoStreamGraph:
             [ConfigError(os.fspath(path), 1, 1, f"cannot read the file: {error}")]
         ) from error
     directory = str(Path(name).resolve().parent)
-    with _on_sys_path(directory):
+    with on_sys_path(directory):
         graph, errors, _ = _build(name, text)
     if errors or graph is None:
         raise ConfigErrors(sorted(errors, key=lambda e: (e.line, e.col)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 
 import attrs
 
@@ -57,3 +58,26 @@ def hook_problems(cls: type) -> list[str]:
             "and no generate or generate_batches (for a source): define one"
         )
     return problems
+
+
+def role(cls: type) -> str:
+    """``source``, ``sink`` or ``processor``: a source generates items; a
+    sink is a processor whose hooks are all declared to return ``None``
+    (``-> None``), so it sends nothing on."""
+    if any(hook in _own_names(cls) for hook in SOURCE_HOOKS):
+        return "source"
+    hooks = [inspect.getattr_static(cls, hook, None) for hook in PROCESSOR_HOOKS]
+    hooks = [hook for hook in hooks if hook is not None]
+    if hooks and all(
+        callable(hook) and inspect.signature(hook).return_annotation in (None, "None")
+        for hook in hooks
+    ):
+        return "sink"
+    return "processor"
+
+
+def plain(text: str) -> str:
+    """A docstring's reStructuredText markup as plain text for a terminal:
+    ``code`` and :role:`target` lose their marks."""
+    text = re.sub(r":[\w:]+:`~?([^`]*)`", r"\1", text)
+    return re.sub(r"``([^`]*)``", r"\1", text)
