@@ -115,7 +115,7 @@ def _parameter_lines(cls: type) -> list[str]:
 def describe_text(written: str, cls: type) -> str:
     """``nanostream nodes CLASS``: what the class is, its parameters, the
     runtime keys and an example."""
-    lines = [f"{written} ({role(cls)}): {cls.__module__}:{cls.__qualname__}", ""]
+    lines = [f"{cls.__name__} ({role(cls)}): {cls.__module__}:{cls.__qualname__}", ""]
     for paragraph in plain(inspect.cleandoc(cls.__doc__ or "")).split("\n\n"):
         if paragraph.startswith(" ") or "::" in paragraph or "\n    " in paragraph:
             lines += [paragraph, ""]  # code: as written

@@ -205,6 +205,12 @@ def pipeline_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "pipeline_name": {"type": "string", "description": "The pipeline's name."},
+            "log_items": {
+                "type": "boolean",
+                "default": True,
+                "description": "Show the item that failed, and the error's message, in "
+                "error messages and logs; false for data that must not reach the logs.",
+            },
             "node_sequence": {
                 "type": "array",
                 "description": "The nodes of the pipeline, in any order.",
