@@ -192,7 +192,9 @@ def test_nodes_class_shows_description_parameters_runtime_keys_and_an_example() 
     text = detail.stdout
     assert text.startswith("Batcher (processor): nanostream.nodes.batching:Batcher\n")
     assert "``" not in text
-    assert "Parameters:\n  count: int (default 100)\n      How many items make a full list.\n" in text
+    assert (
+        "Parameters:\n  count: int (default 100)\n      How many items make a full list.\n" in text
+    )
     keys = text.split("Runtime keys (every node takes them):\n")[1]
     assert keys.startswith("  on_error: Literal['fail', 'skip', 'retry'] (default \"fail\")")
     assert "Example:\n  - name: batcher\n    class: Batcher\n    parents: [<upstream node>]" in text
