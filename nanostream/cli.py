@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
-from .config._loader import on_sys_path
+from .config._loader import on_sys_path, secrets_of
 from .config._reference import catalogue_text, describe_text, reference_text
 from .config._schema import schema_text
 from .observe import _diagram as diagram
@@ -157,10 +157,13 @@ def _run(args: argparse.Namespace) -> int:
     from ._runtime import NodeError
     from .observe import RunHolder, configure_logging, summary_text
 
-    configure_logging(args.log_level, args.log_format)
+    handler = configure_logging(args.log_level, args.log_format)
     graph = _load(args.config)
     if graph is None:
         return 1
+    # Values from the environment are never echoed, at run time either.
+    secrets = secrets_of(graph)
+    handler.addFilter(secrets)
     holder = RunHolder(graph)
     live = not args.quiet and sys.stderr.isatty()
     failures: list[NodeError] = []
@@ -174,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet and not live:
             print(summary_text(holder), file=sys.stderr)
     for failure in failures:
-        print(f"nanostream: {failure}", file=sys.stderr)
+        print(f"nanostream: {secrets.hide(str(failure), everywhere=False)}", file=sys.stderr)
     return 1 if failures else status
 
 

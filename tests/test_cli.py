@@ -310,3 +310,54 @@ def test_a_closed_pipe_is_not_an_error(command):
         stderr = process.stderr.read()
     assert stderr == b""
     assert process.returncode == 0
+
+
+def test_run_never_echoes_a_value_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "nanostream_cli_login.py").write_text(
+        textwrap.dedent("""\
+        import logging
+
+        import attrs
+        import nanostream as ns
+
+        @attrs.define
+        class Login(ns.NanoStreamProcessor):
+            password: str = ""
+
+            def setup(self):
+                logging.getLogger("nanostream.login").warning("trying %s", self.password)
+                raise PermissionError(f"wrong password {self.password!r}")
+
+            def process_item(self, message):
+                return message
+        """)
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""\
+        pipeline_name: login
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: [1]
+          - name: login
+            class: nanostream_cli_login:Login
+            parents: [src]
+            password: ${NANOSTREAM_CLI_PASSWORD}
+        """)
+    )
+    env = {**os.environ, "NANOSTREAM_CLI_PASSWORD": "hunter22"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "hunter22" not in result.stderr + result.stdout
+    assert "nanostream.login: trying ${NANOSTREAM_CLI_PASSWORD}" in result.stderr
+    assert result.stderr.endswith(
+        "nanostream: node 'login' failed in setup: PermissionError: wrong password "
+        "${NANOSTREAM_CLI_PASSWORD} (value not shown)\n"
+    )

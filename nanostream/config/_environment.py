@@ -16,6 +16,7 @@ A value from the environment is never echoed in an error message: the
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 
@@ -223,3 +224,18 @@ class Secrets:
             message = message.replace(repr(value), f"{name} (value not shown)")
             message = re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", lambda _, n=name: n, message)
         return hide_passwords(message)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """As a logging filter (``handler.addFilter(secrets)``): the record's
+        message and traceback with the values hidden. Always lets it pass."""
+        if not self.values:
+            return True
+        message = record.getMessage()
+        hidden = self.hide(message, everywhere=False)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.hide(record.exc_text, everywhere=False)
+        return True

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import typing
+import weakref
 from collections import abc
 from collections.abc import Iterator
 from functools import partial
@@ -755,6 +756,7 @@ def _build(
         elif problem.key and problem.key in where:
             position = value_position(where, problem.key)
         source.error(position, f"node {problem.node!r}: {problem.message}")
+    _SECRETS[graph] = source.secrets
     return graph, source.errors, yaml_nodes
 
 
@@ -788,6 +790,16 @@ def check_pipeline(path: str | os.PathLike[str]) -> list[ConfigError]:
     with on_sys_path(directory):
         errors = _build(name, text)[1]
     return sorted(errors, key=lambda e: (e.line, e.col))
+
+
+#: The values each loaded graph took from the environment.
+_SECRETS: weakref.WeakKeyDictionary[NanoStreamGraph, env.Secrets] = weakref.WeakKeyDictionary()
+
+
+def secrets_of(graph: NanoStreamGraph) -> env.Secrets:
+    """What ``graph``'s file took from the environment, to be hidden from
+    whatever is printed or logged about it (empty for any other graph)."""
+    return _SECRETS.get(graph) or env.Secrets()
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> NanoStreamGraph:
