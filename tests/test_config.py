@@ -588,3 +588,13 @@ def test_log_items_false_keeps_failed_items_out_of_messages() -> None:
     shown = load_text(text.replace("log_items: false\n", ""))
     with pytest.raises(nanostream.NodeError, match="item: 'card 4111-1111'"):
         trio.run(run_graph, shown)
+
+
+def test_a_json_null_line_is_an_error_of_its_file_not_a_vanished_record(tmp_path: Path) -> None:
+    from nanostream.nodes.files import FileReader
+    from nanostream.testing import run_processor
+
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"a": 1}\nnull\n{"a": 3}\n')
+    with pytest.raises(nanostream.NodeError, match=r"records\.jsonl:2: null, and None is never"):
+        run_processor(FileReader(mode="jsonl"), [str(path)])
