@@ -598,3 +598,13 @@ def test_a_json_null_line_is_an_error_of_its_file_not_a_vanished_record(tmp_path
     path.write_text('{"a": 1}\nnull\n{"a": 3}\n')
     with pytest.raises(nanostream.NodeError, match=r"records\.jsonl:2: null, and None is never"):
         run_processor(FileReader(mode="jsonl"), [str(path)])
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.text(alphabet="${}:-_AZaz09 \ue000\ue001\ue010\ue011\"'[]{},\n", max_size=60),
+)
+def test_arbitrary_references_never_crash_the_loader(value: str) -> None:
+    text = f"node_sequence:\n  - name: s\n    class: ConstantEmitter\n    thing: {value}\n"
+    for error in check_text(text, environ={"A": "1", "Z": "[1"}):
+        assert isinstance(error, ConfigError)

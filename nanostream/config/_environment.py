@@ -39,7 +39,7 @@ class Reference:
     """One ``${NAME}``, ``${NAME:-default}`` or ``$${`` in the text."""
 
     text: str
-    name: str | None  # None for ``$${``, a literal ``${``
+    name: str | None  # None for ``$${``, a literal ``${`` (or for plain text)
     default: str | None = None
 
 
@@ -145,8 +145,8 @@ def substitute(text: str, references: list[Reference], environ: Mapping[str, str
     template: list[str] = []
 
     def value_of(reference: Reference) -> str:
-        if reference.name is None:
-            return "${"
+        if reference.name is None:  # "$${", or text that only looks like a placeholder
+            return "${" if reference.text == "$${" else reference.text
         value = environ.get(reference.name)
         if value:
             names.append(reference.name)
@@ -168,7 +168,7 @@ def substitute(text: str, references: list[Reference], environ: Mapping[str, str
         return "".join(out)
 
     def replace(match: re.Match[str]) -> str:
-        reference = references[_index(match.group())]
+        reference = _reference(match, references)
         template.append(reference.text)
         return value_of(reference)
 
@@ -180,7 +180,16 @@ def substitute(text: str, references: list[Reference], environ: Mapping[str, str
 
 def unmask(text: str, references: list[Reference]) -> str:
     """``text`` with its placeholders turned back into the references as written."""
-    return PLACEHOLDER.sub(lambda match: references[_index(match.group())].text, text)
+    return PLACEHOLDER.sub(lambda match: _reference(match, references).text, text)
+
+
+def _reference(match: re.Match[str], references: list[Reference]) -> Reference:
+    """The reference a placeholder stands for; text that only looks like a
+    placeholder (private-use characters in the file itself) stands for itself."""
+    index = _index(match.group())
+    if index < len(references) and len(references[index].text) == len(match.group()):
+        return references[index]
+    return Reference(match.group(), None)
 
 
 #: The password of a URL's user information, ``scheme://user:password@host``
