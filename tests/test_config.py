@@ -487,6 +487,20 @@ def test_a_default_may_hold_a_reference() -> None:
     assert _processor(text.replace("${B}", "${B:-see}"), {}).thing == "see!"
 
 
+def test_an_empty_value_is_an_empty_string_not_null() -> None:
+    text = """\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+          - name: print
+            class: PrintStreamProcessor
+            parents: [src]
+            prefix: ${PREFIX:-}
+        """
+    assert _processor(text, {}, "print").prefix == ""
+    assert _processor(text, {"PREFIX": ""}, "print").prefix == ""
+
+
 def test_a_value_from_the_environment_is_not_interpolated_again() -> None:
     text = """\
         node_sequence:

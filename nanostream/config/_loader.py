@@ -336,8 +336,9 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
         for name in result.names:
             source.secrets.add(environ[name], name)
             source.from_environment.add(position)
-        if not result.missing and type(text) is str and env.PLACEHOLDER.fullmatch(text):
-            return typed(result.value, position, depth)
+        whole = type(text) is str and env.PLACEHOLDER.fullmatch(text)
+        if not result.missing and whole and result.value.strip():
+            return typed(result.value, position, depth)  # empty stays "", not null
         return result.value
 
     def walk(node: Any, position: tuple[int, int], depth: int, substitute: bool = True) -> Any:
@@ -642,6 +643,12 @@ def _build(
     masked, source.references = env.mask(text)
     tree = _parse(source, masked)
     if tree is None:
+        if not source.errors:
+            source.error(
+                (1, 1),
+                "the file is empty: a pipeline file is a mapping with "
+                "'pipeline_name' and 'node_sequence'",
+            )
         return None, source.errors, {}
     if not isinstance(tree, CommentedMap):
         source.error(
@@ -675,7 +682,7 @@ def _build(
         if not isinstance(where, CommentedMap) or not isinstance(raw, dict):
             source.error(
                 value_position(seq, index)
-                if where is not None
+                if isinstance(seq, CommentedSeq)
                 else value_position(tree, "node_sequence"),
                 "a node is a mapping with 'name' and 'class'",
             )
