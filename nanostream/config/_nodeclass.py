@@ -36,6 +36,28 @@ def declared_but_not_attrs(cls: type) -> list[str]:
     return found
 
 
+def _misspelt_hook(name: str, defined: set[str], has_main_hook: bool) -> str | None:
+    """The hook ``name`` looks like a misspelling of, if it is one.
+
+    A near miss of process_item, generate, ... counts only when the class
+    has none of them (it could not run), so that a helper such as
+    ``generator()`` beside a real ``process_item`` is left alone; a near
+    miss of an optional hook only when it is one letter off
+    (``teardwon``, ``finsh``), since ``finished`` may well be a helper.
+    """
+    main = [hook for hook in PROCESSOR_HOOKS + SOURCE_HOOKS if not has_main_hook]
+    close = difflib.get_close_matches(name, main, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    optional = [
+        hook
+        for hook in OPTIONAL_HOOKS
+        if hook not in defined and abs(len(hook) - len(name)) <= 1 and hook[0] == name[0]
+    ]
+    close = difflib.get_close_matches(name, optional, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
 def hook_problems(cls: type) -> list[str]:
     """What is wrong with the methods of node class ``cls``: a method whose
     name is a misspelt hook (``proces_item``), or no hook that makes it a
@@ -43,16 +65,17 @@ def hook_problems(cls: type) -> list[str]:
     problems: list[str] = []
     name = cls.__name__
     own = _own_names(cls)
+    has_main_hook = any(hook in own for hook in PROCESSOR_HOOKS + SOURCE_HOOKS)
     for attribute, value in own.items():
         if attribute in HOOKS or attribute.startswith("_") or not callable(value):
             continue
-        close = difflib.get_close_matches(attribute, HOOKS, n=1, cutoff=0.8)
-        if close:
+        hook = _misspelt_hook(attribute, set(own), has_main_hook)
+        if hook is not None:
             problems.append(
                 f"{name} defines {attribute!r}, which is not a hook the runtime calls "
-                f"(did you mean {close[0]!r}?)"
+                f"(did you mean {hook!r}?)"
             )
-    if not any(hook in own for hook in PROCESSOR_HOOKS + SOURCE_HOOKS):  # a method or property
+    if not has_main_hook:  # a method or a property
         problems.append(
             f"{name} has no process_item or process_batch (for a processor or sink) "
             "and no generate or generate_batches (for a source): define one"

@@ -65,3 +65,20 @@ class NoHooks(NanoStreamProcessor):
 
     def transform(self, message):
         return message
+
+
+@attrs.define
+class Helpers(NanoStreamProcessor):
+    """A working node whose helpers look like hooks, and one misspelt optional hook."""
+
+    def process_item(self, message):
+        return list(self.generator(message))
+
+    def generator(self, message):
+        yield message
+
+    def finished(self):
+        return True
+
+    def teardwon(self):
+        pass
