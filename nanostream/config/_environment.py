@@ -25,12 +25,13 @@ import attrs
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Placeholders are made of characters from Unicode's private use area,
 #: which YAML takes as plain text: a start mark, padding, then the
-#: reference's number in hexadecimal digits of their own.
-_START, _PAD, _DIGIT0 = "\ue000", "\ue001", 0xE010
-PLACEHOLDER = re.compile(f"{_START}{_PAD}*[{chr(_DIGIT0)}-{chr(_DIGIT0 + 15)}]+")
+#: reference's number in base 256, with digits of their own. The shortest
+#: reference, ``${A}``, leaves room for three digits: 16 million references.
+_START, _PAD, _DIGIT0, _BASE = "\ue000", "\ue001", 0xE010, 256
+PLACEHOLDER = re.compile(f"{_START}{_PAD}*[{chr(_DIGIT0)}-{chr(_DIGIT0 + _BASE - 1)}]+")
 
 
-class ReferenceError(ValueError):
+class MalformedReference(ValueError):
     """A malformed ``${...}``."""
 
 
@@ -44,15 +45,17 @@ class Reference:
 
 
 def _placeholder(index: int, length: int) -> str:
-    digits = "".join(chr(_DIGIT0 + int(d, 16)) for d in f"{index:x}")
-    if len(digits) + 1 > length:
-        raise ValueError("too many references")
+    digits = chr(_DIGIT0 + index % _BASE)
+    while index := index // _BASE:
+        digits = chr(_DIGIT0 + index % _BASE) + digits
     return _START + _PAD * (length - 1 - len(digits)) + digits
 
 
 def _index(placeholder: str) -> int:
-    digits = placeholder.lstrip(_START + _PAD)
-    return int("".join(f"{ord(c) - _DIGIT0:x}" for c in digits), 16)
+    index = 0
+    for digit in placeholder.lstrip(_START + _PAD):
+        index = index * _BASE + ord(digit) - _DIGIT0
+    return index
 
 
 def _end_of(text: str, start: int) -> int:
@@ -71,7 +74,7 @@ def _end_of(text: str, start: int) -> int:
             if depth == 0:
                 return index + 1
         index += 1
-    raise ReferenceError("'${' without its closing '}' (write $${ for a literal ${)")
+    raise MalformedReference("'${' without its closing '}' (write $${ for a literal ${)")
 
 
 def parse_reference(text: str, start: int = 0) -> tuple[Reference, int]:
@@ -83,13 +86,13 @@ def parse_reference(text: str, start: int = 0) -> tuple[Reference, int]:
     body = text[start + 2 : end - 1]
     match = _NAME.match(body)
     if match is None:
-        raise ReferenceError(
+        raise MalformedReference(
             f"'{text[start:end]}' is not a variable reference: write ${{NAME}} "
             "or ${NAME:-default}, or $${ for a literal ${",
         )
     rest = body[match.end() :]
     if rest and not rest.startswith(":-"):
-        raise ReferenceError(
+        raise MalformedReference(
             f"'{text[start:end]}' is not a variable reference: only ${{NAME:-default}} "
             "is understood after the name",
         )
@@ -108,7 +111,7 @@ def mask(text: str) -> tuple[str, list[Reference]]:
         start = found - 1 if found > search and text[found - 1] == "$" else found
         try:
             reference, end = parse_reference(text, start)
-        except ReferenceError:
+        except MalformedReference:
             search = found + 2
             continue
         pieces.append(text[index:start])
@@ -123,7 +126,7 @@ def malformed(text: str) -> str:
     """Why the ``${`` left in ``text`` (after masking) is not a reference."""
     try:
         parse_reference(text, text.index("${"))
-    except ReferenceError as error:
+    except MalformedReference as error:
         return str(error)
     return "'${' starts a variable reference: write $${ for a literal ${"
 
