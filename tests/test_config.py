@@ -622,3 +622,15 @@ def test_arbitrary_references_never_crash_the_loader(value: str) -> None:
     text = f"node_sequence:\n  - name: s\n    class: ConstantEmitter\n    thing: {value}\n"
     for error in check_text(text, environ={"A": "1", "Z": "[1"}):
         assert isinstance(error, ConfigError)
+
+
+def test_a_file_may_hold_thousands_of_references() -> None:
+    items = ", ".join(f"${{V{index}}}" for index in range(5000))
+    text = f"""\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: [{items}]
+        """
+    environ = {f"V{index}": str(index) for index in range(5000)}
+    assert _processor(text, environ).sequence == list(range(5000))
