@@ -624,13 +624,20 @@ def test_arbitrary_references_never_crash_the_loader(value: str) -> None:
         assert isinstance(error, ConfigError)
 
 
-def test_a_file_may_hold_thousands_of_references() -> None:
-    items = ", ".join(f"${{V{index}}}" for index in range(5000))
+def test_a_file_may_hold_millions_of_references() -> None:
+    from nanostream.config._environment import PLACEHOLDER, _index, _placeholder
+
+    for index in [0, 255, 256, 4096, 65536, 2**24 - 1]:
+        placeholder = _placeholder(index, len("${A}"))
+        assert len(placeholder) == 4
+        assert PLACEHOLDER.fullmatch(placeholder)
+        assert _index(placeholder) == index
+    items = ", ".join(f"${{V{index}}}" for index in range(300))
     text = f"""\
         node_sequence:
           - name: src
             class: SequenceEmitter
             sequence: [{items}]
         """
-    environ = {f"V{index}": str(index) for index in range(5000)}
-    assert _processor(text, environ).sequence == list(range(5000))
+    environ = {f"V{index}": str(index) for index in range(300)}
+    assert _processor(text, environ).sequence == list(range(300))

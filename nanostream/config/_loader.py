@@ -191,10 +191,11 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
     :data:`MAX_VALUES` values, counting each expansion of an alias.
     """
     count = 0
+    scalar_yaml = YAML(typ="safe", pure=True)
 
     def typed(text: str, position: tuple[int, int], depth: int) -> Any:
         try:
-            value = YAML(typ="safe", pure=True).load(text)
+            value = scalar_yaml.load(text)
         except Exception:
             return text  # not YAML: the string itself
         return walk(value, position, depth, substitute=False)
