@@ -230,6 +230,8 @@ def _progress(
         return ""
     total = sum(expected.values())
     sent = sum(min(stats[name].emitted, expected[name]) for name in expected)
+    if not total:
+        return " · no items"
     if over:
         return f" · sources sent {_items(sent)}"
     if sent < total:
