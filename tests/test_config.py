@@ -382,8 +382,9 @@ def test_node_reference_covers_every_node_and_parameter() -> None:
 # ---------------------------------------------------------------- strings never taken as lists
 
 
-def _collection_parameters() -> list[tuple[str, str]]:
-    """(node class name, parameter) for every collection-typed parameter of a built-in node."""
+def _collection_parameters(kinds_wanted: frozenset[type] = frozenset({list, tuple, set})) -> list:
+    """(node class name, parameter) for every parameter of a built-in node
+    whose type is one of ``kinds_wanted`` (or optionally one)."""
     found = []
     for name in sorted(BUILTIN_NODES):
         cls = load_builtin(name)
@@ -393,12 +394,27 @@ def _collection_parameters() -> list[tuple[str, str]]:
             union = typing.get_origin(hint) in (typing.Union, types.UnionType)
             kinds = typing.get_args(hint) if union else (hint,)
             origins = {typing.get_origin(kind) or kind for kind in kinds}
-            if field.init and origins & {list, tuple, set, frozenset}:
+            if field.init and origins & kinds_wanted:
                 found.append((name, field.alias or field.name))
     return found
 
 
 COLLECTION_PARAMETERS = _collection_parameters()
+MAPPING_PARAMETERS = _collection_parameters(frozenset({dict}))
+
+
+@pytest.mark.parametrize(("class_name", "parameter"), MAPPING_PARAMETERS)
+@pytest.mark.parametrize(("value", "described"), [("abc", "a string 'abc'"), ("[a]", "a list")])
+def test_a_mapping_parameter_takes_a_mapping_only(
+    class_name: str, parameter: str, value: str, described: str
+) -> None:
+    cls = load_builtin(class_name)
+    lines = [f"    {key}: x" for key in _required(cls) if key != parameter]
+    node = ["  - name: node", f"    class: {class_name}", *lines, f"    {parameter}: {value}"]
+    text = "\n".join(["node_sequence:", *node])
+    messages = [error.message for error in check_text(text)]
+    expected = f"node 'node': parameter {parameter!r}: expected a mapping, got {described}"
+    assert expected in messages
 
 
 def test_the_walk_finds_the_collection_parameters() -> None:
