@@ -244,19 +244,37 @@ async def read_with_policy(paths: list[str], reader: FileReader, **options) -> d
     return {"read": read.items, "rejects": rejects.items}
 
 
-async def test_a_vanished_file_fails_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["text", "lines"])
+async def test_a_file_gone_before_it_is_read_sends_nothing_and_is_logged(
+    tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     good = [tmp_path / "1.txt", tmp_path / "3.txt"]
     for path in good:
         path.write_text(path.name)
     gone = str(tmp_path / "2.txt")
     paths = [str(good[0]), gone, str(good[1])]
-    out = await read_with_policy(paths, FileReader(), on_error="skip")
+    with caplog.at_level("DEBUG", logger="nanostream"):
+        out = await read_with_policy(paths, FileReader(mode=mode))
     assert [item.data for item in out["read"]] == ["1.txt", "3.txt"]
+    assert [r.path for r in caplog.records if getattr(r, "event", "") == "file_gone"] == [gone]
+
+
+async def test_a_file_that_cannot_be_read_fails_alone(tmp_path: Path) -> None:
+    good = tmp_path / "1.txt"
+    good.write_text("1")
+    folder = str(tmp_path)  # not a file: IsADirectoryError
+    out = await read_with_policy([folder, str(good)], FileReader(), on_error="skip")
+    assert [item.data for item in out["read"]] == ["1"]
     (letter,) = out["rejects"]
-    assert letter.item == gone and isinstance(letter.error, FileNotFoundError)
-    assert gone in str(letter.error)
-    with pytest.raises(ns.NodeError, match=r"/2\.txt"):
-        await read_with_policy(paths, FileReader())
+    assert letter.item == folder and isinstance(letter.error, IsADirectoryError)
+    with pytest.raises(ns.NodeError, match=re.escape(folder)):
+        await read_with_policy([folder], FileReader())
+
+
+async def test_a_missing_fixed_path_is_an_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(ns.NodeError, match=re.escape(missing)):
+        await read_with_policy(["x"], FileReader(mode="csv", path=missing))
 
 
 @pytest.mark.parametrize(
