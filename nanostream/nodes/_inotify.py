@@ -64,8 +64,9 @@ def start_observer(
     ``on_overflow()`` is called, from the observer's thread, once watchdog
     has rebuilt its watches after the kernel dropped events (so a scan
     made afterwards misses nothing). ``on_unwatched(folder, error)`` is
-    called for a subfolder that could not be watched once running;
-    :class:`WatchLimitError` is raised if one cannot be watched at start.
+    called for a subfolder that could not be watched (a path too long, no
+    permission, or, once running, the watch limit reached);
+    :class:`WatchLimitError` is raised if the limit is reached at start.
     """
     from watchdog.observers.api import BaseObserver
     from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
@@ -91,10 +92,8 @@ def start_observer(
                     raise
                 if error.errno == errno.ENOENT:  # gone since it was listed
                     return
-                if not self.is_active:  # still starting: fail the start
-                    if error.errno == errno.ENOSPC:
-                        raise WatchLimitError(os.fsdecode(path)) from None
-                    raise
+                if error.errno == errno.ENOSPC and not self.is_active:
+                    raise WatchLimitError(os.fsdecode(path)) from None  # fails the start
                 on_unwatched(os.fsdecode(path), error)
                 return
             self._active_callbacks_by_path[path] = wd
