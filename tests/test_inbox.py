@@ -219,37 +219,66 @@ def test_an_unreadable_file_is_rejected_under_the_listener_policy(tmp_path: Path
     assert str(secret) in letter
 
 
-async def test_files_of_a_new_folder_are_emitted_once_each(tmp_path: Path) -> None:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
+RECURSIVE = """\
+node_sequence:
+  - name: watch
+    class: WatchdogDirectoryListener
+    watchdog_path: inbox
+    recursive: true
+    existing: true
+  - name: write
+    class: FileWriter
+    parents: [watch]
+    path: seen.txt
+    fsync: false
+"""
 
-    async def body(receive):
-        # A nested folder and a file in it at once, and an unzip: a folder
-        # and five files written right after it.
-        os.makedirs(inbox / "a" / "b")
-        (inbox / "a" / "b" / "new.txt").write_text("new")
-        (inbox / "zip").mkdir()
+
+def test_files_of_a_new_folder_are_emitted_once_each(tmp_path: Path) -> None:
+    inbox, seen = tmp_path / "inbox", tmp_path / "seen.txt"
+    inbox.mkdir()
+    (tmp_path / "pipeline.yaml").write_text(RECURSIVE)
+    with running(tmp_path) as process:
+        (inbox / "first.txt").write_text("1")
+        wait_while_running(process, lambda: bool(lines_of(seen)), "the first file")
+        # Stopped, the pipeline cannot watch a new folder before files are
+        # written into it: they are closed before it has a watch.
+        process.send_signal(signal.SIGSTOP)
+        try:
+            # A nested folder and a file in it at once; an unzip: a folder
+            # and five files written right after it.
+            os.makedirs(inbox / "a" / "b")
+            (inbox / "a" / "b" / "new.txt").write_text("new")
+            (inbox / "zip").mkdir()
+            for i in range(5):
+                (inbox / "zip" / f"f{i}.txt").write_text(f"{i}")
+            # A folder moved in, with a subfolder.
+            outside = tmp_path / "outside"
+            (outside / "sub").mkdir(parents=True)
+            (outside / "sub" / "moved.txt").write_text("moved")
+            os.rename(outside, inbox / "moved")
+        finally:
+            process.send_signal(signal.SIGCONT)
+        # And once it runs again, a folder made and filled at full speed.
+        os.makedirs(inbox / "c" / "d")
         for i in range(5):
-            (inbox / "zip" / f"f{i}.txt").write_text(f"{i}")
-        # A folder moved in, with a subfolder.
-        outside = tmp_path / "outside"
-        (outside / "sub").mkdir(parents=True)
-        (outside / "sub" / "moved.txt").write_text("moved")
-        os.rename(outside, inbox / "moved")
-        expected = {
+            (inbox / "c" / "d" / f"g{i}.txt").write_text(f"{i}")
+        wait_while_running(process, lambda: len(lines_of(seen)) >= 13, "the files")
+        (inbox / "zz_sentinel").write_text("s")
+        wait_while_running(process, lambda: lines_of(seen)[-1].endswith("zz_sentinel"), "end")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert sorted(lines_of(seen)) == sorted(
+        [
+            str(inbox / "first.txt"),
             str(inbox / "a" / "b" / "new.txt"),
             *(str(inbox / "zip" / f"f{i}.txt") for i in range(5)),
             str(inbox / "moved" / "sub" / "moved.txt"),
-        }
-        seen = []
-        while len(seen) < len(expected):
-            seen.append(await receive.receive())
-        assert sorted(seen) == sorted(expected)
-        # Nothing more was pending: the next file is the next thing out.
-        (inbox / "zip" / "zz_sentinel").write_text("s")
-        assert await receive.receive() == str(inbox / "zip" / "zz_sentinel")
-
-    await watching(WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True), body)
+            *(str(inbox / "c" / "d" / f"g{i}.txt") for i in range(5)),
+            str(inbox / "zz_sentinel"),
+        ]
+    )
 
 
 async def test_a_tree_deeper_than_the_recursion_limit_is_watched(tmp_path: Path) -> None:
@@ -273,7 +302,8 @@ async def test_a_tree_deeper_than_the_recursion_limit_is_watched(tmp_path: Path)
         )
         await watching(listener, body)
     finally:
-        os.unlink(deepest / "bottom.txt")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(deepest / "bottom.txt")
         for level in reversed(levels):
             os.rmdir(level)
 
@@ -383,11 +413,13 @@ node_sequence:
     class: FileReader
     parents: [watch]
     max_batch: 100
+    buffer_size: 1
   - name: slow
     class: Throttle
     parents: [read]
     rate: 2000
     max_batch: 100
+    buffer_size: 1
   - name: write
     class: FileWriter
     parents: [slow]
