@@ -302,6 +302,24 @@ async def test_bad_content_is_an_error_naming_file_and_line(
     assert out["read"][-1].path == str(good)
 
 
+@contextlib.contextmanager
+def running(cwd: Path, command: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """``nanostream run pipeline.yaml`` in ``cwd`` (or ``command``), in the
+    background, output piped; killed on the way out if still running."""
+    if command is None:
+        process = start_nanostream_run(cwd)
+    else:
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 async def watching(listener, body):
     """Run a graph listener -> sink; call body(receive) with the emitted paths."""
     send, receive = trio.open_memory_channel(float("inf"))
@@ -710,16 +728,6 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
     for name, content in inputs.items():
         (inbox / name).write_text(content)
 
-    @contextlib.contextmanager
-    def running() -> Iterator[subprocess.Popen]:
-        process = start_nanostream_run(tmp_path)
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-
     def written() -> set[str]:
         """The contents in the out folder (a file written twice is there twice)."""
         return {path.read_text() for path in outbox.glob("*")} if outbox.exists() else set()
@@ -727,7 +735,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
     def left() -> set[str]:
         return set(os.listdir(inbox))
 
-    with running() as process:
+    with running(tmp_path) as process:
         # Killed mid-stream: some files done, many not yet. The listener
         # emits a hundred files at a time, and each hundred is done as a
         # whole: the nodes after it take 20 at a time, never two hundreds
@@ -747,7 +755,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
         inputs[f"f{i:03}.txt"] = f"file {i}\n"
         (inbox / f"f{i:03}.txt").write_text(inputs[f"f{i:03}.txt"])
 
-    with running() as process:
+    with running(tmp_path) as process:
         wait_while_running(process, lambda: not left(), "the inbox to empty")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)

@@ -7,28 +7,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from test_cli import start_nanostream_run, wait_while_running
-from test_files import watching
+from test_cli import wait_while_running
+from test_files import running, watching
 
 import nanostream as ns
 from nanostream.nodes.directory import WatchdogDirectoryListener
 from nanostream.nodes.files import FileReader, FileWriter
-
-
-@contextlib.contextmanager
-def running(cwd: Path, config: str = "pipeline.yaml") -> Iterator[subprocess.Popen]:
-    process = start_nanostream_run(cwd, config)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def lines_of(path: Path) -> list[str]:
@@ -189,14 +177,7 @@ def test_an_unreadable_file_is_rejected_under_the_listener_policy(tmp_path: Path
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     (tmp_path / "pipeline.yaml").write_text(UNREADABLE)
-    process = subprocess.Popen(
-        in_user_namespace(NANOSTREAM_RUN),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with running(tmp_path, in_user_namespace(NANOSTREAM_RUN)) as process:
         (inbox / "first.txt").write_text("first")
         wait_while_running(process, lambda: (outbox / "first.txt").exists(), "first")
         secret = inbox / "secret.txt"
@@ -208,10 +189,6 @@ def test_an_unreadable_file_is_rejected_under_the_listener_policy(tmp_path: Path
         wait_while_running(process, lambda: bool(lines_of(rejected)), "the rejection")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, err
     assert contents(outbox) == {"first.txt": "first", "open.txt": "open"}
     (letter,) = lines_of(rejected)
@@ -308,24 +285,10 @@ async def test_a_tree_deeper_than_the_recursion_limit_is_watched(tmp_path: Path)
             os.rmdir(level)
 
 
-LIMITED = """\
-node_sequence:
-  - name: watch
-    class: WatchdogDirectoryListener
-    watchdog_path: inbox
-    recursive: true
-    existing: true
-  - name: write
-    class: FileWriter
-    parents: [watch]
-    path: seen.txt
-"""
-
-
 def test_too_many_folders_for_the_watch_limit_fail_the_start_clearly(tmp_path: Path) -> None:
     for i in range(10):
         (tmp_path / "inbox" / f"folder{i}").mkdir(parents=True)
-    (tmp_path / "pipeline.yaml").write_text(LIMITED)
+    (tmp_path / "pipeline.yaml").write_text(RECURSIVE)
     command = in_user_namespace(NANOSTREAM_RUN, watch_limit=5)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -337,21 +300,13 @@ def test_too_many_folders_for_the_watch_limit_fail_the_start_clearly(tmp_path: P
 def test_a_folder_made_beyond_the_watch_limit_stops_the_pipeline_clearly(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (tmp_path / "pipeline.yaml").write_text(LIMITED)
-    command = in_user_namespace(NANOSTREAM_RUN, watch_limit=3)
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    (tmp_path / "pipeline.yaml").write_text(RECURSIVE)
+    with running(tmp_path, in_user_namespace(NANOSTREAM_RUN, watch_limit=3)) as process:
         (inbox / "first.txt").write_text("1")
         wait_while_running(process, lambda: bool(lines_of(tmp_path / "seen.txt")), "first")
         for i in range(5):
             (inbox / f"folder{i}").mkdir()
         _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 1
     assert "fs.inotify.max_user_watches" in err
 

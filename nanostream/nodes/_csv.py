@@ -30,24 +30,23 @@ def _one_character_or_none(instance: Any, attribute: attrs.Attribute, value: str
         _one_character(instance, attribute, value)
 
 
-def delimiter_field() -> Any:
-    return attrs.field(
+@attrs.define
+class CsvDialect:
+    """The parameters of Python's ``csv`` dialects that reading takes, for
+    the nodes that read CSV (their attrs base class, so that they are
+    declared once)."""
+
+    delimiter: str = attrs.field(
         default=",",
         validator=_one_character,
         metadata={"description": "CSV: the character between fields (';' or '\\t', say)."},
     )
-
-
-def quotechar_field() -> Any:
-    return attrs.field(
+    quotechar: str = attrs.field(
         default='"',
         validator=_one_character,
         metadata={"description": "CSV: the character that quotes a field holding delimiters."},
     )
-
-
-def escapechar_field() -> Any:
-    return attrs.field(
+    escapechar: str | None = attrs.field(
         default=None,
         validator=_one_character_or_none,
         metadata={
@@ -55,26 +54,17 @@ def escapechar_field() -> Any:
             " csv escapechar); none by default."
         },
     )
-
-
-def doublequote_field() -> Any:
-    return attrs.field(
+    doublequote: bool = attrs.field(
         default=True,
         metadata={
             "description": "CSV: a doubled quotechar inside a quoted field is one quotechar."
         },
     )
-
-
-def skipinitialspace_field() -> Any:
-    return attrs.field(
+    skipinitialspace: bool = attrs.field(
         default=False,
         metadata={"description": "CSV: ignore spaces right after a delimiter."},
     )
-
-
-def quoting_field() -> Any:
-    return attrs.field(
+    quoting: Quoting = attrs.field(
         default="minimal",
         validator=attrs.validators.in_(tuple(_QUOTING)),
         metadata={
@@ -84,8 +74,8 @@ def quoting_field() -> Any:
     )
 
 
-def csv_reader(node: Any, lines: Any) -> Any:
-    """A strict ``csv.reader`` over ``lines`` with ``node``'s dialect fields."""
+def csv_reader(node: CsvDialect, lines: Any) -> Any:
+    """A strict ``csv.reader`` over ``lines`` with ``node``'s dialect."""
     return csv.reader(
         lines,
         delimiter=node.delimiter,

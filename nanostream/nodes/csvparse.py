@@ -11,18 +11,7 @@ from typing import Any
 import attrs
 
 from .._processor import NanoStreamProcessor
-from ._csv import (
-    BOM,
-    Quoting,
-    csv_reader,
-    delimiter_field,
-    doublequote_field,
-    escapechar_field,
-    quotechar_field,
-    quoting_field,
-    skipinitialspace_field,
-    text_codec,
-)
+from . import _csv
 from .files import FileData, _known_encoding
 
 #: How many line streams (files read line by line) keep their header and
@@ -43,7 +32,7 @@ class _LineSource:
 
 
 @attrs.define
-class CsvParser(NanoStreamProcessor):
+class CsvParser(_csv.CsvDialect, NanoStreamProcessor):
     """Parses CSV text into rows: dicts keyed by the header (or ``fieldnames``),
     or lists of strings without either.
 
@@ -65,12 +54,6 @@ class CsvParser(NanoStreamProcessor):
     dialect options, streams rows without holding the file in memory.
     """
 
-    delimiter: str = delimiter_field()
-    quotechar: str = quotechar_field()
-    escapechar: str | None = escapechar_field()
-    doublequote: bool = doublequote_field()
-    skipinitialspace: bool = skipinitialspace_field()
-    quoting: Quoting = quoting_field()  # noqa: RUF009 - an attrs field, made once per class
     header: bool = attrs.field(
         default=True,
         metadata={
@@ -98,7 +81,7 @@ class CsvParser(NanoStreamProcessor):
     def process_item(self, message: Any) -> Iterator[Any]:
         path, text = self._text_of(message)
         if "\n" in text or "\r" in text:
-            rows = self._parse_text(text.removeprefix(BOM), path)
+            rows = self._parse_text(text.removeprefix(_csv.BOM), path)
         else:
             row = self._parse_line(text, path)
             rows = [] if row is None else [row]
@@ -113,7 +96,7 @@ class CsvParser(NanoStreamProcessor):
             (message.path, message.data) if isinstance(message, FileData) else (None, message)
         )
         if isinstance(data, bytes):
-            data = data.decode(text_codec(self.encoding))
+            data = data.decode(_csv.text_codec(self.encoding))
         if not isinstance(data, str):
             what = "FileData holding " if path is not None else ""
             raise TypeError(
@@ -123,7 +106,7 @@ class CsvParser(NanoStreamProcessor):
         return path, data
 
     def _reader(self, lines: Any) -> Any:
-        return csv_reader(self, lines)
+        return _csv.csv_reader(self, lines)
 
     def _parse_text(self, text: str, path: str | None) -> list[Any]:
         """Every row of a complete CSV text, or an error naming the bad line."""
@@ -159,7 +142,7 @@ class CsvParser(NanoStreamProcessor):
             self._line_sources.move_to_end(path)
         state.lines += 1
         if state.lines == 1:
-            line = line.removeprefix(BOM)
+            line = line.removeprefix(_csv.BOM)
         if state.pending is not None:
             line, number = state.pending + "\n" + line, state.pending_from
             state.pending = None

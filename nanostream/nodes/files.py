@@ -22,17 +22,7 @@ import trio
 
 from .._options import _positive
 from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
-from ._csv import (
-    Quoting,
-    csv_reader,
-    delimiter_field,
-    doublequote_field,
-    escapechar_field,
-    quotechar_field,
-    quoting_field,
-    skipinitialspace_field,
-    text_codec,
-)
+from . import _csv
 
 logger = logging.getLogger("nanostream")
 
@@ -75,7 +65,7 @@ def _whole(path: str, mode: str, encoding: str) -> str | bytes:
     if mode == "bytes":
         return raw
     try:
-        return raw.decode(text_codec(encoding))
+        return raw.decode(_csv.text_codec(encoding))
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise _undecodable(path, line, encoding, error) from None
@@ -89,7 +79,7 @@ def _lines(path: str, encoding: str, max_line_bytes: int) -> Iterator[tuple[int,
     at most ``max_line_bytes`` (and its newline) at a time, so a file with
     no line breaks is an error, not a read of the whole file into memory.
     """
-    decoder = codecs.getincrementaldecoder(text_codec(encoding))()
+    decoder = codecs.getincrementaldecoder(_csv.text_codec(encoding))()
     number = 0
     pending = ""
     with open(path, "rb") as f:
@@ -136,7 +126,7 @@ def _csv_rows(
     """The rows after the header line, as dicts. A row with more or fewer
     fields than the header, or a header naming a column twice, is an error,
     not a row padded, cut or merged silently."""
-    rows = csv_reader(reader, (line for _, line in lines))
+    rows = _csv.csv_reader(reader, (line for _, line in lines))
     try:
         header = next(rows, None)
         if header is None:
@@ -172,7 +162,7 @@ def _known_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
 
 
 @attrs.define
-class FileReader(NanoStreamProcessor):
+class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     """Reads the file each item names and emits its content, whole or record by record.
 
     The content goes out as ``FileData(path, data, index)``: the whole text or
@@ -217,12 +207,6 @@ class FileReader(NanoStreamProcessor):
             " one is bad input, so a file without line breaks cannot fill the memory."
         },
     )
-    delimiter: str = delimiter_field()
-    quotechar: str = quotechar_field()
-    escapechar: str | None = escapechar_field()
-    doublequote: bool = doublequote_field()
-    skipinitialspace: bool = skipinitialspace_field()
-    quoting: Quoting = quoting_field()  # noqa: RUF009 - an attrs field, made once per class
 
     @property
     def process_batch(self) -> Callable[[list[Any]], Any] | None:
