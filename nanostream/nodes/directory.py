@@ -39,8 +39,8 @@ DEFAULT_IGNORE_PATTERNS = (".*", "*~", "#*#", "~$*", "4913", "*.swp", "*.swx")
 
 # What the observer thread reports, each with a path: a file closed or moved
 # in; a folder to scan (created or moved in, or the root at start); the root
-# to scan again after events were lost; a folder left unwatched.
-_FILE, _FOLDER, _RESCAN, _UNWATCHED = "file", "folder", "rescan", "unwatched"
+# to scan again after events were lost; a folder the watch limit left unwatched.
+_FILE, _FOLDER, _RESCAN, _OVER_LIMIT = "file", "folder", "rescan", "over limit"
 
 
 @attrs.define
@@ -212,7 +212,7 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                 recursive=self.recursive,
                 event_filter=events,
                 on_overflow=lambda: hand_over(_RESCAN, root),
-                on_unwatched=lambda folder, error: hand_over(_UNWATCHED, f"{folder}\0{error}"),
+                on_unwatched=functools.partial(_unwatched, hand_over),
             )
         )
         self._watch = _Watch(root, observer, send, receive)
@@ -272,16 +272,8 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         for kind, path in reports:
             if kind == _FILE:
                 watch.look_at(path, False, found, unreadable)
-            elif kind == _UNWATCHED:
-                folder, why = path.split("\0", 1)
-                if why.startswith(f"[Errno {errno.ENOSPC}]"):
-                    raise WatchLimitError(folder)
-                logger.warning(
-                    "cannot watch %s, whose files are not emitted: %s",
-                    folder,
-                    why,
-                    extra={"event": "folder_not_watched", "path": folder},
-                )
+            elif kind == _OVER_LIMIT:
+                raise WatchLimitError(path)
             else:
                 before = len(found) + len(unreadable)
                 present = self._files_below(path)
@@ -490,6 +482,21 @@ class _Watch:
         with self.lock:
             finished, self.finished = self.finished, []
         return finished
+
+
+def _unwatched(hand_over: Callable[[str, str], None], folder: str, error: OSError) -> None:
+    """A folder the observer could not watch: past the watch limit, an error
+    of the running listener; otherwise (no permission, a path too long) a
+    warning, from the observer's thread."""
+    if error.errno == errno.ENOSPC:
+        hand_over(_OVER_LIMIT, folder)
+        return
+    logger.warning(
+        "cannot watch %s, whose files are not emitted: %s",
+        folder,
+        error,
+        extra={"event": "folder_not_watched", "path": folder},
+    )
 
 
 def _check_done_dir(node: WatchdogDirectoryListener, resolve: Callable[[str], str]) -> None:
