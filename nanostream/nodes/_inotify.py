@@ -5,7 +5,8 @@ watchdog's ``InotifyWatchGroup`` rebuilds its watches after an overflow and
 logs it, and skips a subfolder it cannot watch (the watch limit reached)
 without a word. Its subclass here calls back for both, and walks a tree
 without recursion, where ``os.walk`` (Python before 3.12) raises
-RecursionError on a tree about a thousand folders deep. Linux only.
+RecursionError on a tree about a thousand folders deep. Elsewhere than on
+Linux, the platform's own watchdog observer runs, without these reports.
 """
 
 from __future__ import annotations
@@ -69,8 +70,17 @@ def start_observer(
     :class:`WatchLimitError` is raised if the limit is reached at start.
     """
     from watchdog.observers.api import BaseObserver
-    from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
-    from watchdog.observers.inotify_c import InotifyFD
+
+    try:
+        from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
+        from watchdog.observers.inotify_c import InotifyFD
+    except ImportError:  # pragma: no cover - not Linux: the platform's own observer
+        from watchdog.observers import Observer
+
+        observer = Observer()
+        observer.schedule(handler, root, recursive=recursive, event_filter=event_filter)
+        observer.start()
+        return observer
 
     class WatchGroup(InotifyWatchGroup):
         def on_queue_overflow(self) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import ctypes
 import errno
-import fcntl
 import itertools
 import json
 import logging
@@ -19,6 +18,11 @@ from typing import Any, Literal
 
 import attrs
 import trio
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: appends are not locked
+    fcntl = None  # type: ignore[assignment]
 
 from .._options import _positive
 from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
@@ -481,7 +485,8 @@ def _append_lines(path: str, payload: bytes, fsync: bool) -> None:
     length before, so no half line is left for the next one to be glued to."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         length = os.fstat(fd).st_size
         try:
             _write_all(fd, payload)
