@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from .._processor import NanoStreamProcessor, Rejected, WithAck
-from ._inotify import WatchLimitError, start_observer
+from ._inotify import WatchLimitError, folders_below, start_observer
 from .files import _move_under_free_name
 
 logger = logging.getLogger("nanostream")
@@ -124,8 +124,6 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     def _files_below(self, folder: str) -> list[str]:
         """The wanted names in ``folder`` (and below it when recursive), in
         name order; whether each is a file is seen when it is looked at."""
-        from ._inotify import folders_below
-
         found = []
         for directory in folders_below(folder) if self.recursive else [folder]:
             with contextlib.suppress(OSError):  # gone, or not listable
