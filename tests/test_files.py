@@ -786,10 +786,17 @@ async def test_workers_writing_one_name_never_replace_each_other(tmp_path: Path)
     assert sorted(written) == sorted(items)
 
 
-def test_threads_claiming_one_name_each_get_their_own(tmp_path: Path) -> None:
+@pytest.mark.parametrize("claim", ["renameat2", "link"])
+def test_threads_claiming_one_name_each_get_their_own(
+    tmp_path: Path, claim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Writers that share nothing (threads here, processes alike) and race
-    # for the same free name: the claim is one rename that cannot replace.
+    # for the same free name: the claim is one rename that cannot replace,
+    # or, where the filesystem lacks that, a hard link.
     import threading
+
+    if claim == "link":
+        monkeypatch.setattr(files, "_renameat2", None)
 
     def write(worker: int) -> None:
         after = 0

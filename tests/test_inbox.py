@@ -412,3 +412,26 @@ def test_a_big_start_up_scan_killed_repeats_only_what_was_in_flight(tmp_path: Pa
     again = contents(outbox)
     assert set(again.values()) == set(inputs.values())
     assert len(again) == len(inputs) + len(repeated)
+
+
+async def test_each_file_deleted_at_once_is_either_emitted_or_counted_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    emitted = []
+
+    async def body(receive):
+        for i in range(50):
+            (inbox / f"brief{i:02}.txt").write_text("here and gone")
+            os.unlink(inbox / f"brief{i:02}.txt")
+        (inbox / "zz_sentinel").write_text("s")
+        while (path := await receive.receive()) != str(inbox / "zz_sentinel"):
+            emitted.append(path)
+
+    with caplog.at_level("DEBUG", logger="nanostream"):
+        await watching(WatchdogDirectoryListener(watchdog_path=str(inbox)), body)
+    gone = [r.path for r in caplog.records if getattr(r, "event", "") == "file_gone"]
+    (summary,) = [r for r in caplog.records if getattr(r, "event", "") == "files_gone"]
+    assert gone and summary.count == len(gone)
+    assert sorted(emitted + gone) == [str(inbox / f"brief{i:02}.txt") for i in range(50)]

@@ -511,10 +511,15 @@ class FileWriter(NanoStreamProcessor):
     anything else gets a new unique name; ``file_name`` sets a template
     instead. A name already taken is never overwritten unless ``overwrite``
     is set: the item gets the first free ``{stem}.{n}{suffix}``
-    (``report.1.txt``).
+    (``report.1.txt``), each name claimed by a rename that cannot replace a
+    file (Linux's ``renameat2`` with ``RENAME_NOREPLACE``), so concurrent
+    workers and processes never take the same one.
 
-    Otherwise ``path`` is a file and each item is appended to it as one line
-    (JSON for dicts and lists)."""
+    Otherwise ``path`` is a file (its folder made if missing) and each item
+    is appended to it as one line (JSON for dicts and lists), a batch at a
+    time under an exclusive ``flock``; a batch that cannot be written whole
+    (a full disk) is cut back off, so the file holds whole lines only. An
+    item or batch that cannot be written raises OSError, under ``on_error``."""
 
     path: str = attrs.field(metadata={"description": "A directory, or a file to append lines to."})
     file_name: str | None = attrs.field(
