@@ -110,13 +110,22 @@ node_sequence:
 """
 
 
+WHEN_DONE = {
+    "keep": "",
+    "delete": "\n    when_done: delete",
+    "move": "\n    when_done: move\n    done_dir: done",
+}
+
+
+@pytest.mark.parametrize("when_done", list(WHEN_DONE))
 def test_files_deleted_before_they_are_read_do_not_stop_the_default_pipeline(
-    tmp_path: Path,
+    tmp_path: Path, when_done: str
 ) -> None:
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     # With existing, a file written before the watch starts is emitted too.
-    (tmp_path / "pipeline.yaml").write_text(PIPELINE.format(listener="\n    existing: true"))
+    listener = "\n    existing: true" + WHEN_DONE[when_done]
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE.format(listener=listener))
     kept = {f"keep{i:02}.txt": f"keep {i}" for i in range(39)}
     with running(tmp_path) as process:
         (inbox / "first.txt").write_text("first")
@@ -143,7 +152,9 @@ def test_files_deleted_before_they_are_read_do_not_stop_the_default_pipeline(
 
 
 UNREADABLE = (
-    PIPELINE.format(listener="\n    existing: true\n    on_error: skip\n    dead_letter: rejected")
+    PIPELINE.format(
+        listener="\n    existing: true\n    on_error: skip\n    dead_letter: rejected{when_done}"
+    )
     + """\
   - name: rejected
     class: FileWriter
@@ -173,10 +184,13 @@ def in_user_namespace(command: list[str], watch_limit: int | None = None) -> lis
 NANOSTREAM_RUN = [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"]
 
 
-def test_an_unreadable_file_is_rejected_under_the_listener_policy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when_done", list(WHEN_DONE))
+def test_an_unreadable_file_is_rejected_under_the_listener_policy(
+    tmp_path: Path, when_done: str
+) -> None:
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
-    (tmp_path / "pipeline.yaml").write_text(UNREADABLE)
+    (tmp_path / "pipeline.yaml").write_text(UNREADABLE.format(when_done=WHEN_DONE[when_done]))
     with running(tmp_path, in_user_namespace(NANOSTREAM_RUN)) as process:
         (inbox / "first.txt").write_text("first")
         wait_while_running(process, lambda: (outbox / "first.txt").exists(), "first")
@@ -194,6 +208,11 @@ def test_an_unreadable_file_is_rejected_under_the_listener_policy(tmp_path: Path
     (letter,) = lines_of(rejected)
     assert '"node": "watch"' in letter and "PermissionError" in letter
     assert str(secret) in letter
+    # Skipped, it is done with like the others.
+    left = {"keep": {"first.txt", "open.txt", "secret.txt"}, "delete": set(), "move": set()}
+    assert set(os.listdir(inbox)) == left[when_done]
+    if when_done == "move":
+        assert sorted(os.listdir(tmp_path / "done")) == ["first.txt", "open.txt", "secret.txt"]
 
 
 RECURSIVE = """\
