@@ -454,3 +454,42 @@ async def test_each_file_deleted_at_once_is_either_emitted_or_counted_gone(
     (summary,) = [r for r in caplog.records if getattr(r, "event", "") == "files_gone"]
     assert gone and summary.count == len(gone)
     assert sorted(emitted + gone) == [str(inbox / f"brief{i:02}.txt") for i in range(50)]
+
+
+@pytest.mark.parametrize("where", ["existing", "new folder"])
+async def test_a_file_still_being_written_when_scanned_is_emitted_once_closed(
+    tmp_path: Path, where: str
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    folder = inbox if where == "existing" else inbox / "new"
+    writing = None
+
+    def start_writing() -> None:
+        nonlocal writing
+        folder.mkdir(exist_ok=True)
+        writing = open(folder / "slow.txt", "w")  # noqa: SIM115 - kept open across awaits
+        writing.write("part 1")
+        writing.flush()
+        (folder / "done.txt").write_text("done")
+
+    if where == "existing":
+        start_writing()
+
+    async def body(receive):
+        if where == "new folder":
+            start_writing()
+        # The scan emits the closed file, not the open one.
+        assert await receive.receive() == str(folder / "done.txt")
+        writing.write(", part 2")
+        writing.close()
+        assert await receive.receive() == str(folder / "slow.txt")
+        (inbox / "zz_sentinel").write_text("s")
+        assert await receive.receive() == str(inbox / "zz_sentinel")
+
+    listener = WatchdogDirectoryListener(watchdog_path=str(inbox), recursive=True, existing=True)
+    try:
+        await watching(listener, body)
+    finally:
+        if writing is not None:
+            writing.close()

@@ -17,6 +17,11 @@ from typing import Any, Literal
 import attrs
 import trio
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from .._processor import NanoStreamProcessor, Rejected, WithAck
 from ._inotify import WatchLimitError, folders_below, start_observer
 from .files import _move_under_free_name
@@ -52,9 +57,11 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     backups, swap and temporary files are ignored by default
     (``ignore_patterns``). With ``existing``, the files already there come
     first, each once even if it is closed while the pipeline starts; a file
-    still open for writing then is emitted by the scan and again once it
-    is closed. With ``recursive``, the files of a folder created or moved
-    in are emitted too, once each, even those written before its watch.
+    still open for writing then is emitted once it is closed (if the
+    listener may take a lease on it, see ``_being_written``; otherwise by
+    the scan and again once closed). With ``recursive``, the files of a
+    folder created or moved in are emitted too, once each, even those
+    written before its watch.
 
     A file gone before it is emitted is logged at debug level and counted;
     one the pipeline may not read is :class:`Rejected` with a
@@ -414,7 +421,9 @@ class _Watch:
         """Add ``path`` to ``found`` (or ``unreadable``) unless it is not a
         file now, or is a version already emitted.
 
-        A scan skips a file emitted in the version it has now. An event
+        A scan skips a file emitted in the version it has now, and one still
+        open for writing: the watch is in place before any scan, so its
+        close will be reported, and it is emitted then. An event
         always stands for a new version (a close, a move in), except for
         the first event of a file a scan emitted, which may be the close
         the scan already saw: it is dropped if the file has not changed."""
@@ -435,14 +444,15 @@ class _Watch:
         if not stat.S_ISREG(status.st_mode):
             return
         identity = _identity(status)
+        readable = os.access(path, os.R_OK)
         if from_scan:
-            if self.emitted.get(path) == identity:
+            if self.emitted.get(path) == identity or (readable and _being_written(path)):
                 return
             self.scanned[path] = identity
         elif self.scanned.pop(path, None) == identity:
             return
         self.emitted[path] = identity
-        if os.access(path, os.R_OK):
+        if readable:
             found.append((path, identity))
         else:
             unreadable.append((path, identity))
@@ -519,6 +529,29 @@ def _check_done_dir(node: WatchdogDirectoryListener, resolve: Callable[[str], st
             f"done_dir {node.done_dir!r} is inside watchdog_path {node.watchdog_path!r},"
             " which is watched recursively: a file moved there would be emitted again"
         )
+
+
+def _being_written(path: str) -> bool:
+    """Whether some process has ``path`` open for writing now.
+
+    Told by a read lease (``fcntl(F_SETLEASE, F_RDLCK)``), which Linux
+    refuses with EAGAIN while the file is open for writing anywhere. Only
+    the file's owner (or a process with CAP_LEASE) may take one; where it
+    cannot be taken, or the filesystem has no leases, the answer is no."""
+    if getattr(fcntl, "F_SETLEASE", None) is None:  # pragma: no cover - not Linux
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError as error:
+        return error.errno == errno.EAGAIN
+    finally:
+        os.close(fd)
 
 
 def _identity(status: os.stat_result) -> Identity:
