@@ -57,9 +57,9 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     backups, swap and temporary files are ignored by default
     (``ignore_patterns``). With ``existing``, the files already there come
     first, each once even if it is closed while the pipeline starts; a file
-    still open for writing then is emitted once it is closed (if the
-    listener may take a lease on it, see ``_being_written``; otherwise by
-    the scan and again once closed). With ``recursive``, the files of a
+    still open for writing then is emitted once it is closed (told by a
+    refused read lease, which only its owner or root may ask for; a file
+    of another user is emitted by the scan and again once closed). With ``recursive``, the files of a
     folder created or moved in are emitted too, once each, even those
     written before its watch.
 
