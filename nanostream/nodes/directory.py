@@ -59,9 +59,9 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     first, each once even if it is closed while the pipeline starts; a file
     still open for writing then is emitted once it is closed (told by a
     refused read lease, which only its owner or root may ask for; a file
-    of another user is emitted by the scan and again once closed). With ``recursive``, the files of a
-    folder created or moved in are emitted too, once each, even those
-    written before its watch.
+    of another user is emitted by the scan and again once closed). With
+    ``recursive``, the files of a folder created or moved in are emitted
+    too, once each, even those written before its watch.
 
     A file gone before it is emitted is logged at debug level and counted;
     one the pipeline may not read is :class:`Rejected` with a
@@ -274,9 +274,15 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             self._finish()
         found: list[tuple[str, Identity]] = []
         unreadable: list[tuple[str, Identity]] = []
+        # Every event here came before any file is looked at: a file
+        # reported twice (written twice, an editor's save) is looked at
+        # once, in the version it has now.
+        reported: set[str] = set()
         for kind, path in reports:
             if kind == _FILE:
-                watch.look_at(path, False, found, unreadable)
+                if path not in reported:
+                    reported.add(path)
+                    watch.look_at(path, False, found, unreadable)
             elif kind == _OVER_LIMIT:
                 raise WatchLimitError(path)
             else:
