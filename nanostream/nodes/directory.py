@@ -22,6 +22,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from .._params import collection
 from .._processor import NanoStreamProcessor, Rejected, WithAck
 from ._inotify import WatchLimitError, folders_below, start_observer
 from .files import _move_under_free_name
@@ -83,10 +84,12 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
     patterns: list[str] = attrs.field(
         factory=lambda: ["*"],
+        validator=collection,
         metadata={"description": "Glob patterns of file names to emit."},
     )
     ignore_patterns: list[str] = attrs.field(
         factory=lambda: list(DEFAULT_IGNORE_PATTERNS),
+        validator=collection,
         metadata={
             "description": "Glob patterns of file names never to emit. The default leaves"
             " out hidden files (the temporary files FileWriter, gedit and rsync rename into"
