@@ -76,37 +76,65 @@ async def _consume(broker, topic, count, *, timeout=20, **options):
     return got
 
 
+def _committable(tracker, owned=("p", "q")):
+    """What ``tracker`` would commit now, as partition -> offset, each commit confirmed."""
+    taken = tracker.take_committable(owned)
+    tracker.commit_done(taken, True)
+    return {partition: offset for partition, (_, offset) in taken.items()}
+
+
 def test_offset_tracker_commits_only_contiguous_acks():
     tracker = _OffsetTracker()
     # 7 is missing (compacted away): still contiguous as delivered.
     ack = dict(zip((5, 6, 8, 9), tracker.deliver("p", [5, 6, 8, 9]), strict=True))
     ack[6]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     ack[5]()
-    assert tracker.take_committable() == {"p": 7}
+    assert _committable(tracker) == {"p": 7}
     ack[9]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     ack[8]()
-    assert tracker.take_committable() == {"p": 10}
+    assert _committable(tracker) == {"p": 10}
+    assert tracker.uncommitted() == {}
 
 
-def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotten():
+def test_a_failed_commit_is_made_again_and_one_under_way_is_not_repeated():
+    tracker = _OffsetTracker()
+    for ack in tracker.deliver("p", [0, 1]):
+        ack()
+    taken = tracker.take_committable(["p"])
+    assert tracker.take_committable(["p"]) == {}  # under way
+    tracker.commit_done(taken, False)
+    assert tracker.uncommitted() == {"p": 2}
+    assert _committable(tracker) == {"p": 2}
+    assert tracker.uncommitted() == {}
+
+
+def test_a_partition_not_owned_is_never_committed():
+    tracker = _OffsetTracker()
+    [ack] = tracker.deliver("p", [0])
+    ack()
+    assert _committable(tracker, owned=["q"]) == {}
+    assert _committable(tracker, owned=["p"]) == {"p": 1}
+
+
+def test_a_partition_moved_away_hands_over_its_acknowledged_offsets_and_is_forgotten():
     tracker = _OffsetTracker()
     ack = tracker.deliver("p", list(range(5)))
     [other] = tracker.deliver("q", [0])
     ack[0]()
     ack[1]()
     ack[3]()
-    assert tracker.revoke(["p", "unknown"]) == {"p": 2}
-    # Late acknowledgements for the revoked partition commit nothing...
+    assert tracker.forget(["p", "unknown"]) == {"p": 2}
+    # Late acknowledgements for the forgotten partition commit nothing...
     ack[2]()
     ack[4]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     # ...and do not disturb the records delivered again once it is reassigned.
     [again] = tracker.deliver("p", [2])
     other()
     again()
-    assert tracker.take_committable() == {"p": 3, "q": 1}
+    assert _committable(tracker) == {"p": 3, "q": 1}
 
 
 async def test_produce_then_consume_json(broker):
@@ -443,7 +471,15 @@ class _Doubler:
         self.log = tmp_path / f"{unique_name('double')}.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nanostream", "run", str(config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "nanostream",
+                    "run",
+                    "--log-level",
+                    os.environ.get("DOUBLER_LOG", "warning"),
+                    str(config),
+                ],
                 env=environment,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
