@@ -212,6 +212,8 @@ class GraphRun:
                     await self._all_set_up.wait()
                     task_status.started(self)
                 watchers.cancel_scope.cancel()
+        if not self._all_set_up.is_set():  # stopped while setting up
+            task_status.started(self)
         self._skip_log.flush()
         if self._scope.cancelled_caught and not self.errors:
             self.drained = False

@@ -33,6 +33,10 @@ ValueFormat = Literal["bytes", "text", "json"]
 #: or room in the pipeline, is noticed within it.
 _POLL_STEP_MS = 200
 
+#: How long before its deadline a teardown gives up waiting for the broker,
+#: so that it can still say what was not committed or confirmed.
+_TEARDOWN_MARGIN = 0.2
+
 #: The keys of ``consumer_config`` that the node sets itself, and why.
 _CONSUMER_OWNED = {
     "bootstrap_servers": "it is the node's parameter 'bootstrap_servers'",
@@ -65,15 +69,20 @@ def _resolve_bootstrap_servers(configured: str | None) -> str:
     return os.environ.get("BOOTSTRAP_SERVERS") or "localhost:9092"
 
 
+class _SettingError(ValueError):
+    """A pass-through setting that cannot be used: ``args`` are ``(message,
+    attribute, key)``, so that a configuration file's error can point at
+    the key itself."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _settings_validator(client: str, owned: dict[str, str]) -> Callable[[Any, Any, Any], None]:
     """An attrs validator for a pass-through settings mapping: every key must
     be one of kafka-python's ``client.DEFAULT_CONFIG`` (and not one the node
-    sets itself).
-
-    The error names the key, never its value: settings hold passwords. Its
-    ``args`` are ``(message, attribute, key)``, so a configuration file's
-    error can point at the key itself.
-    """
+    sets itself). The error names the key, never its value: settings hold
+    passwords."""
 
     def validate(_instance: Any, attribute: Any, settings: Any) -> None:
         if not isinstance(settings, dict):
@@ -82,19 +91,13 @@ def _settings_validator(client: str, owned: dict[str, str]) -> Callable[[Any, An
 
         known = getattr(kafka, client).DEFAULT_CONFIG
         for key in settings:
-            if not isinstance(key, str):
-                raise ValueError(f"{attribute.name}: a setting name is a string", attribute, key)
             if key in owned:
-                raise ValueError(
-                    f"{attribute.name}: {key!r} cannot be set here: {owned[key]}", attribute, key
-                )
+                raise _SettingError(f"{key!r} cannot be set here: {owned[key]}", attribute, key)
             if key not in known:
-                close = difflib.get_close_matches(key, list(known), n=1)
+                close = difflib.get_close_matches(str(key), list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"{attribute.name}: {key!r} is not a kafka-python {client} setting{hint}",
-                    attribute,
-                    key,
+                raise _SettingError(
+                    f"{key!r} is not a kafka-python {client} setting{hint}", attribute, key
                 )
 
     return validate
@@ -129,9 +132,10 @@ async def _connect(servers: str, make: Callable[[], Any], timeout: float = 10.0)
             await stream.aclose()
             break
         except (OSError, trio.TooSlowError) as error:
-            reason = getattr(error, "strerror", None) or str(error) or "timed out"
-            reasons.append(f"{host}:{port}: {reason}")
+            reasons.append(f"{host}:{port}: {_reason(error)}")
     else:
+        if len(reasons) == 1:
+            reasons = [reasons[0].rpartition(": ")[2]]
         raise ConnectionError(
             f"no Kafka broker reachable at {servers} (bootstrap_servers): {'; '.join(reasons)}"
         )
@@ -139,11 +143,24 @@ async def _connect(servers: str, make: Callable[[], Any], timeout: float = 10.0)
 
     try:
         return await trio.to_thread.run_sync(make, abandon_on_cancel=True)
-    except kafka.errors.NoBrokersAvailable:
+    except kafka.errors.KafkaTimeoutError:
         raise ConnectionError(
-            f"no Kafka broker answered at {servers} (bootstrap_servers): "
-            "something listens there, but does not speak Kafka"
+            f"no Kafka broker answered at {servers} (bootstrap_servers): something "
+            "accepts connections there, but did not answer as Kafka in time"
         ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """Why a connection failed, in a few words (``Connection refused``)."""
+    if isinstance(error, trio.TooSlowError):
+        return "no answer in time"
+    cause = error.__cause__
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    for candidate in (cause, error):
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate.strerror
+    return str(error)
 
 
 def _quiet_kafka_logs() -> None:
@@ -481,10 +498,13 @@ class _PollLoop:
                 offsets = self.tracker.forget(self.tracker.tracked())
                 offsets = {p: offset for p, offset in offsets.items() if p in owned}
                 if offsets:
+                    self.not_committed = offsets
                     try:
                         consumer.commit(_commit_request(offsets), timeout_ms=self.commit_timeout_ms)
                     except Exception as error:
-                        self.not_committed, self.commit_error = offsets, error
+                        self.commit_error = error
+                    else:
+                        self.not_committed = {}
         finally:
             consumer.close(autocommit=False, timeout_ms=self.commit_timeout_ms)
 
@@ -642,9 +662,12 @@ class KafkaConsumer(NanoStreamProcessor):
     async def teardown(self) -> None:
         """Stop the poll loop: it commits what is acknowledged and closes.
 
+        Raises ``RuntimeError`` naming the offsets it could not commit (the
+        broker refused, or did not answer before the teardown's deadline),
+        so that the run fails; those records are read again after a restart.
+
         Cancellation: the loop is abandoned (it goes on in its thread until
-        its commit returns); what it had to commit is logged as not
-        committed, and those records are read again after a restart.
+        its commit returns), and what it had to commit is logged.
         """
         loop, thread = self._loop, self._thread
         self._loop = self._thread = None
@@ -652,10 +675,10 @@ class KafkaConsumer(NanoStreamProcessor):
             return
         loop.stopping.set()
         try:
-            await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+            with trio.move_on_at(trio.current_effective_deadline() - _TEARDOWN_MARGIN):
+                await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
         except trio.Cancelled:
-            offsets = loop.tracker.uncommitted()
-            if offsets:
+            if offsets := loop.tracker.uncommitted() or loop.not_committed:
                 logger.warning(
                     "Kafka consumer stopped before committing %s; "
                     "those records are read again after a restart",
@@ -663,7 +686,13 @@ class KafkaConsumer(NanoStreamProcessor):
                     extra={"event": "not_committed"},
                 )
             raise
-        if loop.commit_error is not None:
+        if thread.is_alive():
+            if offsets := loop.tracker.uncommitted() or loop.not_committed:
+                raise RuntimeError(
+                    f"offsets not committed ({_describe_offsets(offsets)}): the broker did "
+                    "not answer in time; those records are read again after a restart"
+                )
+        elif loop.commit_error is not None:
             error = loop.commit_error
             raise RuntimeError(
                 f"offsets not committed ({_describe_offsets(loop.not_committed)}): "
@@ -710,6 +739,7 @@ class KafkaProducer(NanoStreamProcessor):
     )
 
     _producer: Any = attrs.field(default=None, init=False, repr=False, alias="_producer")
+    _unconfirmed: int = attrs.field(default=0, init=False, repr=False, alias="_unconfirmed")
 
     async def setup(self) -> None:
         import kafka
@@ -758,21 +788,25 @@ class KafkaProducer(NanoStreamProcessor):
         try:
             await trio.to_thread.run_sync(self._send_all, messages, abandon_on_cancel=True)
         except trio.Cancelled:
-            logger.warning(
-                "Kafka producer to %r stopped before the broker confirmed %d records; "
-                "not acknowledged, they are sent again after a restart",
-                self.topic,
-                len(messages),
-                extra={"event": "not_confirmed"},
-            )
+            self._unconfirmed += len(messages)
             raise
 
     async def teardown(self) -> None:
         """Close the producer; every batch acknowledged was flushed already.
+
+        Raises ``RuntimeError`` when a batch was cut short before the broker
+        confirmed it, so that the run fails; its records, never
+        acknowledged, are sent again after a restart.
 
         Cancellation: the close is abandoned.
         """
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        await trio.to_thread.run_sync(_close_producer, producer, abandon_on_cancel=True)
+        with trio.move_on_at(trio.current_effective_deadline() - _TEARDOWN_MARGIN):
+            await trio.to_thread.run_sync(_close_producer, producer, abandon_on_cancel=True)
+        if self._unconfirmed:
+            raise RuntimeError(
+                f"{self._unconfirmed} records to {self.topic!r} not confirmed by the broker; "
+                "not acknowledged, they are sent again after a restart"
+            )
