@@ -2,6 +2,7 @@
 
 import collections
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -487,6 +488,13 @@ def test_a_setting_error_never_shows_the_value():
     assert "did you mean 'sasl_plain_password'?" in str(caught.value)
     with pytest.raises(ValueError, match="the node commits offsets itself"):
         KafkaConsumer(topics=["a"], consumer_config={"enable_auto_commit": True})
+
+
+def test_the_scaling_guide_shows_the_example_pipeline_as_it_is():
+    guide = (TESTS.parent / "docs" / "scaling.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", guide, re.DOTALL)
+    example = TESTS.parent / "examples" / "kafka_to_kafka" / "pipeline.yaml"
+    assert block == example.read_text()
 
 
 # ------------------------------------------------------- bootstrap_servers

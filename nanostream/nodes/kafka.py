@@ -37,6 +37,18 @@ _POLL_STEP_MS = 200
 #: so that it can still say what was not committed or confirmed.
 _TEARDOWN_MARGIN = 0.2
 
+#: kafka-python settings whose defaults the consumer changes, unless
+#: ``consumer_config`` gives them. The poll loop polls several times a
+#: second whatever the pipeline does, so the poll interval can be short;
+#: it is also how long a rebalance waits for members to rejoin, so a short
+#: one makes joining quick. A member that dies is replaced after the
+#: session timeout.
+_CONSUMER_DEFAULTS = {
+    "max_poll_interval_ms": 10_000,
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 3_000,
+}
+
 #: The keys of ``consumer_config`` that the node sets itself, and why.
 _CONSUMER_OWNED = {
     "bootstrap_servers": "it is the node's parameter 'bootstrap_servers'",
@@ -560,7 +572,11 @@ class KafkaConsumer(NanoStreamProcessor):
     consumer_config: dict[str, Any] = attrs.field(
         factory=dict,
         validator=_settings_validator("KafkaConsumer", _CONSUMER_OWNED),
-        metadata={"description": "Further kafka-python KafkaConsumer settings, passed through."},
+        metadata={
+            "description": "Further kafka-python KafkaConsumer settings, passed through. "
+            "Unless given here, max_poll_interval_ms and session_timeout_ms are 10000 "
+            "and heartbeat_interval_ms 3000."
+        },
     )
 
     _loop: _PollLoop | None = attrs.field(default=None, init=False, repr=False, alias="_loop")
@@ -574,7 +590,7 @@ class KafkaConsumer(NanoStreamProcessor):
 
         _quiet_kafka_logs()
         servers = _resolve_bootstrap_servers(self.bootstrap_servers)
-        config = dict(self.consumer_config)
+        config = {**_CONSUMER_DEFAULTS, **self.consumer_config}
         config.update(
             bootstrap_servers=servers,
             group_id=self.group_id,
