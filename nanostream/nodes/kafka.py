@@ -412,13 +412,13 @@ def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any
 class _PollLoop:
     """The consumer's poll loop, run in a thread of its own.
 
-    It owns the kafka-python consumer: no other thread calls it. It hands
-    one batch at a time to trio, when trio asks for one (``wanted``); while
-    trio does not (the pipeline is full), it pauses every assigned partition
-    and goes on polling, which keeps the consumer in its group and lets
-    rebalances run. Each step commits, without waiting, what has been
-    acknowledged. Stopped, it commits what is left, waiting up to
-    ``commit_timeout_ms``, and closes the consumer.
+    It owns the kafka-python consumer: no other thread calls it. When trio
+    asks for a batch (``wanted``), it polls and hands over what it got;
+    while trio does not ask (the pipeline is full) it pauses every assigned
+    partition and polls on every ``poll_timeout_ms``, which keeps the
+    consumer in its group and lets rebalances run. Each step commits,
+    without waiting, what has been acknowledged. Stopped, it commits what
+    is left, waiting up to ``commit_timeout_ms``, and closes the consumer.
     """
 
     def __init__(
@@ -459,26 +459,31 @@ class _PollLoop:
         pending: dict[Any, list[Any]] = {}
         while not self.stopping.is_set():
             self._commit_async()
-            if pending and self.wanted.is_set():
-                self.wanted.clear()
-                self._hand_over(pending)
-                pending = {}
-            if pending:
+            if self.wanted.wait(self.poll_timeout_ms / 1000):
+                if not pending:
+                    if paused := consumer.paused():
+                        consumer.resume(*paused)
+                    pending = self._poll(pending)
+                if pending:
+                    self.wanted.clear()
+                    self._hand_over(pending)
+                    pending = {}
+            else:
                 # The pipeline is full: poll on, paused, to stay in the group.
                 consumer.pause(*consumer.assignment())
-            elif paused := consumer.paused():
-                # Room again (a partition stays paused across a rebalance).
-                consumer.resume(*paused)
-            polled = consumer.poll(timeout_ms=min(self.poll_timeout_ms, _POLL_STEP_MS))
-            for partition, records in polled.items():
-                pending.setdefault(partition, []).extend(records)
-            if pending:
-                # Records of partitions a rebalance moved away are their
-                # new owner's, who reads them from the last commit.
-                owned = consumer.assignment()
-                pending = {p: records for p, records in pending.items() if p in owned}
-            if pending and not self.wanted.is_set():
-                self.wanted.wait(self.poll_timeout_ms / 1000)
+                pending = self._poll(pending)
+
+    def _poll(self, pending: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """``pending`` and what one poll adds to it, less the records of
+        partitions a rebalance moved away: their new owner reads them from
+        the last commit."""
+        polled = self.consumer.poll(timeout_ms=min(self.poll_timeout_ms, _POLL_STEP_MS))
+        for partition, records in polled.items():
+            pending.setdefault(partition, []).extend(records)
+        if pending:
+            owned = self.consumer.assignment()
+            pending = {p: records for p, records in pending.items() if p in owned}
+        return pending
 
     def _hand_over(self, pending: dict[Any, list[Any]]) -> None:
         batch = []
