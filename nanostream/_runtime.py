@@ -212,7 +212,7 @@ class GraphRun:
                     await self._all_set_up.wait()
                     task_status.started(self)
                 watchers.cancel_scope.cancel()
-        if not self._all_set_up.is_set():  # stopped while setting up
+        if not self._all_set_up.is_set() and not self.errors:  # stopped while setting up
             task_status.started(self)
         self._skip_log.flush()
         if self._scope.cancelled_caught and not self.errors:
