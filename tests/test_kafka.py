@@ -269,7 +269,7 @@ def _committed(broker, group, topic):
         consumer.close()
 
 
-async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_last_poll(broker):
+async def test_what_is_handled_while_the_consumer_waits_for_records_is_committed(broker):
     topic, group = create_topic(broker, 1), unique_name("group")
     await _produce(broker, topic, [{"n": n} for n in range(5)])
     opened = trio.Event()
@@ -279,8 +279,8 @@ async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_la
             run = await nursery.start(run_graph, graph)
             while run.stats["in"].emitted < 5:
                 await trio.sleep(0.01)
-            # The consumer committed (nothing) and is waiting in its next poll:
-            # what is handled now is committed only when the consumer closes.
+            # The consumer has handed out everything and polls on, finding
+            # nothing: what is handled now is committed all the same.
             opened.set()
             while run.stats["in"].acknowledged < 5:
                 await trio.sleep(0.01)
@@ -488,6 +488,15 @@ def test_a_setting_error_never_shows_the_value():
     assert "did you mean 'sasl_plain_password'?" in str(caught.value)
     with pytest.raises(ValueError, match="the node commits offsets itself"):
         KafkaConsumer(topics=["a"], consumer_config={"enable_auto_commit": True})
+
+
+def test_every_refused_setting_is_named():
+    with pytest.raises(ValueError) as caught:
+        KafkaProducer(topic="t", producer_config={"lingr_ms": 5, "acks": 1, "retrys": 3})
+    assert str(caught.value) == (
+        "'lingr_ms' is not a kafka-python KafkaProducer setting; did you mean 'linger_ms'? "
+        "(and 'retrys', also refused)"
+    )
 
 
 def test_the_scaling_guide_shows_the_example_pipeline_as_it_is():

@@ -102,15 +102,18 @@ def _settings_validator(client: str, owned: dict[str, str]) -> Callable[[Any, An
         import kafka
 
         known = getattr(kafka, client).DEFAULT_CONFIG
+        problems = {}
         for key in settings:
             if key in owned:
-                raise _SettingError(f"{key!r} cannot be set here: {owned[key]}", attribute, key)
-            if key not in known:
+                problems[key] = f"{key!r} cannot be set here: {owned[key]}"
+            elif key not in known:
                 close = difflib.get_close_matches(str(key), list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise _SettingError(
-                    f"{key!r} is not a kafka-python {client} setting{hint}", attribute, key
-                )
+                problems[key] = f"{key!r} is not a kafka-python {client} setting{hint}"
+        if problems:
+            first, *others = problems
+            more = f" (and {', '.join(map(repr, others))}, also refused)" if others else ""
+            raise _SettingError(problems[first] + more, attribute, first)
 
     return validate
 
