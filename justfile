@@ -14,6 +14,10 @@ bench *args:
 bench-kafka *args:
     python benchmarks/bench_kafka.py {{args}}
 
+# Measure consume -> CPU-bound stage -> produce on 1 process against 2 in one consumer group.
+bench-scale *args:
+    python benchmarks/bench_scale.py {{args}}
+
 # Measure files per second through a watched folder against a bare watchdog script.
 bench-files *args:
     python benchmarks/bench_files.py {{args}}
