@@ -97,7 +97,9 @@ def _stdin_records(lines: _StdinLines, format: str, encoding: str, delimiter: st
         try:
             text = decoder(raw)[0].rstrip("\r\n")
         except UnicodeDecodeError as error:
-            yield Rejected(raw, _bad_input("stdin", number, f"not valid {encoding}: {error.reason}"))
+            yield Rejected(
+                raw, _bad_input("stdin", number, f"not valid {encoding}: {error.reason}")
+            )
             continue
         if format == "lines":
             yield text
