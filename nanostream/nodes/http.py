@@ -234,6 +234,12 @@ class HttpServer(NanoStreamProcessor):
                 self._served.set()
 
         self._binds = await node_nursery().start(run_server)
+        logger.info(
+            "serving POST %s on %s",
+            self.path,
+            ", ".join(self._binds),
+            extra={"event": "serving", "port": self.bound_port},
+        )
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
