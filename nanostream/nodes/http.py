@@ -792,8 +792,9 @@ class HttpPoller(NanoStreamProcessor):
                 while True:
                     url, params = self._request(position)
                     try:
+                        # No params at all for a next link: httpx would drop its query.
                         response = await _send_with_retries(
-                            client, self, self.method, url, params=params
+                            client, self, self.method, url, params=params or None
                         )
                     except (httpx.TransportError, HttpStatusError) as error:
                         if isinstance(error, HttpStatusError) and error.status not in _RETRYABLE:
