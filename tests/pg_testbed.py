@@ -19,11 +19,11 @@ class Postgres:
         self._server: Any = None
 
     def start(self) -> None:
-        import pgserver
-
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is in CI.
             warnings.simplefilter("ignore")
+            import pgserver
+
             self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
 
     def stop(self) -> None:

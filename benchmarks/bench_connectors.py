@@ -1,0 +1,485 @@
+"""Throughput of each connector against a hand-written loop with the same library.
+
+Every pair does the same work on the same input, in the same run, runs
+interleaved, and both outputs are checked:
+
+* stdio: JSON Lines from a file through ``nanostream run`` (StdinReader ->
+  StdoutWriter) against a Python script that parses and dumps each line;
+  both are processes, started the same way.
+* HttpServer: an httpx client POSTs JSON bodies, 16 requests in flight;
+  against a bare ASGI app on hypercorn that keeps each body and answers 200.
+* HttpClient: items POSTed as JSON to a bare hypercorn app, 16 in flight;
+  against a hand-written httpx loop (a nursery and a semaphore of 16).
+* HttpPoller: every page of a cursor-paginated API (100 items a page);
+  against a hand-written httpx loop following the cursor.
+* SqlWriter: rows into a table, in batches; against a hand-written
+  SQLAlchemy loop inserting chunks of the same size, one transaction each,
+  in a worker thread.
+* SqlReader: every row of a table, once; against a hand-written SQLAlchemy
+  ``fetchmany`` loop.
+
+SQL runs against SQLite and, when the pgserver package is there, PostgreSQL.
+
+    python benchmarks/bench_connectors.py [--repeat R] [--scale S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+import nanostream as ns
+from nanostream.nodes.http import HttpClient, HttpPoller, HttpServer
+from nanostream.nodes.sql import SqlReader, SqlWriter
+
+IN_FLIGHT = 16
+BATCH = 500
+
+
+class Count(ns.NanoStreamProcessor):
+    """A sink that counts what it receives."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def process_batch(self, messages):
+        self.count += len(messages)
+
+
+class Items(ns.NanoStreamProcessor):
+    def __init__(self, items):
+        self.items = items
+
+    def generate(self):
+        yield from self.items
+
+
+# -- HTTP peers ---------------------------------------------------------------
+
+
+def asgi(handler: Callable) -> Callable:
+    """An ASGI app: ``await handler(path, query, body) -> bytes`` answers 200."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        content = await handler(scope["path"], scope["query_string"].decode(), body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(content)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    return app
+
+
+@asynccontextmanager
+async def serving(app):
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, config)
+        yield binds[0]
+        nursery.cancel_scope.cancel()
+
+
+async def post_all(url: str, count: int) -> list[int]:
+    """POST ``count`` bodies, 16 in flight; the statuses."""
+    statuses = []
+    limit = trio.Semaphore(IN_FLIGHT)
+    async with (
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=IN_FLIGHT)) as client,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def post(number):
+            async with limit:
+                statuses.append((await client.post(url, json={"n": number})).status_code)
+
+        for number in range(count):
+            nursery.start_soon(post, number)
+    return statuses
+
+
+async def server_nanostream(count: int) -> float:
+    sink = Count()
+    server = HttpServer(port=0)
+    graph = ns.NanoStreamGraph("bench")
+    graph.add("hooks", server)
+    graph.add("sink", sink, parents=["hooks"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(ns.run_graph, graph)
+        started = time.perf_counter()
+        statuses = await post_all(f"http://127.0.0.1:{server.bound_port}/", count)
+        elapsed = time.perf_counter() - started
+        run.stop()
+    assert statuses == [200] * count and sink.count == count, (statuses[:3], sink.count)
+    return count / elapsed
+
+
+async def server_bare(count: int) -> float:
+    kept = []
+
+    async def keep(path, query, body):
+        kept.append(json.loads(body))
+        return b'{"status": 200}'
+
+    async with serving(asgi(keep)) as base:
+        started = time.perf_counter()
+        statuses = await post_all(base + "/", count)
+        elapsed = time.perf_counter() - started
+    assert statuses == [200] * count and len(kept) == count
+    return count / elapsed
+
+
+async def receiver(into: list):
+    async def keep(path, query, body):
+        into.append(json.loads(body))
+        return b"{}"
+
+    return asgi(keep)
+
+
+async def client_nanostream(count: int) -> float:
+    got = []
+    async with serving(await receiver(got)) as base:
+        graph = ns.NanoStreamGraph("bench")
+        graph.add("items", Items([{"n": n} for n in range(count)]))
+        graph.add("call", HttpClient(url=base + "/", concurrency=IN_FLIGHT), parents=["items"])
+        started = time.perf_counter()
+        await ns.run_graph(graph)
+        elapsed = time.perf_counter() - started
+    assert sorted(item["n"] for item in got) == list(range(count))
+    return count / elapsed
+
+
+async def client_bare(count: int) -> float:
+    got = []
+    async with serving(await receiver(got)) as base:
+        started = time.perf_counter()
+        limit = trio.Semaphore(IN_FLIGHT)
+        async with (
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=IN_FLIGHT)) as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def post(item):
+                async with limit:
+                    response = await client.post(base + "/", json=item)
+                    response.raise_for_status()
+
+            for n in range(count):
+                nursery.start_soon(post, {"n": n})
+        elapsed = time.perf_counter() - started
+    assert sorted(item["n"] for item in got) == list(range(count))
+    return count / elapsed
+
+
+def paged_api(total: int):
+    async def page(path, query, body):
+        after = int(query.split("=")[1]) if query else 0
+        data = [{"n": n} for n in range(after + 1, min(after + 100, total) + 1)]
+        return json.dumps({"data": data, "next": data[-1]["n"] if data else after}).encode()
+
+    return asgi(page)
+
+
+async def poller_nanostream(count: int) -> float:
+    sink = Count()
+    async with serving(paged_api(count)) as base:
+        graph = ns.NanoStreamGraph("bench")
+        poller = HttpPoller(
+            url=base + "/",
+            pagination="cursor",
+            items_field="data",
+            next_field="next",
+            cursor_param="after",
+            once=True,
+        )
+        graph.add("poll", poller)
+        graph.add("sink", sink, parents=["poll"])
+        started = time.perf_counter()
+        await ns.run_graph(graph)
+        elapsed = time.perf_counter() - started
+    assert sink.count == count
+    return count / elapsed
+
+
+async def poller_bare(count: int) -> float:
+    got = 0
+    async with serving(paged_api(count)) as base, httpx.AsyncClient() as client:
+        started = time.perf_counter()
+        cursor = None
+        while True:
+            params = {"after": cursor} if cursor is not None else None
+            document = (await client.get(base + "/", params=params)).json()
+            got += len(document["data"])
+            if not document["data"]:
+                break
+            cursor = document["next"]
+        elapsed = time.perf_counter() - started
+    assert got == count
+    return count / elapsed
+
+
+# -- SQL ----------------------------------------------------------------------
+
+
+def fresh_table(url: str, name: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        connection.execute(sa.text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)"))
+    return engine
+
+
+def row_count(engine: sa.Engine, name: str) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar()
+
+
+def rows(count: int) -> list[dict]:
+    return [{"id": n, "v": f"value {n}"} for n in range(count)]
+
+
+def writer_nanostream(url: str, count: int) -> float:
+    engine = fresh_table(url, "bench_write")
+    graph = ns.NanoStreamGraph("bench")
+    graph.add("items", Items(rows(count)), max_batch=BATCH)
+    graph.add("write", SqlWriter(url=url, table="bench_write"), parents=["items"])
+    started = time.perf_counter()
+    trio.run(ns.run_graph, graph)
+    elapsed = time.perf_counter() - started
+    assert row_count(engine, "bench_write") == count
+    engine.dispose()
+    return count / elapsed
+
+
+def writer_bare(url: str, count: int) -> float:
+    engine = fresh_table(url, "bench_write")
+    table = sa.Table("bench_write", sa.MetaData(), autoload_with=engine)
+    items = rows(count)
+
+    def write(chunk):
+        with engine.begin() as connection:
+            connection.execute(table.insert(), chunk)
+
+    async def main():
+        for start in range(0, count, BATCH):
+            await trio.to_thread.run_sync(write, items[start : start + BATCH])
+
+    started = time.perf_counter()
+    trio.run(main)
+    elapsed = time.perf_counter() - started
+    assert row_count(engine, "bench_write") == count
+    engine.dispose()
+    return count / elapsed
+
+
+def filled(url: str, count: int) -> None:
+    engine = fresh_table(url, "bench_read")
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO bench_read (id, v) VALUES (:id, :v)"), rows(count))
+    engine.dispose()
+
+
+def reader_nanostream(url: str, count: int) -> float:
+    sink = Count()
+    graph = ns.NanoStreamGraph("bench")
+    graph.add("rows", SqlReader(url=url, table="bench_read", batch_size=BATCH))
+    graph.add("sink", sink, parents=["rows"])
+    started = time.perf_counter()
+    trio.run(ns.run_graph, graph)
+    elapsed = time.perf_counter() - started
+    assert sink.count == count
+    return count / elapsed
+
+
+def reader_bare(url: str, count: int) -> float:
+    engine = sa.create_engine(url)
+    got = 0
+
+    async def main():
+        nonlocal got
+        connection = await trio.to_thread.run_sync(engine.connect)
+        result = await trio.to_thread.run_sync(
+            lambda: connection.execution_options(stream_results=True).execute(
+                sa.text("SELECT * FROM bench_read")
+            )
+        )
+        mappings = result.mappings()
+        while chunk := await trio.to_thread.run_sync(mappings.fetchmany, BATCH):
+            got += len([dict(row) for row in chunk])
+        await trio.to_thread.run_sync(connection.close)
+
+    started = time.perf_counter()
+    trio.run(main)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    assert got == count
+    return count / elapsed
+
+
+# -- stdio --------------------------------------------------------------------
+
+BARE_STDIO = """\
+import json, sys
+out = sys.stdout
+for line in sys.stdin:
+    if line.strip():
+        out.write(json.dumps(json.loads(line), ensure_ascii=False) + "\\n")
+"""
+
+STDIO_PIPELINE = """\
+pipeline_name: bench
+node_sequence:
+  - name: read
+    class: StdinReader
+    format: jsonl
+  - name: write
+    class: StdoutWriter
+    format: jsonl
+    parents: [read]
+"""
+
+
+def stdio(command: list[str], source: Path, expected: bytes, count: int) -> float:
+    with open(source, "rb") as stdin:
+        started = time.perf_counter()
+        done = subprocess.run(command, stdin=stdin, capture_output=True, check=True)
+        elapsed = time.perf_counter() - started
+    assert done.stdout == expected
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every item count")
+    args = parser.parse_args()
+
+    def n(count: int) -> int:
+        return max(1, int(count * args.scale))
+
+    work = tempfile.mkdtemp(prefix="bench-connectors-")
+    source = Path(work, "in.jsonl")
+    lines = [
+        json.dumps({"n": i, "name": f"item {i}", "tags": ["a", "b"]}) for i in range(n(200_000))
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    expected = source.read_bytes()
+    (Path(work) / "p.yaml").write_text(STDIO_PIPELINE)
+    (Path(work) / "bare.py").write_text(BARE_STDIO)
+
+    pairs: dict[str, tuple[Callable[[], float], Callable[[], float], str]] = {
+        "StdinReader -> StdoutWriter (jsonl)": (
+            lambda: stdio(
+                [sys.executable, "-m", "nanostream", "run", "--quiet", str(Path(work, "p.yaml"))],
+                source,
+                expected,
+                len(lines),
+            ),
+            lambda: stdio(
+                [sys.executable, str(Path(work, "bare.py"))], source, expected, len(lines)
+            ),
+            "lines/s",
+        ),
+        "HttpServer": (
+            lambda: trio.run(server_nanostream, n(3000)),
+            lambda: trio.run(server_bare, n(3000)),
+            "requests/s",
+        ),
+        "HttpClient": (
+            lambda: trio.run(client_nanostream, n(3000)),
+            lambda: trio.run(client_bare, n(3000)),
+            "requests/s",
+        ),
+        "HttpPoller": (
+            lambda: trio.run(poller_nanostream, n(50_000)),
+            lambda: trio.run(poller_bare, n(50_000)),
+            "items/s",
+        ),
+    }
+    databases = {"SQLite": f"sqlite:///{work}/bench.db"}
+    postgres = None
+    try:
+        sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+        from pg_testbed import postgres_server
+
+        postgres = postgres_server()
+        databases["PostgreSQL"] = postgres.__enter__().url
+    except ImportError:
+        print("pgserver is not installed: PostgreSQL left out", file=sys.stderr)
+    for name, url in databases.items():
+        pairs[f"SqlWriter, {name}"] = (
+            lambda url=url: writer_nanostream(url, n(100_000)),
+            lambda url=url: writer_bare(url, n(100_000)),
+            "rows/s",
+        )
+        filled(url, n(100_000))
+        pairs[f"SqlReader, {name}"] = (
+            lambda url=url: reader_nanostream(url, n(100_000)),
+            lambda url=url: reader_bare(url, n(100_000)),
+            "rows/s",
+        )
+
+    try:
+        print(
+            f"{args.repeat} interleaved runs each, after a warm-up; medians, min..max",
+            file=sys.stderr,
+        )
+        print("| connector | hand-written | NanoStream | NanoStream / hand-written |")
+        print("|---|---:|---:|---:|")
+        for name, (ours, bare, unit) in pairs.items():
+            bare(), ours()  # warm up: imports, caches, the database's pages
+            ours_rates, bare_rates, ratios = [], [], []
+            for _ in range(args.repeat):
+                b = bare()
+                o = ours()
+                bare_rates.append(b)
+                ours_rates.append(o)
+                ratios.append(o / b)
+            print(
+                f"| {name} | {statistics.median(bare_rates):,.0f} {unit} "
+                f"| {statistics.median(ours_rates):,.0f} {unit} "
+                f"| {statistics.median(ratios):.0%} ({min(ratios):.0%}..{max(ratios):.0%}) |",
+                flush=True,
+            )
+    finally:
+        if postgres is not None:
+            postgres.__exit__(None, None, None)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
