@@ -34,16 +34,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 import nanostream as ns
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from http_testbed import api
+
 from nanostream.nodes.http import HttpClient, HttpPoller, HttpServer
 from nanostream.nodes.sql import SqlReader, SqlWriter
 
@@ -70,47 +71,6 @@ class Items(ns.NanoStreamProcessor):
 
 
 # -- HTTP peers ---------------------------------------------------------------
-
-
-def asgi(handler: Callable) -> Callable:
-    """An ASGI app: ``await handler(path, query, body) -> bytes`` answers 200."""
-
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        content = await handler(scope["path"], scope["query_string"].decode(), body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
-
-    return app
-
-
-@asynccontextmanager
-async def serving(app):
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, app, config)
-        yield binds[0]
-        nursery.cancel_scope.cancel()
 
 
 async def post_all(url: str, count: int) -> list[int]:
@@ -150,11 +110,11 @@ async def server_nanostream(count: int) -> float:
 async def server_bare(count: int) -> float:
     kept = []
 
-    async def keep(path, query, body):
+    async def keep(method, path, query, body):
         kept.append(json.loads(body))
-        return b'{"status": 200}'
+        return 200, {}, b'{"status": 200}'
 
-    async with serving(asgi(keep)) as base:
+    async with api(keep) as base:
         started = time.perf_counter()
         statuses = await post_all(base + "/", count)
         elapsed = time.perf_counter() - started
@@ -162,17 +122,17 @@ async def server_bare(count: int) -> float:
     return count / elapsed
 
 
-async def receiver(into: list):
-    async def keep(path, query, body):
+def receiver(into: list) -> Callable:
+    async def keep(method, path, query, body):
         into.append(json.loads(body))
-        return b"{}"
+        return 200, {}, b"{}"
 
-    return asgi(keep)
+    return keep
 
 
 async def client_nanostream(count: int) -> float:
     got = []
-    async with serving(await receiver(got)) as base:
+    async with api(receiver(got)) as base:
         graph = ns.NanoStreamGraph("bench")
         graph.add("items", Items([{"n": n} for n in range(count)]))
         graph.add("call", HttpClient(url=base + "/", concurrency=IN_FLIGHT), parents=["items"])
@@ -185,7 +145,7 @@ async def client_nanostream(count: int) -> float:
 
 async def client_bare(count: int) -> float:
     got = []
-    async with serving(await receiver(got)) as base:
+    async with api(receiver(got)) as base:
         started = time.perf_counter()
         limit = trio.Semaphore(IN_FLIGHT)
         async with (
@@ -206,17 +166,17 @@ async def client_bare(count: int) -> float:
 
 
 def paged_api(total: int):
-    async def page(path, query, body):
+    async def page(method, path, query, body):
         after = int(query.split("=")[1]) if query else 0
         data = [{"n": n} for n in range(after + 1, min(after + 100, total) + 1)]
-        return json.dumps({"data": data, "next": data[-1]["n"] if data else after}).encode()
+        return 200, {}, {"data": data, "next": data[-1]["n"] if data else after}
 
-    return asgi(page)
+    return page
 
 
 async def poller_nanostream(count: int) -> float:
     sink = Count()
-    async with serving(paged_api(count)) as base:
+    async with api(paged_api(count)) as base:
         graph = ns.NanoStreamGraph("bench")
         poller = HttpPoller(
             url=base + "/",
@@ -237,7 +197,7 @@ async def poller_nanostream(count: int) -> float:
 
 async def poller_bare(count: int) -> float:
     got = 0
-    async with serving(paged_api(count)) as base, httpx.AsyncClient() as client:
+    async with api(paged_api(count)) as base, httpx.AsyncClient() as client:
         started = time.perf_counter()
         cursor = None
         while True:
@@ -433,7 +393,6 @@ def main() -> None:
     databases = {"SQLite": f"sqlite:///{work}/bench.db"}
     postgres = None
     try:
-        sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
         from pg_testbed import postgres_server
 
         postgres = postgres_server()
