@@ -404,38 +404,45 @@ class HttpStatusError(Exception):
         super().__init__(f"{method} {url}: HTTP {status}: {body[:200]}")
 
 
-def _retry_fields() -> dict[str, Any]:
-    """The parameters of timeouts and retries, declared once for both client nodes."""
-    return {
-        "timeout": attrs.field(
-            default=10.0,
-            validator=_positive,
-            metadata={"description": "Seconds one request may take, connecting included."},
-        ),
-        "retries": attrs.field(
-            default=3,
-            validator=attrs.validators.ge(0),
-            metadata={
-                "description": "How often to send a request again after a connection error,"
-                " a timeout, 429 or a 5xx, before it fails."
-            },
-        ),
-        "retry_delay": attrs.field(
-            default=0.5,
-            validator=_positive,
-            metadata={
-                "description": "Seconds of the first wait before a retry; each next wait may"
-                " be twice as long (full jitter: a random part of it)."
-            },
-        ),
-        "max_retry_delay": attrs.field(
-            default=30.0,
-            validator=_positive,
-            metadata={
-                "description": "The longest wait before a retry, Retry-After included, in seconds."
-            },
-        ),
-    }
+#: The parameters of timeouts and retries that both client nodes take:
+#: name -> (default, validator, description).
+_RETRY_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
+    "timeout": (10.0, _positive, "Seconds one request may take, connecting included."),
+    "retries": (
+        3,
+        attrs.validators.ge(0),
+        "How often to send a request again after a connection error, a timeout, 429 or"
+        " a 5xx, before it fails.",
+    ),
+    "retry_delay": (
+        0.5,
+        _positive,
+        "Seconds of the first wait before a retry; each next wait may be twice as long"
+        " (full jitter: a random part of it).",
+    ),
+    "max_retry_delay": (
+        30.0,
+        _positive,
+        "The longest wait before a retry, Retry-After included, in seconds.",
+    ),
+}
+
+
+def _retry_field(name: str) -> Any:
+    """The client parameter ``name``, declared once for both client nodes."""
+    default, validator, description = _RETRY_PARAMETERS[name]
+    return attrs.field(default=default, validator=validator, metadata={"description": description})
+
+
+def _headers_field() -> Any:
+    return attrs.field(
+        factory=dict,
+        repr=False,
+        metadata={
+            "description": "Headers sent with every request; write secrets as ${VARIABLE}"
+            " to read them from the environment."
+        },
+    )
 
 
 async def _send_with_retries(client: Any, node: Any, method: str, url: str, **request: Any) -> Any:
@@ -540,14 +547,7 @@ class HttpClient(NanoStreamProcessor):
         validator=attrs.validators.in_(("GET", "POST", "PUT", "PATCH", "DELETE")),
         metadata={"description": "The HTTP method."},
     )
-    headers: dict[str, str] = attrs.field(
-        factory=dict,
-        repr=False,
-        metadata={
-            "description": "Headers sent with every request; write secrets as ${VARIABLE}"
-            " to read them from the environment."
-        },
-    )
+    headers: dict[str, str] = _headers_field()  # noqa: RUF009 - an attrs field
     body: Literal["json", "text", "bytes", "none"] = attrs.field(
         default="json",
         validator=attrs.validators.in_(("json", "text", "bytes", "none")),
@@ -570,10 +570,10 @@ class HttpClient(NanoStreamProcessor):
         validator=attrs.validators.ge(1),
         metadata={"description": "How many requests may be in flight at once."},
     )
-    timeout: float = _retry_fields()["timeout"]
-    retries: int = _retry_fields()["retries"]
-    retry_delay: float = _retry_fields()["retry_delay"]
-    max_retry_delay: float = _retry_fields()["max_retry_delay"]
+    timeout: float = _retry_field("timeout")
+    retries: int = _retry_field("retries")
+    retry_delay: float = _retry_field("retry_delay")
+    max_retry_delay: float = _retry_field("max_retry_delay")
 
     _client: Any = attrs.field(default=None, init=False, repr=False, eq=False, alias="_client")
 
@@ -688,11 +688,7 @@ class HttpPoller(NanoStreamProcessor):
         validator=attrs.validators.in_(("GET", "POST")),
         metadata={"description": "The HTTP method."},
     )
-    headers: dict[str, str] = attrs.field(
-        factory=dict,
-        repr=False,
-        metadata={"description": "Headers sent with every request; secrets as ${VARIABLE}."},
-    )
+    headers: dict[str, str] = _headers_field()  # noqa: RUF009 - an attrs field
     params: dict[str, str] = attrs.field(
         factory=dict, metadata={"description": "Query parameters sent with every request."}
     )
@@ -733,10 +729,10 @@ class HttpPoller(NanoStreamProcessor):
             " starts from the first page."
         },
     )
-    timeout: float = _retry_fields()["timeout"]
-    retries: int = _retry_fields()["retries"]
-    retry_delay: float = _retry_fields()["retry_delay"]
-    max_retry_delay: float = _retry_fields()["max_retry_delay"]
+    timeout: float = _retry_field("timeout")
+    retries: int = _retry_field("retries")
+    retry_delay: float = _retry_field("retry_delay")
+    max_retry_delay: float = _retry_field("max_retry_delay")
 
     _checkpoint: Checkpoint | None = attrs.field(
         default=None, init=False, repr=False, eq=False, alias="_checkpoint"
