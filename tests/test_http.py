@@ -456,3 +456,137 @@ async def test_a_failing_api_is_tried_again_next_round(caplog):
         got = await poll(HttpPoller(url=base + "/", retries=1, retry_delay=0.01, interval=0.01), 1)
     assert got == [3]
     assert "HTTP 503: busy; trying again" in caplog.text
+
+
+async def test_a_server_slower_than_the_timeout_fails_the_item_after_the_retries():
+    calls = []
+
+    async def handler(method, path, query, body):
+        calls.append(path)
+        await trio.sleep(PATIENCE)
+        return 200, {}, b""
+
+    async with api(handler) as base:
+        client = HttpClient(url=base + "/", timeout=0.2, retries=1, retry_delay=0.01)
+        _, rejects, _ = await send_through(client, ["slow"])
+    assert len(calls) == 2
+    assert isinstance(rejects[0].error, httpx.ReadTimeout)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ("class: HttpClient\n    url: ftp://host/{id}", "url must start with http:// or https://"),
+        ("class: HttpClient\n    url: http://host/{}", "name each field, as {id} or {item}"),
+        (
+            "class: HttpClient\n    url: http://h/\n    per_batch: true\n    body: text",
+            "body: json",
+        ),
+        ("class: HttpPoller\n    url: http://h/\n    pagination: cursor", "needs next_field"),
+    ],
+)
+def test_client_configurations_that_cannot_work_are_errors(parameters, message):
+    text = f"""\
+pipeline_name: p
+node_sequence:
+  - name: items
+    class: SequenceEmitter
+    sequence: [1]
+  - name: call
+    parents: [items]
+    {parameters}
+"""
+    if "HttpPoller" in parameters:
+        text = text.replace("    parents: [items]\n", "")
+    with pytest.raises(ConfigErrors, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_text(text, "p.yaml")
+
+
+def test_webhooks_survive_kill_9_when_senders_retry(tmp_path):
+    """Senders that retry until they get 200 lose nothing when the pipeline
+    is killed with SIGKILL while their requests are in flight."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    (tmp_path / "pipeline.yaml").write_text(
+        """\
+pipeline_name: hooks
+node_sequence:
+  - name: hooks
+    class: HttpServer
+    port: 0
+  - name: paced
+    class: Throttle
+    parents: [hooks]
+    rate: 300                  # so that requests are in flight when the kill comes
+  - name: store
+    class: FileWriter
+    parents: [paced]
+    path: received.jsonl
+"""
+    )
+
+    readers = []
+
+    def drain(stream) -> None:
+        with stream:
+            for _ in stream:
+                pass
+
+    def start() -> tuple[subprocess.Popen, str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "pipeline.yaml", "--log-level", "info"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        for line in process.stderr:
+            served = re.search(r"serving POST / on (http://\S+)", line)
+            if served:
+                # Keep reading stderr, so that the pipe never fills up.
+                readers.append(threading.Thread(target=drain, args=(process.stderr,)))
+                readers[-1].start()
+                return process, served.group(1) + "/"
+        raise AssertionError("the server did not start")
+
+    process, url = start()
+    current = {"url": url}
+    answered = []
+    lock = threading.Lock()
+
+    def sender(numbers):
+        with httpx.Client(timeout=5) as client:
+            for number in numbers:
+                while True:
+                    try:
+                        if client.post(current["url"], json=number).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                with lock:
+                    answered.append(number)
+
+    threads = [threading.Thread(target=sender, args=(range(start, 400, 4),)) for start in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        while len(answered) < 50:
+            assert process.poll() is None
+            threading.Event().wait(0.01)
+        os.kill(process.pid, 9)
+        process.wait()
+        process, current["url"] = start()
+        for thread in threads:
+            thread.join(PATIENCE * 2)
+        assert sorted(answered) == list(range(400))
+    finally:
+        process.terminate()
+        process.wait(PATIENCE)
+        for reader in readers:
+            reader.join(PATIENCE)
+    lines = (tmp_path / "received.jsonl").read_text().splitlines()
+    assert set(map(int, lines)) == set(range(400))  # some twice, perhaps; none lost
