@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,12 @@ async def test_the_writer_carries_on_when_postgresql_restarts(postgres):
     db.engine.dispose()
     assert sorted(db.run(f"SELECT name FROM {db.table}")) == [("after",), ("before",), ("during",)]
     assert run.stats["write"].retries >= 1
+
+
+async def test_without_sqlalchemy_setup_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)  # as if it were not installed
+    graph = ns.NanoStreamGraph("write")
+    graph.add("items", ns.SequenceEmitter([{"a": 1}]))
+    graph.add("write", SqlWriter(url=f"sqlite:///{tmp_path}/x.db", table="t"), parents=["items"])
+    with pytest.raises(ns.NodeError, match=r"pip install 'nanostream\[sql\]'"):
+        await ns.run_graph(graph)

@@ -85,6 +85,15 @@ class Checkpoint:
         while self._groups and self._groups[0][0] == 0:
             self.reached = self._groups.popleft()[1]
 
+    async def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, saving the reached position once a second
+        meanwhile, so that a source waiting for new input keeps its file up
+        to date with what is acknowledged."""
+        deadline = trio.current_time() + seconds
+        while (left := deadline - trio.current_time()) > 0:
+            await trio.sleep(min(left, 1.0))
+            await self.save()
+
     async def save(self) -> None:
         """Write the reached position to the file, if it moved since the last save."""
         if self.path is None or self.reached == self._saved:

@@ -824,8 +824,7 @@ class HttpPoller(NanoStreamProcessor):
                     position = following
                 if self.once:
                     return
-                await trio.sleep(self.interval)
-                await checkpoint.save()
+                await checkpoint.wait(self.interval)
 
     async def teardown(self) -> None:
         # After the rest of the pipeline: every item handled is acknowledged.

@@ -319,9 +319,10 @@ class SqlReader(NanoStreamProcessor):
                 position = rows[-1][column]
                 acks = checkpoint.group(position, len(rows))
                 yield [WithAck(row, ack) for row, ack in zip(rows, acks, strict=True)]
-            await checkpoint.save()
             if len(rows) < self.batch_size:
-                await trio.sleep(self.interval)
+                await checkpoint.wait(self.interval)
+            else:
+                await checkpoint.save()
 
     async def _read_once(self) -> AsyncIterator[list[dict[str, Any]]]:
         sa = _sqlalchemy()
