@@ -590,3 +590,35 @@ node_sequence:
             reader.join(PATIENCE)
     lines = (tmp_path / "received.jsonl").read_text().splitlines()
     assert set(map(int, lines)) == set(range(400))  # some twice, perhaps; none lost
+
+
+async def test_a_drain_answers_200_for_what_it_handles_and_503_for_the_rest():
+    gate = Gate()
+    server = HttpServer(port=0)
+    items = []
+    graph = ns.NanoStreamGraph("hooks")
+    graph.add("hooks", server, buffer_size=1, max_batch=1)
+    graph.add("gate", gate, parents=["hooks"], max_batch=1, buffer_size=1)
+    graph.add("sink", Collect(items), parents=["gate"])
+    statuses = {}
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(ns.run_graph, graph)
+        async with httpx.AsyncClient() as client, trio.open_nursery() as senders:
+
+            async def post(number):
+                answer = await client.post(f"http://127.0.0.1:{server.bound_port}", json=number)
+                statuses[number] = answer.status_code
+
+            for number in range(20):
+                senders.start_soon(post, number)
+            with trio.fail_after(PATIENCE):
+                while gate.waiting < 1:
+                    await trio.sleep(0.01)
+                await trio.testing.wait_all_tasks_blocked()
+            run.stop()
+            gate.open.set()
+    assert sorted(statuses) == list(range(20))
+    handled = sorted(number for number, status in statuses.items() if status == 200)
+    refused = [number for number, status in statuses.items() if status == 503]
+    assert sorted(items) == handled
+    assert len(handled) + len(refused) == 20 and refused

@@ -329,8 +329,8 @@ class HttpServer(NanoStreamProcessor):
             else (WithAck(item, done))
         )
         try:
-            self._send.send_nowait(entry)
-        except trio.WouldBlock:
+            self._send.send_nowait((entry, waiting))
+        except (trio.WouldBlock, trio.BrokenResourceError):
             await self._busy(send, "the pipeline is full")
             return
         self._waiting.add(waiting)
@@ -351,14 +351,26 @@ class HttpServer(NanoStreamProcessor):
 
     async def generate_batches(self) -> AsyncIterator[list[Any]]:
         receive = self._receive
-        async for first in receive:
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
+        try:
+            async for first in receive:
+                batch = [first[0]]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait()[0])
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                yield batch
+        finally:
+            # The pipeline is stopping: requests that never entered it are
+            # told to come back, and no more are taken.
+            self._closing = True
+            while True:
                 try:
-                    batch.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
+                    _, waiting = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-            yield batch
+                waiting.answer(503)
+            receive.close()
 
     async def teardown(self) -> None:
         # Runs once the rest of the pipeline is done: every item handled has
