@@ -6,12 +6,14 @@ interleaved, and both outputs are checked:
 * stdio: JSON Lines from a file through ``nanostream run`` (StdinReader ->
   StdoutWriter) against a Python script that parses and dumps each line;
   both are processes, started the same way.
-* HttpServer: an httpx client POSTs JSON bodies, 16 requests in flight;
-  against a bare ASGI app on hypercorn that keeps each body and answers 200.
-* HttpClient: items POSTed as JSON to a bare hypercorn app, 16 in flight;
-  against a hand-written httpx loop (a nursery and a semaphore of 16).
-* HttpPoller: every page of a cursor-paginated API (100 items a page);
-  against a hand-written httpx loop following the cursor.
+* HttpServer: an httpx client in another process POSTs JSON bodies, 16
+  requests in flight; against a bare ASGI app on hypercorn that keeps each
+  body and answers 200.
+* HttpClient: items POSTed as JSON, 16 in flight, to a hypercorn app in
+  another process; against a hand-written httpx loop (a nursery and a
+  semaphore of 16).
+* HttpPoller: every page of a cursor-paginated API (100 items a page) in
+  another process; against a hand-written httpx loop following the cursor.
 * SqlWriter: rows into a table, in batches; against a hand-written
   SQLAlchemy loop inserting chunks of the same size, one transaction each,
   in a worker thread.
@@ -26,6 +28,7 @@ SQL runs against SQLite and, when the pgserver package is there, PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -33,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -70,25 +73,90 @@ class Items(ns.NanoStreamProcessor):
         yield from self.items
 
 
-# -- HTTP peers ---------------------------------------------------------------
+# -- HTTP peers, each in a process of its own -----------------------------------
+#
+# The peer (the API a client calls, the senders a server takes from) runs in
+# another process, so that the process measured runs the connector alone.
 
 
-async def post_all(url: str, count: int) -> list[int]:
-    """POST ``count`` bodies, 16 in flight; the statuses."""
+async def post_all(url: str, count: int) -> None:
+    """POST ``count`` JSON bodies, 16 in flight; print the seconds taken and
+    how many were answered 200, as JSON."""
     statuses = []
     limit = trio.Semaphore(IN_FLIGHT)
-    async with (
-        httpx.AsyncClient(limits=httpx.Limits(max_connections=IN_FLIGHT)) as client,
-        trio.open_nursery() as nursery,
-    ):
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=IN_FLIGHT)) as client:
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
 
-        async def post(number):
-            async with limit:
-                statuses.append((await client.post(url, json={"n": number})).status_code)
+            async def post(number):
+                async with limit:
+                    statuses.append((await client.post(url, json={"n": number})).status_code)
 
-        for number in range(count):
-            nursery.start_soon(post, number)
-    return statuses
+            for number in range(count):
+                nursery.start_soon(post, number)
+        elapsed = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "ok": statuses.count(200)}))
+
+
+def receiver() -> Callable:
+    """An API that takes JSON bodies; ``GET /count`` says how many and their sum of n."""
+    taken = {"count": 0, "sum": 0}
+
+    async def handle(method, path, query, body):
+        if method == "GET":
+            return 200, {}, dict(taken)
+        taken["count"] += 1
+        taken["sum"] += json.loads(body)["n"]
+        return 200, {}, b"{}"
+
+    return handle
+
+
+def paged_api(total: int) -> Callable:
+    """``total`` items, 100 a page, by a cursor sent back as ``after``."""
+
+    async def page(method, path, query, body):
+        after = int(query.split("=")[1]) if query else 0
+        data = [{"n": n} for n in range(after + 1, min(after + 100, total) + 1)]
+        return 200, {}, {"data": data, "next": data[-1]["n"] if data else after}
+
+    return page
+
+
+async def serve_peer(kind: str, total: int) -> None:
+    handler = receiver() if kind == "receiver" else paged_api(total)
+    async with api(handler) as base:
+        print(base, flush=True)
+        await trio.sleep_forever()
+
+
+@contextlib.contextmanager
+def peer(kind: str, total: int = 0) -> Iterator[str]:
+    """A peer API in a process of its own; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--peer", kind, str(total)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait()
+        process.stdout.close()
+
+
+def taken(base: str, count: int) -> None:
+    """Check that the receiver at ``base`` took each of ``count`` bodies once."""
+    assert httpx.get(base + "/count").json() == {"count": count, "sum": count * (count - 1) // 2}
+
+
+async def load(url: str, count: int) -> float:
+    """Bodies per second that senders in another process got 200 for."""
+    done = await trio.run_process(
+        [sys.executable, __file__, "--load", url, str(count)], capture_stdout=True
+    )
+    outcome = json.loads(done.stdout)
+    assert outcome["ok"] == count, outcome
+    return count / outcome["seconds"]
 
 
 async def server_nanostream(count: int) -> float:
@@ -99,12 +167,10 @@ async def server_nanostream(count: int) -> float:
     graph.add("sink", sink, parents=["hooks"])
     async with trio.open_nursery() as nursery:
         run = await nursery.start(ns.run_graph, graph)
-        started = time.perf_counter()
-        statuses = await post_all(f"http://127.0.0.1:{server.bound_port}/", count)
-        elapsed = time.perf_counter() - started
+        rate = await load(f"http://127.0.0.1:{server.bound_port}/", count)
         run.stop()
-    assert statuses == [200] * count and sink.count == count, (statuses[:3], sink.count)
-    return count / elapsed
+    assert sink.count == count
+    return rate
 
 
 async def server_bare(count: int) -> float:
@@ -115,38 +181,25 @@ async def server_bare(count: int) -> float:
         return 200, {}, b'{"status": 200}'
 
     async with api(keep) as base:
-        started = time.perf_counter()
-        statuses = await post_all(base + "/", count)
-        elapsed = time.perf_counter() - started
-    assert statuses == [200] * count and len(kept) == count
-    return count / elapsed
+        rate = await load(base + "/", count)
+    assert len(kept) == count
+    return rate
 
 
-def receiver(into: list) -> Callable:
-    async def keep(method, path, query, body):
-        into.append(json.loads(body))
-        return 200, {}, b"{}"
-
-    return keep
-
-
-async def client_nanostream(count: int) -> float:
-    got = []
-    async with api(receiver(got)) as base:
+def client_nanostream(count: int) -> float:
+    with peer("receiver") as base:
         graph = ns.NanoStreamGraph("bench")
         graph.add("items", Items([{"n": n} for n in range(count)]))
         graph.add("call", HttpClient(url=base + "/", concurrency=IN_FLIGHT), parents=["items"])
         started = time.perf_counter()
-        await ns.run_graph(graph)
+        trio.run(ns.run_graph, graph)
         elapsed = time.perf_counter() - started
-    assert sorted(item["n"] for item in got) == list(range(count))
+        taken(base, count)
     return count / elapsed
 
 
-async def client_bare(count: int) -> float:
-    got = []
-    async with api(receiver(got)) as base:
-        started = time.perf_counter()
+def client_bare(count: int) -> float:
+    async def main(base):
         limit = trio.Semaphore(IN_FLIGHT)
         async with (
             httpx.AsyncClient(limits=httpx.Limits(max_connections=IN_FLIGHT)) as client,
@@ -160,23 +213,18 @@ async def client_bare(count: int) -> float:
 
             for n in range(count):
                 nursery.start_soon(post, {"n": n})
+
+    with peer("receiver") as base:
+        started = time.perf_counter()
+        trio.run(main, base)
         elapsed = time.perf_counter() - started
-    assert sorted(item["n"] for item in got) == list(range(count))
+        taken(base, count)
     return count / elapsed
 
 
-def paged_api(total: int):
-    async def page(method, path, query, body):
-        after = int(query.split("=")[1]) if query else 0
-        data = [{"n": n} for n in range(after + 1, min(after + 100, total) + 1)]
-        return 200, {}, {"data": data, "next": data[-1]["n"] if data else after}
-
-    return page
-
-
-async def poller_nanostream(count: int) -> float:
+def poller_nanostream(count: int) -> float:
     sink = Count()
-    async with api(paged_api(count)) as base:
+    with peer("paged", count) as base:
         graph = ns.NanoStreamGraph("bench")
         poller = HttpPoller(
             url=base + "/",
@@ -189,24 +237,30 @@ async def poller_nanostream(count: int) -> float:
         graph.add("poll", poller)
         graph.add("sink", sink, parents=["poll"])
         started = time.perf_counter()
-        await ns.run_graph(graph)
+        trio.run(ns.run_graph, graph)
         elapsed = time.perf_counter() - started
     assert sink.count == count
     return count / elapsed
 
 
-async def poller_bare(count: int) -> float:
+def poller_bare(count: int) -> float:
     got = 0
-    async with api(paged_api(count)) as base, httpx.AsyncClient() as client:
+
+    async def main(base):
+        nonlocal got
+        async with httpx.AsyncClient() as client:
+            cursor = None
+            while True:
+                params = {"after": cursor} if cursor is not None else None
+                document = (await client.get(base + "/", params=params)).json()
+                got += len(document["data"])
+                if not document["data"]:
+                    break
+                cursor = document["next"]
+
+    with peer("paged", count) as base:
         started = time.perf_counter()
-        cursor = None
-        while True:
-            params = {"after": cursor} if cursor is not None else None
-            document = (await client.get(base + "/", params=params)).json()
-            got += len(document["data"])
-            if not document["data"]:
-                break
-            cursor = document["next"]
+        trio.run(main, base)
         elapsed = time.perf_counter() - started
     assert got == count
     return count / elapsed
@@ -346,7 +400,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every item count")
+    parser.add_argument("--peer", nargs=2, metavar=("KIND", "TOTAL"), help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=2, metavar=("URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer:
+        trio.run(serve_peer, args.peer[0], int(args.peer[1]))
+        return
+    if args.load:
+        trio.run(post_all, args.load[0], int(args.load[1]))
+        return
 
     def n(count: int) -> int:
         return max(1, int(count * args.scale))
@@ -380,13 +442,13 @@ def main() -> None:
             "requests/s",
         ),
         "HttpClient": (
-            lambda: trio.run(client_nanostream, n(3000)),
-            lambda: trio.run(client_bare, n(3000)),
+            lambda: client_nanostream(n(3000)),
+            lambda: client_bare(n(3000)),
             "requests/s",
         ),
         "HttpPoller": (
-            lambda: trio.run(poller_nanostream, n(50_000)),
-            lambda: trio.run(poller_bare, n(50_000)),
+            lambda: poller_nanostream(n(50_000)),
+            lambda: poller_bare(n(50_000)),
             "items/s",
         ),
     }

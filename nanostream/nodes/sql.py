@@ -100,6 +100,9 @@ class SqlWriter(NanoStreamProcessor):
 
     _engine: Any = attrs.field(default=None, init=False, repr=False, eq=False, alias="_engine")
     _table: Any = attrs.field(default=None, init=False, repr=False, eq=False, alias="_table")
+    _columns: frozenset[str] = attrs.field(
+        factory=frozenset, init=False, repr=False, eq=False, alias="_columns"
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.mode == "upsert" and not self.key_columns:
@@ -129,6 +132,7 @@ class SqlWriter(NanoStreamProcessor):
             return engine, table
 
         self._engine, self._table = await trio.to_thread.run_sync(connect)
+        self._columns = frozenset(self._table.c.keys())
 
     def _statement(self, columns: tuple[str, ...]) -> Any:
         table = self._table
@@ -161,7 +165,9 @@ class SqlWriter(NanoStreamProcessor):
     def _check(self, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise TypeError(f"a row must be a dict of column values, not {type(item).__name__}")
-        unknown = [key for key in item if key not in self._table.c]
+        if item.keys() <= self._columns:
+            return item
+        unknown = [key for key in item if key not in self._columns]
         if unknown:
             raise ValueError(f"table {self.table!r} has no column {', '.join(map(str, unknown))}")
         return item
