@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -279,3 +280,40 @@ async def test_without_sqlalchemy_setup_says_how_to_install_it(monkeypatch, tmp_
     graph.add("write", SqlWriter(url=f"sqlite:///{tmp_path}/x.db", table="t"), parents=["items"])
     with pytest.raises(ns.NodeError, match=r"pip install 'nanostream\[sql\]'"):
         await ns.run_graph(graph)
+
+
+def test_postgresql_dates_and_decimals_print_as_json_lines(postgres, tmp_path):
+    import subprocess
+
+    (tmp_path / "pipeline.yaml").write_text(
+        """\
+pipeline_name: rows
+node_sequence:
+  - name: rows
+    class: SqlReader
+    url: ${DATABASE_URL}
+    query: >
+      SELECT 1 AS id, DATE '2026-01-02' AS day, TIMESTAMP '2026-01-02 03:04:05' AS at,
+             12.50::numeric AS price, 3::numeric AS count;
+  - name: print
+    class: StdoutWriter
+    parents: [rows]
+    format: jsonl
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "DATABASE_URL": postgres.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "id": 1,
+        "day": "2026-01-02",
+        "at": "2026-01-02T03:04:05",
+        "price": 12.5,
+        "count": 3,
+    }

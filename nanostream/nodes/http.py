@@ -24,6 +24,7 @@ import trio
 
 from .. import node_nursery
 from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
+from . import _jsonable
 from ._checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -525,7 +526,10 @@ def _request_body(item: Any, body: str) -> dict[str, Any]:
     if body == "none":
         return {}
     if body == "json":
-        return {"json": item}
+        return {
+            "content": _jsonable.dumps(item).encode("utf-8"),
+            "headers": {"content-type": "application/json"},
+        }
     if isinstance(item, bytes):
         return {"content": item}
     return {"content": str(item).encode("utf-8")}

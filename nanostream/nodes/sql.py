@@ -286,13 +286,19 @@ class SqlReader(NanoStreamProcessor):
         if self.state_path is not None and self.cursor_column is None:
             raise ValueError("state_path keeps the position of cursor_column: give one")
 
+    def _source_sql(self) -> str:
+        """The SELECT the rows come from: ``query`` (less a trailing ';'), or the table's."""
+        if self.query is not None:
+            return self.query.strip().rstrip(";")
+        return f"SELECT * FROM {self._quoted_table()}"
+
     def _quoted_table(self) -> str:
         preparer = self._engine.dialect.identifier_preparer
         return ".".join(preparer.quote(part) for part in self.table.split("."))
 
     def _incremental_sql(self, after: bool) -> Any:
         sa = _sqlalchemy()
-        inner = f"SELECT * FROM {self._quoted_table()}" if self.table else self.query
+        inner = self._source_sql()
         column = self._engine.dialect.identifier_preparer.quote(self.cursor_column)
         where = f" WHERE q.{column} > :position" if after else ""
         return sa.text(f"SELECT * FROM ({inner}) AS q{where} ORDER BY q.{column} LIMIT :size")
@@ -332,7 +338,7 @@ class SqlReader(NanoStreamProcessor):
 
     async def _read_once(self) -> AsyncIterator[list[dict[str, Any]]]:
         sa = _sqlalchemy()
-        inner = f"SELECT * FROM {self._quoted_table()}" if self.table else self.query
+        inner = self._source_sql()
         connection = await trio.to_thread.run_sync(self._engine.connect)
         try:
             result = await trio.to_thread.run_sync(

@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from .._processor import FailedItems, NanoStreamProcessor, Rejected
+from . import _jsonable
 from .files import FileData, _bad_input
 
 logger = logging.getLogger(__name__)
@@ -238,8 +239,9 @@ class StdoutWriter(NanoStreamProcessor):
     """Writes each item to standard output; each batch is flushed as it is written.
 
     ``lines``: ``str(item)`` and a newline; ``jsonl``: the item as one line
-    of JSON; ``csv``: dicts (or lists) as rows, after a header of
-    ``fieldnames``, by default the keys of the first dict; ``bytes``: the
+    of JSON (dates and times in ISO 8601, decimals as numbers); ``csv``:
+    dicts (or lists) as rows, after a header of ``fieldnames``, by default
+    the keys of the first dict; ``bytes``: the
     item's bytes as they are (text as UTF-8), nothing between items. A
     ``FileData`` from ``FileReader`` is written as its data.
 
@@ -289,7 +291,7 @@ class StdoutWriter(NanoStreamProcessor):
         if self.format == "lines":
             return (_as_text(item) + "\n").encode("utf-8")
         if self.format == "jsonl":
-            return (json.dumps(_data(item), ensure_ascii=False) + "\n").encode("utf-8")
+            return (_jsonable.dumps(_data(item)) + "\n").encode("utf-8")
         if self.format == "bytes":
             data = _data(item)
             return bytes(data) if isinstance(data, bytes | bytearray) else str(data).encode()
