@@ -614,3 +614,29 @@ async def test_a_drain_answers_200_for_what_it_handles_and_503_for_the_rest():
     refused = [number for number, status in statuses.items() if status == 503]
     assert sorted(items) == handled
     assert len(handled) + len(refused) == 20 and refused
+
+
+async def test_an_item_not_handled_within_ack_timeout_is_answered_504():
+    gate = Gate()
+    async with (
+        webhook_pipeline(HttpServer(port=0, ack_timeout=0.2), gate=gate) as (url, items, _, _),
+        httpx.AsyncClient() as client,
+    ):
+        answer = await client.post(url, json="slow")
+        assert answer.status_code == 504
+        gate.open.set()
+    assert items == ["slow"]  # handled after all: a retry would repeat it
+
+
+async def test_an_answer_that_is_not_json_fails_the_poller_naming_the_url():
+    async def handler(method, path, query, body):
+        return 200, {}, b"<html>maintenance</html>"
+
+    graph = ns.NanoStreamGraph("poll")
+    async with api(handler) as base:
+        graph.add("poll", HttpPoller(url=base + "/feed", once=True))
+        graph.add("sink", Collect([]), parents=["poll"])
+        with pytest.raises(
+            ns.NodeError, match=r"GET http://127\.0\.0\.1:\d+/feed: the answer is not JSON"
+        ):
+            await ns.run_graph(graph)
