@@ -640,3 +640,28 @@ async def test_an_answer_that_is_not_json_fails_the_poller_naming_the_url():
             ns.NodeError, match=r"GET http://127\.0\.0\.1:\d+/feed: the answer is not JSON"
         ):
             await ns.run_graph(graph)
+
+
+async def test_headers_read_from_the_environment_are_sent(monkeypatch):
+    # The peer is an HttpServer that takes only that bearer token.
+    server = HttpServer(port=0, bearer_token="t0ken")
+    async with webhook_pipeline(server) as (url, received, _, _):
+        monkeypatch.setenv("API_TOKEN", "t0ken")
+        graph = load_text(
+            f"""\
+pipeline_name: call
+node_sequence:
+  - name: items
+    class: SequenceEmitter
+    sequence: [{{"id": 1}}]
+  - name: call
+    class: HttpClient
+    parents: [items]
+    url: {url}/
+    headers:
+      Authorization: Bearer ${{API_TOKEN}}
+""",
+            "call.yaml",
+        )
+        await ns.run_graph(graph)
+    assert received == [{"id": 1}]

@@ -42,8 +42,20 @@ def _engine(url: str) -> Any:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _validate_url(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:
+        return  # said when the node starts
+    try:
+        make_url(value)
+    except Exception as error:
+        raise ValueError(f"{attribute.name} is not a SQLAlchemy database URL: {error}") from None
+
+
 def _url_field() -> Any:
     return attrs.field(
+        validator=_validate_url,
         repr=False,
         metadata={
             "description": "SQLAlchemy database URL (sqlite:///data.db,"
@@ -205,10 +217,11 @@ class SqlWriter(NanoStreamProcessor):
             raise FailedItems(errors)
 
     async def process_batch(self, messages: list[Any]) -> None:
-        # Not abandoned on cancellation: the transaction ends (commits or
-        # rolls back) before the node stops, and an unacknowledged batch is
-        # sent again after a restart.
-        await trio.to_thread.run_sync(self._write_batch, messages)
+        # Abandoned on cancellation, so that a database that does not answer
+        # cannot hold up the end: the transaction then commits or rolls back
+        # on its own, and the batch, never acknowledged, is written again
+        # after a restart (at-least-once; an upsert makes that harmless).
+        await trio.to_thread.run_sync(self._write_batch, messages, abandon_on_cancel=True)
 
     async def teardown(self) -> None:
         engine, self._engine = self._engine, None
@@ -324,7 +337,8 @@ class SqlReader(NanoStreamProcessor):
         position = await trio.to_thread.run_sync(checkpoint.load)
         column = self.cursor_column
         while True:
-            rows = await trio.to_thread.run_sync(self._read_after, position)
+            # Abandoned on cancellation, so a slow query never holds up a drain.
+            rows = await trio.to_thread.run_sync(self._read_after, position, abandon_on_cancel=True)
             if rows:
                 if column not in rows[0]:
                     raise ValueError(f"the rows read have no column {column!r}")

@@ -165,6 +165,13 @@ def _take_ready(records: Iterator[Any], lines: _StdinLines) -> list[Any]:
     return chunk
 
 
+def _validate_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
+
+
 def _validate_delimiter(_: Any, attribute: attrs.Attribute, value: str) -> None:
     if len(value) != 1:
         raise ValueError(f"{attribute.name} must be one character, not {value!r}")
@@ -197,7 +204,9 @@ class StdinReader(NanoStreamProcessor):
         },
     )
     encoding: str = attrs.field(
-        default="utf-8", metadata={"description": "Encoding of the text on stdin."}
+        default="utf-8",
+        validator=_validate_encoding,
+        metadata={"description": "Encoding of the text on stdin."},
     )
     delimiter: str = attrs.field(
         default=",",
