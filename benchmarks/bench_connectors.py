@@ -22,7 +22,7 @@ interleaved, and both outputs are checked:
 
 SQL runs against SQLite and, when the pgserver package is there, PostgreSQL.
 
-    python benchmarks/bench_connectors.py [--repeat R] [--scale S]
+    python benchmarks/bench_connectors.py [--repeat R] [--scale S] [--only NAME]
 """
 
 from __future__ import annotations
@@ -400,6 +400,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every item count")
+    parser.add_argument("--only", metavar="TEXT", help="run only the connectors named with TEXT")
     parser.add_argument("--peer", nargs=2, metavar=("KIND", "TOTAL"), help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=2, metavar=("URL", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -482,6 +483,8 @@ def main() -> None:
         print("| connector | hand-written | NanoStream | NanoStream / hand-written |")
         print("|---|---:|---:|---:|")
         for name, (ours, bare, unit) in pairs.items():
+            if args.only and args.only.lower() not in name.lower():
+                continue
             bare(), ours()  # warm up: imports, caches, the database's pages
             ours_rates, bare_rates, ratios = [], [], []
             for _ in range(args.repeat):

@@ -9,6 +9,7 @@ thread is involved.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hmac
 import json
 import logging
@@ -17,7 +18,7 @@ import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import attrs
 import trio
@@ -490,8 +491,12 @@ async def _send_with_retries(client: Any, node: Any, method: str, url: str, **re
         await trio.sleep(min(wait, node.max_retry_delay))
 
 
-def _template_fields(template: str) -> list[str]:
-    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+@functools.lru_cache(maxsize=64)
+def _template_fields(template: str) -> tuple[str, ...]:
+    """The names of the ``{fields}`` of a URL template (parsed once per template)."""
+    return tuple(
+        field for _, field, _, _ in string.Formatter().parse(template) if field is not None
+    )
 
 
 def _validate_url_template(_: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -499,7 +504,7 @@ def _validate_url_template(_: Any, attribute: attrs.Attribute, value: str) -> No
         fields = _template_fields(value)
     except ValueError as error:
         raise ValueError(f"{attribute.name} {value!r} is not a valid template: {error}") from None
-    if any(field == "" or field.isdigit() for field in fields):
+    if not all(field.isidentifier() for field in fields):
         raise ValueError(f"{attribute.name} {value!r}: name each field, as {{id}} or {{item}}")
     if not value.split("{", 1)[0].startswith(("http://", "https://")):
         raise ValueError(f"{attribute.name} must start with http:// or https://, got {value!r}")
@@ -507,12 +512,9 @@ def _validate_url_template(_: Any, attribute: attrs.Attribute, value: str) -> No
 
 def _fill(template: str, item: Any) -> str:
     """The URL for ``item``: ``{item}`` is the item, ``{name}`` a field of a dict item."""
-    from urllib.parse import quote
-
     fields = item if isinstance(item, dict) else {}
     values = {}
-    for field in _template_fields(template):
-        key = field.split(".")[0].split("[")[0]
+    for key in _template_fields(template):
         if key == "item":
             values[key] = quote(str(item), safe="")
         elif key in fields:
