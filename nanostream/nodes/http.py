@@ -8,6 +8,7 @@ thread is involved.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import hmac
@@ -35,6 +36,9 @@ _BODY_FORMATS = ("json", "text", "bytes")
 
 #: The most requests the server hands to the pipeline as one batch.
 _MAX_BATCH = 512
+#: How long a request whose item was cut short by a failing run may take to
+#: be told so (503), before its connection is simply closed.
+_LAST_ANSWER_TIMEOUT = 1.0
 #: HTTP statuses worth sending a request again for: the server is busy,
 #: overloaded, or a gateway in front of it could not reach it.
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -339,6 +343,14 @@ class HttpServer(NanoStreamProcessor):
         try:
             with trio.move_on_after(self.ack_timeout):
                 await waiting.answered.wait()
+        except trio.Cancelled:
+            # The run is failing or cancelled: tell the sender to retry, if
+            # the connection still takes it, before letting go.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + _LAST_ANSWER_TIMEOUT
+                with contextlib.suppress(Exception):
+                    await self._busy(send, "the pipeline stopped before handling it")
+            raise
         finally:
             self._waiting.discard(waiting)
         if waiting.status == 0:
