@@ -358,9 +358,10 @@ def paged(total: int, size: int):
             return 200, {}, items
         start = int(params.get("start", 1))
         items = list(range(start, min(start + size, total + 1)))
-        headers = {}
-        if start + size <= total:
-            headers["link"] = f'</links?start={start + size}>; rel="next"'
+        following = f"{path}?start={start + size}" if start + size <= total else None
+        if path == "/json-links":
+            return 200, {}, {"items": items, "links": {"next": following}}
+        headers = {"link": f'<{following}>; rel="next"'} if following else {}
         return 200, headers, {"items": items}
 
     return handler
@@ -396,6 +397,19 @@ async def test_the_poller_follows_link_headers():
         got = await poll(
             HttpPoller(url=base + "/links", pagination="next_link", items_field="items", once=True)
         )
+    assert got == list(range(1, 24))
+
+
+async def test_the_poller_follows_next_links_in_the_answer():
+    async with api(paged(23, 5)) as base:
+        poller = HttpPoller(
+            url=base + "/json-links",
+            pagination="next_link",
+            items_field="items",
+            next_field="links.next",
+            once=True,
+        )
+        got = await poll(poller)
     assert got == list(range(1, 24))
 
 
