@@ -317,3 +317,35 @@ node_sequence:
         "price": 12.5,
         "count": 3,
     }
+
+
+async def test_the_reader_waits_for_postgresql_to_come_back(postgres, caplog):
+    db = Database(postgres.url)
+    source_table(db, 3)
+    got = []
+    more = trio.Event()
+
+    class Sink(ns.NanoStreamProcessor):
+        def process_item(self, message):
+            got.append(message["id"])
+            if len(got) == 5:
+                more.set()
+
+    graph = ns.NanoStreamGraph("read")
+    graph.add("rows", SqlReader(url=db.url, table=db.table, cursor_column="id", interval=0.05))
+    graph.add("sink", Sink(), parents=["rows"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(ns.run_graph, graph)
+        with trio.fail_after(30):
+            while len(got) < 3:
+                await trio.sleep(0.01)
+            await trio.to_thread.run_sync(postgres.stop)
+            while "trying again" not in caplog.text:
+                await trio.sleep(0.01)
+            await trio.to_thread.run_sync(postgres.start)
+            db.engine.dispose()
+            source_table(db, 2, start=3)
+            await more.wait()
+        run.stop()
+    db.engine.dispose()
+    assert got == [1, 2, 3, 4, 5]

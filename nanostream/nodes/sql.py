@@ -242,6 +242,8 @@ class SqlReader(NanoStreamProcessor):
     every row before it is handled, so a pipeline stopped or killed at any
     moment starts again where it was: rows may repeat, none is skipped.
     Without ``cursor_column`` the query is read once, then the node ends.
+    While the database cannot be reached, an incremental reader logs a
+    warning and asks again every ``interval`` seconds.
 
     ``query`` is any SELECT (its parameters are not bound: write values in
     it); it is read as ``SELECT * FROM (query) WHERE cursor > :position
@@ -336,9 +338,24 @@ class SqlReader(NanoStreamProcessor):
         checkpoint = self._checkpoint = Checkpoint(self.state_path, self.start_after)
         position = await trio.to_thread.run_sync(checkpoint.load)
         column = self.cursor_column
+        sa = _sqlalchemy()
         while True:
-            # Abandoned on cancellation, so a slow query never holds up a drain.
-            rows = await trio.to_thread.run_sync(self._read_after, position, abandon_on_cancel=True)
+            try:
+                # Abandoned on cancellation, so a slow query never holds up a drain.
+                rows = await trio.to_thread.run_sync(
+                    self._read_after, position, abandon_on_cancel=True
+                )
+            except sa.exc.OperationalError as error:
+                # The database is away (restarting, unreachable): ask again later.
+                logger.warning(
+                    "%s: %s; trying again in %ss",
+                    _safe_url(self.url),
+                    str(error.orig or error).strip().splitlines()[0],
+                    self.interval,
+                    extra={"event": "database_unavailable"},
+                )
+                await checkpoint.wait(self.interval)
+                continue
             if rows:
                 if column not in rows[0]:
                     raise ValueError(f"the rows read have no column {column!r}")
