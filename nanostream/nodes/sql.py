@@ -17,6 +17,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from .._params import collection
 from .._processor import FailedItems, NanoStreamProcessor, WithAck
 from ._checkpoint import Checkpoint
 
@@ -42,20 +43,20 @@ def _engine(url: str) -> Any:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _validate_url(_: Any, attribute: attrs.Attribute, value: str) -> None:
+def _check_url(url: str) -> None:
+    """ValueError if ``url`` is not a database URL (when SQLAlchemy is there to tell)."""
     try:
         from sqlalchemy.engine import make_url
     except ImportError:
         return  # said when the node starts
     try:
-        make_url(value)
+        make_url(url)
     except Exception as error:
-        raise ValueError(f"{attribute.name} is not a SQLAlchemy database URL: {error}") from None
+        raise ValueError(f"url is not a SQLAlchemy database URL: {error}") from None
 
 
 def _url_field() -> Any:
     return attrs.field(
-        validator=_validate_url,
         repr=False,
         metadata={
             "description": "SQLAlchemy database URL (sqlite:///data.db,"
@@ -103,6 +104,7 @@ class SqlWriter(NanoStreamProcessor):
     )
     key_columns: list[str] = attrs.field(
         factory=list,
+        validator=collection,
         metadata={"description": "With upsert: the columns of the unique key rows are matched on."},
     )
     db_schema: str | None = attrs.field(
@@ -117,6 +119,7 @@ class SqlWriter(NanoStreamProcessor):
     )
 
     def __attrs_post_init__(self) -> None:
+        _check_url(self.url)
         if self.mode == "upsert" and not self.key_columns:
             raise ValueError("mode: upsert needs key_columns, the unique key rows are matched on")
         if self.mode == "insert" and self.key_columns:
@@ -296,6 +299,7 @@ class SqlReader(NanoStreamProcessor):
     )
 
     def __attrs_post_init__(self) -> None:
+        _check_url(self.url)
         if (self.query is None) == (self.table is None):
             raise ValueError("give either query or table")
         if self.state_path is not None and self.cursor_column is None:

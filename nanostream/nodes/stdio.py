@@ -25,6 +25,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from .._params import collection
 from .._processor import FailedItems, NanoStreamProcessor, Rejected
 from . import _jsonable
 from .files import FileData, _bad_input
@@ -276,6 +277,7 @@ class StdoutWriter(NanoStreamProcessor):
     )
     fieldnames: list[str] | None = attrs.field(
         default=None,
+        validator=collection,
         metadata={
             "description": "With csv: the columns, in order. Default: the keys of the first"
             " dict written."
