@@ -1,7 +1,9 @@
 """Throughput of each connector against a hand-written loop with the same library.
 
 Every pair does the same work on the same input, in the same run, runs
-interleaved, and both outputs are checked:
+interleaved, and both outputs are checked. Beside throughput, the CPU time
+each contender took is compared: on a shared, loaded machine it says what
+a connector costs more steadily than the wall clock does.
 
 * stdio: JSON Lines from a file through ``nanostream run`` (StdinReader ->
   StdoutWriter) against a Python script that parses and dumps each line;
@@ -31,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -396,6 +399,21 @@ def stdio(command: list[str], source: Path, expected: bytes, count: int) -> floa
     return count / elapsed
 
 
+def cpu(contender: Callable[[], float], children: bool) -> tuple[float, float]:
+    """The contender's rate, and the CPU seconds it took: this process's, or
+    its child processes' with ``children``."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    before = resource.getrusage(who)
+    rate = contender()
+    after = resource.getrusage(who)
+    return rate, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def spread(ratios: list[float]) -> str:
+    """The median of ``ratios``, with their range."""
+    return f"{statistics.median(ratios):.0%} ({min(ratios):.0%}..{max(ratios):.0%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -480,23 +498,31 @@ def main() -> None:
             f"{args.repeat} interleaved runs each, after a warm-up; medians, min..max",
             file=sys.stderr,
         )
-        print("| connector | hand-written | NanoStream | NanoStream / hand-written |")
-        print("|---|---:|---:|---:|")
+        print(
+            "| connector | hand-written | NanoStream | throughput / hand-written "
+            "| CPU time / hand-written |"
+        )
+        print("|---|---:|---:|---:|---:|")
         for name, (ours, bare, unit) in pairs.items():
             if args.only and args.only.lower() not in name.lower():
                 continue
-            bare(), ours()  # warm up: imports, caches, the database's pages
-            ours_rates, bare_rates, ratios = [], [], []
+            # stdio's contenders are processes of their own: their CPU time is
+            # the children's; every other contender runs in this process.
+            children = name.startswith("Stdin")
+            cpu(bare, children), cpu(ours, children)  # warm up: imports, caches, pages
+            rates: dict[str, list[float]] = {"bare": [], "ours": []}
+            ratios, cpu_ratios = [], []
             for _ in range(args.repeat):
-                b = bare()
-                o = ours()
-                bare_rates.append(b)
-                ours_rates.append(o)
+                b, b_cpu = cpu(bare, children)
+                o, o_cpu = cpu(ours, children)
+                rates["bare"].append(b)
+                rates["ours"].append(o)
                 ratios.append(o / b)
+                cpu_ratios.append(o_cpu / b_cpu)
             print(
-                f"| {name} | {statistics.median(bare_rates):,.0f} {unit} "
-                f"| {statistics.median(ours_rates):,.0f} {unit} "
-                f"| {statistics.median(ratios):.0%} ({min(ratios):.0%}..{max(ratios):.0%}) |",
+                f"| {name} | {statistics.median(rates['bare']):,.0f} {unit} "
+                f"| {statistics.median(rates['ours']):,.0f} {unit} "
+                f"| {spread(ratios)} | {spread(cpu_ratios)} |",
                 flush=True,
             )
     finally:
