@@ -56,6 +56,22 @@ async def write(db: Database, items: list, **options) -> ns.GraphRun:
     return await ns.run_graph(graph)
 
 
+async def write_skipping(db: Database, items: list) -> tuple[ns.GraphRun, list]:
+    """Write ``items``, skipping those that fail; the run and its dead letters."""
+    rejects = []
+    graph = ns.NanoStreamGraph("write")
+    graph.add("items", ns.SequenceEmitter(items))
+    graph.add(
+        "write",
+        SqlWriter(url=db.url, table=db.table),
+        parents=["items"],
+        on_error="skip",
+        dead_letter="rejects",
+    )
+    graph.add("rejects", Collect(rejects))
+    return await ns.run_graph(graph), rejects
+
+
 async def test_a_batch_is_inserted(db):
     events_table(db)
     await write(db, [{"name": f"e{i}", "n": i} for i in range(100)])
@@ -72,19 +88,8 @@ async def test_upserts_replace_rows_of_the_same_key(db):
 
 async def test_rows_the_database_refuses_fail_alone(db):
     events_table(db)
-    rejects = []
-    graph = ns.NanoStreamGraph("write")
     items = [{"name": "a", "n": 1}, {"name": "b", "n": None}, {"name": "c", "n": 3}]
-    graph.add("items", ns.SequenceEmitter(items))
-    graph.add(
-        "write",
-        SqlWriter(url=db.url, table=db.table),
-        parents=["items"],
-        on_error="skip",
-        dead_letter="rejects",
-    )
-    graph.add("rejects", Collect(rejects))
-    run = await ns.run_graph(graph)
+    run, rejects = await write_skipping(db, items)
     assert sorted(db.run(f"SELECT name FROM {db.table}")) == [("a",), ("c",)]
     assert [letter.item for letter in rejects] == [{"name": "b", "n": None}]
     assert isinstance(rejects[0].error, sa.exc.IntegrityError)
@@ -93,18 +98,7 @@ async def test_rows_the_database_refuses_fail_alone(db):
 
 async def test_an_item_with_a_key_that_is_no_column_fails_alone(db):
     events_table(db)
-    rejects = []
-    graph = ns.NanoStreamGraph("write")
-    graph.add("items", ns.SequenceEmitter([{"name": "a", "n": 1}, {"name": "b", "nn": 2}, 3]))
-    graph.add(
-        "write",
-        SqlWriter(url=db.url, table=db.table),
-        parents=["items"],
-        on_error="skip",
-        dead_letter="rejects",
-    )
-    graph.add("rejects", Collect(rejects))
-    await ns.run_graph(graph)
+    _, rejects = await write_skipping(db, [{"name": "a", "n": 1}, {"name": "b", "nn": 2}, 3])
     assert db.run(f"SELECT name FROM {db.table}") == [("a",)]
     errors = [str(letter.error) for letter in rejects]
     assert errors == [

@@ -28,6 +28,7 @@ from .. import node_nursery
 from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
 from . import _jsonable
 from ._checkpoint import Checkpoint
+from .batching import _positive
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,6 @@ _LAST_ANSWER_TIMEOUT = 1.0
 #: HTTP statuses worth sending a request again for: the server is busy,
 #: overloaded, or a gateway in front of it could not reach it.
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-def _positive(_: Any, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
 
 
 def _decode_body(body: bytes, body_format: str) -> Any:

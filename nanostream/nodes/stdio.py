@@ -28,6 +28,7 @@ import trio
 from .._params import collection
 from .._processor import FailedItems, NanoStreamProcessor, Rejected
 from . import _jsonable
+from .csvparse import _one_character
 from .files import FileData, _bad_input
 
 logger = logging.getLogger(__name__)
@@ -173,11 +174,6 @@ def _validate_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
 
 
-def _validate_delimiter(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    if len(value) != 1:
-        raise ValueError(f"{attribute.name} must be one character, not {value!r}")
-
-
 @attrs.define
 class StdinReader(NanoStreamProcessor):
     """Emits what arrives on standard input, record by record, until it ends.
@@ -211,7 +207,7 @@ class StdinReader(NanoStreamProcessor):
     )
     delimiter: str = attrs.field(
         default=",",
-        validator=_validate_delimiter,
+        validator=_one_character,
         metadata={"description": "With csv: the character between fields."},
     )
 
@@ -288,7 +284,7 @@ class StdoutWriter(NanoStreamProcessor):
     )
     delimiter: str = attrs.field(
         default=",",
-        validator=_validate_delimiter,
+        validator=_one_character,
         metadata={"description": "With csv: the character between fields."},
     )
 
