@@ -143,8 +143,9 @@ class Collect(ns.NanoStreamProcessor):
 def source_table(db: Database, count: int, start: int = 0) -> None:
     if start == 0:
         db.run(f"CREATE TABLE {db.table} (id INTEGER PRIMARY KEY, v VARCHAR(20))")
-    for i in range(start, start + count):
-        db.run(f"INSERT INTO {db.table} (id, v) VALUES (:id, :v)", id=i + 1, v=f"v{i + 1}")
+    rows = [{"id": i + 1, "v": f"v{i + 1}"} for i in range(start, start + count)]
+    with db.engine.begin() as connection:
+        connection.execute(sa.text(f"INSERT INTO {db.table} (id, v) VALUES (:id, :v)"), rows)
 
 
 async def read_until(reader: SqlReader, count: int) -> list:
