@@ -30,6 +30,10 @@ bench-observe *args:
 bench-nodes *args:
     python benchmarks/bench_nodes.py {{args}}
 
+# Measure each connector (stdio, HTTP, SQL) against a hand-written loop with the same library.
+bench-connectors *args:
+    python benchmarks/bench_connectors.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples
