@@ -95,7 +95,7 @@ async def test_collect():
 async def test_collect_unknown_input():
     with pytest.raises(KeyError, match="inputs: no node named 'nope' in 'demo'"):
         await collect(pipeline(), {"nope": [1]})
-    with pytest.raises(KeyError, match="replace: no node named 'dobule' .*did you mean 'double'"):
+    with pytest.raises(KeyError, match=r"replace: no node named 'dobule' .*did you mean 'double'"):
         await collect(pipeline(), replace={"dobule": None})
 
 
@@ -177,12 +177,7 @@ def test_run_pipeline_on_a_yaml_file(yaml_pipeline):
         "shout": ["HELLO"],
         "write": ["HELLO"],
     }
-    assert sorted(p.name for p in yaml_pipeline.parent.iterdir()) == [
-        "__pycache__",
-        "hello.txt",
-        "pipeline.yaml",
-        "shouting.py",
-    ]
+    assert not (yaml_pipeline.parent / "outbox").exists()
 
 
 async def test_collect_a_yaml_file_from_trio(yaml_pipeline):
