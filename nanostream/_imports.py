@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import traceback
 from typing import Any
 
@@ -44,3 +46,22 @@ def import_object(path: str, what: str = "object") -> Any:
             )
         target = getattr(target, part)
     return target
+
+
+def forget_modules(folder: str | os.PathLike[str]) -> list[str]:
+    """Drop from ``sys.modules`` every module loaded from a file under ``folder``.
+
+    The next import of such a module reads its file again: a pipeline
+    reloaded after an edit gets the edited code, and two pipelines in
+    different folders may each have a module of the same name. Returns the
+    names of the modules dropped.
+    """
+    root = os.path.join(os.path.realpath(folder), "")
+    dropped = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file).startswith(root):
+            del sys.modules[name]
+            dropped.append(name)
+    importlib.invalidate_caches()
+    return dropped

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from . import __version__
+from . import __version__, _scaffold
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
 from .config._reference import reference_text
@@ -76,6 +77,36 @@ def _parser() -> argparse.ArgumentParser:
         help="no live table on a terminal and no summary at exit; logs only",
     )
 
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="on a change to the file or a module beside it, check the new version; "
+        "if it is good, drain the pipeline and start the new one, else keep running",
+    )
+
+    test = commands.add_parser("test", help="run the test cases (NAME.test.yaml) of pipelines")
+    test.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="*",
+        help="test files, pipeline files (their NAME.test.yaml) or folders to search "
+        "(default: the current folder)",
+    )
+    test.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of test files instead"
+    )
+    test.add_argument("-o", "--output", metavar="FILE", help="with --schema: write to FILE")
+
+    init = commands.add_parser("init", help="make a new pipeline folder that passes its tests")
+    init.add_argument("folder", metavar="FOLDER", help="the folder to make (new, or empty)")
+    init.add_argument(
+        "--template",
+        choices=_scaffold.TEMPLATES,
+        default="files",
+        help="the pipeline's shape (default files): "
+        + "; ".join(f"{name}: {what}" for name, what in _scaffold.TEMPLATES.items()),
+    )
+
     check = commands.add_parser("check", help="report every error in pipeline files")
     check.add_argument("configs", metavar="CONFIG", nargs="+", help="pipeline YAML files")
 
@@ -121,9 +152,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 errors, 2 usage)."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes, "graph": _graph}[
-        args.command
-    ]
+    handler = {
+        "run": _run,
+        "test": _test,
+        "init": _init,
+        "check": _check,
+        "schema": _schema,
+        "nodes": _nodes,
+        "graph": _graph,
+    }[args.command]
     try:
         return handler(args)
     except BrokenPipeError:
@@ -263,6 +300,60 @@ def _log_stop(holder: RunHolder) -> None:
         holder.elapsed(),
         extra={"pipeline": graph.name, "event": phase.replace(" ", "_"), "counts": counts},
     )
+
+
+def _test(args: argparse.Namespace) -> int:
+    from . import _pipeline_tests as pipeline_tests
+
+    if args.schema:
+        _write(pipeline_tests.schema_text(), args.output)
+        return 0
+    try:
+        paths = pipeline_tests.find_test_files(args.paths or ["."])
+    except FileNotFoundError as error:
+        print(f"nanostream test: {error}", file=sys.stderr)
+        return 2
+    if not paths:
+        where = ", ".join(args.paths or ["."])
+        wanted = f"*{pipeline_tests.SUFFIX}"
+        print(f"nanostream test: no test files ({wanted}) in {where}", file=sys.stderr)
+        return 2
+    passed = failed = broken = 0
+    for path in paths:
+        try:
+            test_file, graph = pipeline_tests.read_test_file(path)
+        except pipeline_tests.TestFileError as error:
+            _print_errors(error.errors)
+            broken += 1
+            continue
+        for outcome in pipeline_tests.run_test_file(test_file, graph):
+            place = f"{path}:{outcome.case.line}: {outcome.case.name}"
+            if outcome.passed:
+                passed += 1
+                print(f"PASS {place}")
+            else:
+                failed += 1
+                print(f"FAIL {place}")
+                for failure in outcome.failures:
+                    print(textwrap.indent(failure, "    "))
+            sys.stdout.flush()
+    summary = f"{passed} passed, {failed} failed"
+    if broken:
+        summary += f", {broken} test file{'s' if broken != 1 else ''} with errors"
+    print(summary)
+    return 1 if failed or broken else 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        written = _scaffold.scaffold(args.folder, args.template)
+    except _scaffold.ScaffoldError as error:
+        print(f"nanostream init: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(_scaffold.next_steps(args.folder))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
