@@ -266,16 +266,19 @@ def read_test_file(path: str) -> tuple[TestFile, NanoStreamGraph]:
         raise TestFileError([error_at(position, f"YAML: {problem}")]) from None
     data = _plain_yaml(tree)
     validator = jsonschema.Draft202012Validator(TESTS_SCHEMA)
-    errors = [
-        error_at(path_position(tree, list(error.absolute_path)), _schema_message(error))
-        for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    ]
+    errors = sorted(
+        (
+            error_at(path_position(tree, list(error.absolute_path)), _schema_message(error))
+            for error in validator.iter_errors(data)
+        ),
+        key=lambda error: (error.line, error.col),
+    )
     if errors:
         raise TestFileError(errors)
 
     pipeline = data.get("pipeline") or os.path.basename(path)[: -len(SUFFIX)] + ".yaml"
     pipeline_path = os.path.join(os.path.dirname(path), pipeline)
-    # Modules beside another pipeline may have the same names as this one's.
+    # Edited since they were last imported, perhaps.
     forget_modules(os.path.dirname(os.path.abspath(pipeline_path)))
     if not os.path.exists(pipeline_path):
         position = path_position(tree, ["pipeline"]) if "pipeline" in data else (1, 1)
@@ -378,9 +381,13 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
 def run_test_file(test_file: TestFile, graph: NanoStreamGraph) -> Iterator[Outcome]:
     """Run every case of ``test_file``, each on a freshly loaded pipeline,
     yielding how each went as soon as it has run."""
-    for index, case in enumerate(test_file.cases):
-        fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
-        yield Outcome(test_file, case, _run_case(test_file, case, fresh))
+    try:
+        for index, case in enumerate(test_file.cases):
+            fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
+            yield Outcome(test_file, case, _run_case(test_file, case, fresh))
+    finally:
+        # The next test file's modules may have the same names as this one's.
+        forget_modules(os.path.dirname(os.path.abspath(test_file.pipeline)))
 
 
 def _run_case(test_file: TestFile, case: Case, graph: NanoStreamGraph) -> list[str]:
