@@ -48,7 +48,7 @@ node_sequence:
   # One file per input file, named after it, written atomically.
   - name: write
     class: FileWriter
-    path: ${OUTBOX:-outbox}
+    path: ${OUTBOX:-outbox}/
     parents: [transform]
 """
 

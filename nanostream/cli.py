@@ -193,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     from .observe import RunHolder, configure_logging, summary_text
 
     configure_logging(args.log_level, args.log_format)
+    if args.watch:
+        return _run_watching(args)
     graph = _load(args.config)
     if graph is None:
         return 1
@@ -277,6 +279,17 @@ async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool)
                 )
             )
     return 0
+
+
+def _run_watching(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._watch import run_watching
+
+    if args.metrics_port is not None:
+        print("nanostream run: --watch does not serve --metrics-port", file=sys.stderr)
+        return 2
+    return trio.run(partial(run_watching, args.config, drain_timeout=args.drain_timeout))
 
 
 def _log_stop(holder: RunHolder) -> None:

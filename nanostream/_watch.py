@@ -1,0 +1,228 @@
+"""``nanostream run --watch``: run a pipeline and swap in each good edit of it.
+
+The pipeline file and the Python modules in its folder are watched with
+watchfiles (its ``awatch`` runs under trio through anyio). On a change the
+new version is loaded and checked first, the running pipeline untouched:
+
+* if it has errors, they are printed, every one with its ``file:line:col``,
+  and the running version goes on;
+* if it is good, the running pipeline is drained, as on SIGINT: its sources
+  stop, what is in flight reaches the sinks and is acknowledged, every
+  teardown runs; then the new version starts. Sources that acknowledge
+  (a Kafka consumer group, a folder watched with ``existing`` and
+  ``when_done``) resume in the new version from what the old one
+  acknowledged, so nothing is lost; as after any restart, work that was
+  not acknowledged may be done again.
+
+A pipeline that ends or fails is reported, and the next good edit starts
+it again. SIGINT or SIGTERM drains the running version and ends; a second
+signal cancels it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import attrs
+import trio
+import watchfiles
+
+from ._graph import NanoStreamGraph
+from ._imports import forget_modules
+from ._runtime import GraphRun, NodeError, run_graph
+from .config import ConfigErrors, load_pipeline
+
+Report = Callable[[str], None]
+
+
+def _to_stderr(message: str) -> None:
+    print(f"nanostream: {message}", file=sys.stderr, flush=True)
+
+
+def watched(config: str | os.PathLike[str]) -> Callable[[watchfiles.Change, str], bool]:
+    """The watchfiles filter of what a change to reloads: the pipeline file
+    itself and the Python files in its folder and below (caches, hidden
+    folders and virtual environments left out)."""
+    config_path = os.path.realpath(config)
+
+    def accept(change: watchfiles.Change, path: str) -> bool:
+        if os.path.realpath(path) == config_path:
+            return True
+        parts = Path(path).parts
+        if any(part.startswith(".") or part == "__pycache__" for part in parts):
+            return False
+        return path.endswith(".py")
+
+    return accept
+
+
+@attrs.define(eq=False)
+class _Version:
+    """One version of the pipeline while it runs: started once, drained once."""
+
+    graph: NanoStreamGraph
+    run: GraphRun | None = None
+    failures: list[NodeError] = attrs.field(factory=list)
+    running: trio.Event = attrs.field(factory=trio.Event)
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    async def serve(self, drain_timeout: float | None, report: Report) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.run = await nursery.start(
+                    lambda task_status: run_graph(
+                        self.graph, drain_timeout=drain_timeout, task_status=task_status
+                    )
+                )
+                self.running.set()
+        except* NodeError as group:
+            self.failures = [error for error in group.exceptions if isinstance(error, NodeError)]
+            for failure in self.failures:
+                report(f"{failure}")
+            report("the pipeline failed; waiting for a change to the files")
+        else:
+            if self.run is not None and not self.run.stopping:
+                report("the pipeline finished; waiting for a change to the files")
+        finally:
+            self.done.set()
+
+    async def drain(self) -> None:
+        """Stop the sources, let what is in flight finish, and wait for the end."""
+        with trio.CancelScope(shield=True):
+            await _first(self.running.wait, self.done.wait)
+            if self.run is not None:
+                self.run.stop()
+            await self.done.wait()
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+
+    @property
+    def cut_short(self) -> bool:
+        return bool(self.failures) or (self.run is not None and not self.run.drained)
+
+
+async def _first(*waits: Callable[[], object]) -> None:
+    """Return as soon as one of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+
+            async def until(wait=wait) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until)
+
+
+def _load(config: str, report: Report) -> NanoStreamGraph | None:
+    """The pipeline at ``config`` as its files are now, or None after
+    printing every error in it."""
+    forget_modules(os.path.dirname(os.path.abspath(config)))
+    try:
+        return load_pipeline(config)
+    except ConfigErrors as error:
+        for each in error.errors:
+            print(each.format(), file=sys.stderr)
+        count = len(error.errors)
+        report(f"{count} error{'s' if count != 1 else ''} in the new version")
+        return None
+
+
+async def run_watching(
+    config: str,
+    *,
+    drain_timeout: float | None = 30.0,
+    report: Report = _to_stderr,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run the pipeline at ``config``, swapping in each good edit, until
+    SIGINT or SIGTERM; returns the exit status.
+
+    The status is 0 when the last version ended by a drain that finished
+    in time, 1 when it failed or was cut short, or when the file had errors
+    at the start. ``task_status.started()`` is called once the first
+    version runs and the files are watched. ``report`` receives one line
+    per event (a change seen, a swap, a failure).
+
+    Cancellation: cancelling it cancels the running version (its teardowns
+    still run) and stops watching.
+    """
+    graph = _load(config, report)
+    if graph is None:
+        return 1
+    folder = os.path.dirname(os.path.abspath(config))
+    changes_in, changes = trio.open_memory_channel[set[tuple[watchfiles.Change, str]]](16)
+    stop_watching = anyio.Event()
+    version = _Version(graph)
+
+    async def watch_files(task_status: trio.TaskStatus[None]) -> None:
+        async with changes_in:
+            # A change is reported once 50 ms pass without another (1.6 s at
+            # most); every 100 ms without one yields an empty set, the first
+            # of which says the watcher is in place.
+            watcher = watchfiles.awatch(
+                folder,
+                watch_filter=watched(config),
+                stop_event=stop_watching,
+                yield_on_timeout=True,
+                rust_timeout=100,
+            )
+            started = False
+            async for batch in watcher:
+                if not started:
+                    task_status.started()
+                    started = True
+                if batch:
+                    await changes_in.send(batch)
+
+    async def on_signals(task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            stopping = False
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping:
+                    report(f"second {name}: stopping at once")
+                    version.cancel()
+                    continue
+                stopping = True
+                report(f"{name}: draining")
+                stop_watching.set()
+
+    async with trio.open_nursery() as nursery:
+        if threading.current_thread() is threading.main_thread():
+            await nursery.start(on_signals)
+        nursery.start_soon(version.serve, drain_timeout, report)
+        await _first(version.running.wait, version.done.wait)
+        if version.running.is_set():
+            report(f"running pipeline {graph.name!r}")
+        await nursery.start(watch_files)
+        report(f"watching {config} and the modules beside it for changes")
+        task_status.started()
+        try:
+            async for batch in changes:
+                names = sorted({os.path.relpath(path, folder) for _, path in batch})
+                report(f"changed: {', '.join(names)}")
+                new = _load(config, report)
+                if new is None:
+                    if not version.done.is_set():
+                        report("still running the previous version")
+                    continue
+                await version.drain()
+                version = _Version(new)
+                nursery.start_soon(version.serve, drain_timeout, report)
+                await _first(version.running.wait, version.done.wait)
+                if version.running.is_set():
+                    report(f"reloaded: pipeline {new.name!r} runs the new version")
+        finally:
+            stop_watching.set()
+            await version.drain()
+            nursery.cancel_scope.cancel()
+    return 1 if version.cut_short else 0

@@ -1,0 +1,164 @@
+"""``nanostream run --watch``: good edits swap the running pipeline, losing nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import watchfiles
+
+from nanostream._scaffold import scaffold
+from nanostream._watch import watched
+
+NODES = """\
+import attrs
+from nanostream import NanoStreamProcessor
+
+VERSION = "{version}"
+
+
+@attrs.define
+class Transform(NanoStreamProcessor):
+    def process_item(self, message):
+        return attrs.evolve(message, data=message.data.strip() + " " + VERSION)
+"""
+
+
+def wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout=30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, f"exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()}"
+        time.sleep(0.02)
+
+
+def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
+    folder = tmp_path / "pipeline"
+    scaffold(folder)
+    (folder / "nodes.py").write_text(NODES.format(version="v1"))
+    inbox, outbox, done = folder / "inbox", folder / "outbox", folder / "done"
+    inbox.mkdir()
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+    try:
+
+        def said(text: str) -> bool:
+            return log.read_text().count(text)
+
+        dropped: list[str] = []
+
+        def drop(name: str) -> None:
+            (inbox / name).write_text(name)
+            dropped.append(name)
+
+        def written() -> dict[str, str]:
+            return {p.name: p.read_text() for p in outbox.iterdir()} if outbox.exists() else {}
+
+        wait_for(lambda: said("watching pipeline.yaml"), "the watch", process, log)
+        for number in range(5):
+            drop(f"before-{number}")
+        wait_for(lambda: len(written()) == 5, "v1's files", process, log)
+
+        # A good edit: files keep arriving while the old version drains and
+        # the new one starts.
+        (folder / "nodes.py").write_text(NODES.format(version="v2"))
+        number = 0
+        while not said("reloaded"):
+            drop(f"during-{number}")
+            number += 1
+            time.sleep(0.01)
+            assert process.poll() is None, log.read_text()
+        for number in range(5):
+            drop(f"after-{number}")
+        wait_for(lambda: not any(inbox.iterdir()), "an empty inbox", process, log)
+        wait_for(lambda: len(written()) == len(dropped), "every file written", process, log)
+
+        # A bad edit: the errors are printed, and the running version goes on.
+        pipeline = folder / "pipeline.yaml"
+        pipeline.write_text(pipeline.read_text().replace("FileReader", "FileRaeder"))
+        wait_for(lambda: said("still running the previous version"), "errors", process, log)
+        drop("after-bad-edit")
+        wait_for(lambda: "after-bad-edit" in written(), "the last file", process, log)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    report = log.read_text()
+    assert "pipeline.yaml:14:12: error: node 'read': unknown class 'FileRaeder'" in report
+    assert "(did you mean 'FileReader'?)" in report
+    outputs = written()
+    inputs = sorted(p.name for p in done.iterdir())
+    # every file dropped was written once, under its own name, and moved to done/
+    assert sorted(outputs) == inputs
+    assert inputs == sorted(dropped)
+    assert not any(inbox.iterdir())
+    for name, text in outputs.items():
+        assert text in (f"{name} v1", f"{name} v2"), (name, text)
+        if name.startswith("before"):
+            assert text.endswith("v1")
+        if name.startswith("after"):
+            assert text.endswith("v2")
+    assert any(text.endswith("v2") for name, text in outputs.items() if name.startswith("during"))
+
+
+def test_a_pipeline_that_fails_waits_for_a_fix(tmp_path):
+    (tmp_path / "steps.py").write_text(
+        "from nanostream import NanoStreamProcessor\n\n"
+        "class Divide(NanoStreamProcessor):\n"
+        "    def process_item(self, message):\n"
+        "        return 10 / message\n"
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        "node_sequence:\n"
+        "  - {name: numbers, class: SequenceEmitter, sequence: [5, 0]}\n"
+        "  - {name: divide, class: 'steps:Divide', parents: [numbers]}\n"
+        "  - {name: print, class: PrintStreamProcessor, parents: [divide]}\n"
+    )
+    log, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
+    with log.open("w") as stderr, out.open("w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        wait_for(lambda: "waiting for a change" in log.read_text(), "the failure", process, log)
+        assert "node 'divide' failed in process_item: ZeroDivisionError" in log.read_text()
+        (tmp_path / "steps.py").write_text(
+            (tmp_path / "steps.py").read_text().replace("10 / message", "10 / (message or 1)")
+        )
+        wait_for(lambda: "finished" in log.read_text(), "the fixed run", process, log)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # the fixed version ran every item; the failed one may have printed its first
+    assert out.read_text() in ("2.0\n10.0\n", "2.0\n2.0\n10.0\n")
+
+
+def test_what_is_watched(tmp_path):
+    accept = watched(tmp_path / "pipeline.yaml")
+    assert accept(watchfiles.Change.modified, str(tmp_path / "pipeline.yaml"))
+    assert accept(watchfiles.Change.added, str(tmp_path / "steps.py"))
+    assert accept(watchfiles.Change.modified, str(tmp_path / "pkg" / "mod.py"))
+    assert not accept(watchfiles.Change.added, str(tmp_path / "inbox" / "data.json"))
+    assert not accept(watchfiles.Change.added, str(tmp_path / "other.yaml"))
+    assert not accept(watchfiles.Change.added, str(tmp_path / "__pycache__" / "steps.pyc"))
+    assert not accept(watchfiles.Change.added, str(tmp_path / ".venv" / "lib" / "x.py"))
