@@ -28,11 +28,15 @@ class Transform(NanoStreamProcessor):
 """
 
 
-def wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout=30.0) -> None:
+def wait_for(predicate, what, process: subprocess.Popen, log: Path, timeout=30.0) -> None:
+    """Poll until ``predicate()`` holds; ``what`` (or what it returns) names it."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert process.poll() is None, f"exited early:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()}"
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what() if callable(what) else what}:\n{log.read_text()}"
+            )
         time.sleep(0.02)
 
 
@@ -63,7 +67,10 @@ def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
             dropped.append(name)
 
         def written() -> dict[str, str]:
-            return {p.name: p.read_text() for p in outbox.iterdir()} if outbox.exists() else {}
+            if not outbox.exists():
+                return {}
+            # FileWriter's temporary files are hidden until renamed.
+            return {p.name: p.read_text() for p in outbox.iterdir() if not p.name.startswith(".")}
 
         wait_for(lambda: said("watching pipeline.yaml"), "the watch", process, log)
         for number in range(5):
@@ -82,7 +89,12 @@ def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
         for number in range(5):
             drop(f"after-{number}")
         wait_for(lambda: not any(inbox.iterdir()), "an empty inbox", process, log)
-        wait_for(lambda: len(written()) == len(dropped), "every file written", process, log)
+        wait_for(
+            lambda: len(written()) == len(dropped),
+            lambda: f"every file written: {sorted(dropped)} to {sorted(written())}",
+            process,
+            log,
+        )
 
         # A bad edit: the errors are printed, and the running version goes on.
         pipeline = folder / "pipeline.yaml"
