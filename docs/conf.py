@@ -1,5 +1,10 @@
 """Sphinx configuration of the NanoStream documentation site.
 
+Sphinx, the tool of the original NanoStream documentation, because it reads
+the API reference from the docstrings (autodoc) and the CLI reference from
+the argument parser (sphinx-argparse) with no code of ours, builds a search
+index, and fails the build on any warning (``-W``), such as a broken link.
+
 Built by ``just docs`` (warnings are errors) into ``docs/_build/html``.
 The pages are Markdown, read by MyST; the node reference is generated from
 the node declarations (``just reference``), the CLI reference from the

@@ -1,4 +1,4 @@
-"""The ``nanostream`` command: run, check, schema, nodes, graph."""
+"""The ``nanostream`` command: run, test, init, check, schema, nodes, graph."""
 
 from __future__ import annotations
 

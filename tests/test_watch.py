@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -29,6 +30,26 @@ class Transform(NanoStreamProcessor):
 """
 
 
+@contextlib.contextmanager
+def watching(cwd: Path, log: Path, stdout: Path | None = None):
+    """``nanostream run --watch pipeline.yaml`` in ``cwd``, its stderr in
+    ``log``; killed on the way out if it is still running."""
+    with log.open("w") as stderr, (stdout or Path(os.devnull)).open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
+            cwd=cwd,
+            stdout=out,
+            stderr=stderr,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def originals(outputs) -> set[str]:
     """The inputs that ``outputs`` were made from: FileWriter writes a second
     output of one input as ``NAME.1``."""
@@ -54,15 +75,7 @@ def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
     inbox, outbox, done = folder / "inbox", folder / "outbox", folder / "done"
     inbox.mkdir()
     log = tmp_path / "stderr.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "PYTHONWARNINGS": "error"},
-        )
-    try:
+    with watching(folder, log) as process:
 
         def said(text: str) -> bool:
             return log.read_text().count(text)
@@ -111,10 +124,6 @@ def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
         wait_for(lambda: "after-bad-edit" in written(), "the last file", process, log)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
     report = log.read_text()
     assert "pipeline.yaml:14:12: error: node 'read': unknown class 'FileRaeder'" in report
@@ -151,14 +160,7 @@ def test_a_pipeline_that_fails_waits_for_a_fix(tmp_path):
         "  - {name: print, class: PrintStreamProcessor, parents: [divide]}\n"
     )
     log, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
-    with log.open("w") as stderr, out.open("w") as stdout:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
-            cwd=tmp_path,
-            stdout=stdout,
-            stderr=stderr,
-        )
-    try:
+    with watching(tmp_path, log, out) as process:
         wait_for(lambda: "waiting for a change" in log.read_text(), "the failure", process, log)
         assert "node 'divide' failed in process_item: ZeroDivisionError" in log.read_text()
         (tmp_path / "steps.py").write_text(
@@ -167,10 +169,6 @@ def test_a_pipeline_that_fails_waits_for_a_fix(tmp_path):
         wait_for(lambda: "finished" in log.read_text(), "the fixed run", process, log)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     # the fixed version ran every item; the failed one may have printed its first
     assert out.read_text() in ("2.0\n10.0\n", "2.0\n2.0\n10.0\n")
 
