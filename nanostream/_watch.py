@@ -121,7 +121,7 @@ async def _first(*waits: Callable[[], object]) -> None:
             nursery.start_soon(until)
 
 
-def _load(config: str, report: Report) -> NanoStreamGraph | None:
+def _load(config: str, report: Report, version: str = "the new version") -> NanoStreamGraph | None:
     """The pipeline at ``config`` as its files are now, or None after
     printing every error in it."""
     forget_modules(os.path.dirname(os.path.abspath(config)))
@@ -131,7 +131,7 @@ def _load(config: str, report: Report) -> NanoStreamGraph | None:
         for each in error.errors:
             print(each.format(), file=sys.stderr)
         count = len(error.errors)
-        report(f"{count} error{'s' if count != 1 else ''} in the new version")
+        report(f"{count} error{'s' if count != 1 else ''} in {version}")
         return None
 
 
@@ -154,7 +154,7 @@ async def run_watching(
     Cancellation: cancelling it cancels the running version (its teardowns
     still run) and stops watching.
     """
-    graph = _load(config, report)
+    graph = _load(config, report, config)
     if graph is None:
         return 1
     folder = os.path.dirname(os.path.abspath(config))
