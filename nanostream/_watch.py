@@ -17,6 +17,10 @@ new version is loaded and checked first, the running pipeline untouched:
 A pipeline that ends or fails is reported, and the next good edit starts
 it again. SIGINT or SIGTERM drains the running version and ends; a second
 signal cancels it at once.
+
+Each version is watched as ``nanostream run`` watches a pipeline (see
+:class:`Observers`): one metrics server serves whichever version runs, and
+each version gets its own live table, or its summary when it ends.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -37,6 +43,10 @@ from ._graph import NanoStreamGraph
 from ._imports import forget_modules
 from ._runtime import GraphRun, NodeError, run_graph
 from .config import ConfigErrors, load_pipeline
+from .observe import RunHolder, serve_observed, show_live, summary_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Report = Callable[[str], None]
 
@@ -62,6 +72,44 @@ def watched(config: str | os.PathLike[str]) -> Callable[[watchfiles.Change, str]
     return accept
 
 
+@attrs.define
+class Observers:
+    """How each version is watched while it runs, as ``nanostream run`` does.
+
+    With ``metrics_port``, one server serves Prometheus metrics, ``/healthz``
+    and ``/readyz`` for whichever version runs (not ready while one is
+    swapped for the next). ``console`` draws a live table of each version;
+    without one, ``summaries`` prints what each version did when it ends.
+    """
+
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    console: Console | None = None
+    summaries: bool = False
+    #: What the metrics server reads, filled anew with each version.
+    served: RunHolder | None = attrs.field(default=None, init=False)
+
+    def holder_for(self, graph: NanoStreamGraph) -> RunHolder:
+        """The holder of a new version of the pipeline, ``graph``."""
+        if self.served is None:
+            return RunHolder(graph)
+        holder = self.served
+        holder.graph, holder.run, holder.started_at, holder.finished_at = graph, None, None, None
+        return holder
+
+    async def serve_metrics(self, graph: NanoStreamGraph, nursery: trio.Nursery) -> str | None:
+        """Start the metrics server, if asked for, in ``nursery``; return its
+        URL, or raise ``OSError`` if it cannot listen."""
+        if self.metrics_port is None:
+            return None
+        self.served = RunHolder(graph)
+        port = await nursery.start(
+            partial(serve_observed, self.served, self.metrics_port, host=self.metrics_host)
+        )
+        host = f"[{self.metrics_host}]" if ":" in self.metrics_host else self.metrics_host
+        return f"http://{host}:{port}/metrics"
+
+
 @attrs.define(eq=False)
 class _Version:
     """One version of the pipeline while it runs: started once, drained once."""
@@ -72,15 +120,29 @@ class _Version:
     running: trio.Event = attrs.field(factory=trio.Event)
     done: trio.Event = attrs.field(factory=trio.Event)
 
-    async def serve(self, drain_timeout: float | None, report: Report) -> None:
+    async def serve(
+        self, drain_timeout: float | None, report: Report, observers: Observers
+    ) -> None:
+        holder = observers.holder_for(self.graph)
         try:
             async with trio.open_nursery() as nursery:
-                self.run = await nursery.start(
-                    lambda task_status: run_graph(
-                        self.graph, drain_timeout=drain_timeout, task_status=task_status
-                    )
-                )
+
+                async def run_then_stop_watching(task_status: trio.TaskStatus) -> None:
+                    try:
+                        await run_graph(
+                            self.graph, drain_timeout=drain_timeout, task_status=task_status
+                        )
+                    finally:
+                        holder.finished(trio.current_time())
+                        nursery.cancel_scope.cancel()
+
+                self.run = await nursery.start(run_then_stop_watching)
+                holder.started(self.run, trio.current_time())
                 self.running.set()
+                if observers.console is not None:
+                    nursery.start_soon(
+                        partial(show_live, holder, observers.console, redirect_stderr=True)
+                    )
         except* NodeError as group:
             self.failures = [error for error in group.exceptions if isinstance(error, NodeError)]
             for failure in self.failures:
@@ -90,6 +152,8 @@ class _Version:
             if self.run is not None and not self.run.stopping:
                 report("the pipeline finished; waiting for a change to the files")
         finally:
+            if observers.summaries and (self.run is not None or self.failures):
+                print(summary_text(holder), file=sys.stderr, flush=True)
             self.done.set()
 
     async def drain(self) -> None:
@@ -140,6 +204,7 @@ async def run_watching(
     *,
     drain_timeout: float | None = 30.0,
     report: Report = _to_stderr,
+    observers: Observers | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the pipeline at ``config``, swapping in each good edit, until
@@ -157,6 +222,7 @@ async def run_watching(
     graph = _load(config, report, config)
     if graph is None:
         return 1
+    observers = observers or Observers()
     folder = os.path.dirname(os.path.abspath(config))
     changes_in, changes = trio.open_memory_channel[set[tuple[watchfiles.Change, str]]](16)
     stop_watching = anyio.Event()
@@ -181,6 +247,8 @@ async def run_watching(
                     started = True
                 if batch:
                     await changes_in.send(batch)
+            if not started:  # stopped by a signal before it was in place
+                task_status.started()
 
     async def on_signals(task_status: trio.TaskStatus[None]) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -197,9 +265,17 @@ async def run_watching(
                 stop_watching.set()
 
     async with trio.open_nursery() as nursery:
+        try:
+            url = await observers.serve_metrics(graph, nursery)
+        except OSError as error:
+            report(f"cannot serve metrics on port {observers.metrics_port}: {error}")
+            nursery.cancel_scope.cancel()
+            return 1
+        if url is not None:
+            report(f"serving metrics on {url}")
         if threading.current_thread() is threading.main_thread():
             await nursery.start(on_signals)
-        nursery.start_soon(version.serve, drain_timeout, report)
+        nursery.start_soon(version.serve, drain_timeout, report, observers)
         await _first(version.running.wait, version.done.wait)
         if version.running.is_set():
             report(f"running pipeline {graph.name!r}")
@@ -217,7 +293,7 @@ async def run_watching(
                     continue
                 await version.drain()
                 version = _Version(new)
-                nursery.start_soon(version.serve, drain_timeout, report)
+                nursery.start_soon(version.serve, drain_timeout, report, observers)
                 await _first(version.running.wait, version.done.wait)
                 if version.running.is_set():
                     report(f"reloaded: pipeline {new.name!r} runs the new version")

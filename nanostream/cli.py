@@ -283,13 +283,20 @@ async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool)
 
 def _run_watching(args: argparse.Namespace) -> int:
     import trio
+    from rich.console import Console
 
-    from ._watch import run_watching
+    from ._watch import Observers, run_watching
 
-    if args.metrics_port is not None:
-        print("nanostream run: --watch does not serve --metrics-port", file=sys.stderr)
-        return 2
-    return trio.run(partial(run_watching, args.config, drain_timeout=args.drain_timeout))
+    live = not args.quiet and sys.stderr.isatty()
+    observers = Observers(
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        console=Console(stderr=True) if live else None,
+        summaries=not args.quiet and not live,
+    )
+    return trio.run(
+        partial(run_watching, args.config, drain_timeout=args.drain_timeout, observers=observers)
+    )
 
 
 def _log_stop(holder: RunHolder) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import watchfiles
@@ -32,12 +33,12 @@ class Transform(NanoStreamProcessor):
 
 
 @contextlib.contextmanager
-def watching(cwd: Path, log: Path, stdout: Path | None = None):
+def watching(cwd: Path, log: Path, stdout: Path | None = None, extra: list[str] = ()):
     """``nanostream run --watch pipeline.yaml`` in ``cwd``, its stderr in
     ``log``; killed on the way out if it is still running."""
     with log.open("w") as stderr, (stdout or Path(os.devnull)).open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nanostream", "run", "--watch", "pipeline.yaml"],
+            [sys.executable, "-m", "nanostream", "run", "--watch", *extra, "pipeline.yaml"],
             cwd=cwd,
             stdout=out,
             stderr=stderr,
@@ -168,12 +169,13 @@ def test_a_pipeline_that_fails_waits_for_a_fix(tmp_path):
     )
     log, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
     with watching(tmp_path, log, out) as process:
+        wait_for(lambda: "watching pipeline.yaml" in log.read_text(), "the watch", process, log)
         wait_for(lambda: "waiting for a change" in log.read_text(), "the failure", process, log)
         assert "node 'divide' failed in process_item: ZeroDivisionError" in log.read_text()
         (tmp_path / "steps.py").write_text(
             (tmp_path / "steps.py").read_text().replace("10 / message", "10 / (message or 1)")
         )
-        wait_for(lambda: "finished" in log.read_text(), "the fixed run", process, log)
+        wait_for(lambda: "pipeline finished" in log.read_text(), "the fixed run", process, log)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()
     # the fixed version ran every item; the failed one may have printed its first
@@ -201,7 +203,33 @@ def test_a_broken_pipeline_is_not_started(tmp_path, capsys):
     assert "pipeline.yaml:2:28: error: node 'numbers': unknown class 'SequenceEmiter'" in err
 
 
-def test_watch_does_not_serve_metrics(tmp_path, capsys):
+def test_one_metrics_server_serves_each_version(tmp_path):
     config = tmp_path / "pipeline.yaml"
-    assert main(["run", "--watch", "--metrics-port", "0", str(config)]) == 2
-    assert "--watch does not serve --metrics-port" in capsys.readouterr().err
+    config.write_text(
+        "node_sequence:\n"
+        "  - {name: ticks, class: ConstantEmitter, delay: 0.01}\n"
+        "  - {name: sink_a, class: BlackHole, parents: [ticks]}\n"
+    )
+    log = tmp_path / "stderr.log"
+    with watching(tmp_path, log, extra=["--metrics-port", "0"]) as process:
+        wait_for(lambda: "watching pipeline.yaml" in log.read_text(), "the watch", process, log)
+        [url] = re.findall(r"serving metrics on (\S+)", log.read_text())
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.read().decode()
+
+        assert 'node="sink_a"' in scrape()
+        config.write_text(config.read_text().replace("sink_a", "sink_b"))
+        wait_for(lambda: "reloaded" in log.read_text(), "the reload", process, log)
+        metrics = scrape()
+        assert 'node="sink_b"' in metrics
+        assert 'node="sink_a"' not in metrics
+        with urllib.request.urlopen(url.replace("/metrics", "/readyz"), timeout=10) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    # off a terminal, each version's summary is printed when it ends
+    report = log.read_text()
+    assert re.search(r"\nsink_a +BlackHole ", report)
+    assert re.search(r"\nsink_b +BlackHole ", report)
