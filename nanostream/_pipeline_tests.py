@@ -343,7 +343,7 @@ def read_test_file(path: str) -> tuple[TestFile, NanoStreamGraph]:
             )
         )
     if errors:
-        raise TestFileError(errors)
+        raise TestFileError(sorted(errors, key=lambda error: (error.line, error.col)))
     return TestFile(path, pipeline_path, float(data.get("timeout", 10.0)), cases), graph
 
 
