@@ -288,3 +288,10 @@ def test_the_schema_accepts_the_documented_example():
     from ruamel.yaml import YAML
 
     assert list(validator.iter_errors(YAML(typ="safe").load(PASSING))) == []
+
+
+def test_the_examples_pass_their_tests(capsys):
+    assert main(["test", str(ROOT / "examples")]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    assert out.splitlines()[-1] == "2 passed, 0 failed"
