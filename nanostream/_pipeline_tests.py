@@ -361,11 +361,15 @@ def _plain_yaml(node: Any) -> Any:
 
 def _schema_message(error: jsonschema.ValidationError) -> str:
     place = ".".join(str(step) for step in error.absolute_path)
-    if error.validator == "oneOf" and isinstance(error.instance, dict):
-        # Not a list, so conditions: say what is wrong with them.
+    if not place and error.validator == "type":
+        return "a test file is a mapping with 'cases' (and 'pipeline', 'replace', 'timeout')"
+    if error.validator == "oneOf":
+        # Expected items: a list, or a mapping of conditions.
         wrong = [e for e in error.context or [] if e.relative_schema_path[0] == 1]
-        if wrong:
+        if isinstance(error.instance, dict) and wrong:
             return _schema_message(wrong[0])
+        conditions = ", ".join(_CONDITIONS["properties"])
+        return f"{place}: expected a list of items, or conditions ({conditions})"
     if error.validator == "additionalProperties":
         allowed = error.schema.get("properties", {})
         extra = [key for key in error.instance if key not in allowed]

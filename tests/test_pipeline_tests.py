@@ -233,7 +233,8 @@ cases:
         "pipeline.test.yaml:7:14: error: cases.0.expect.total: "
         "unknown key 'lenght' (did you mean 'length'?)",
         "pipeline.test.yaml:8:16: error: cases.0.expect.publish: "
-        "3 is not valid under any of the given schemas",
+        "expected a list of items, or conditions (equals, unordered, contains, length, "
+        "json_schema)",
     ]
     assert out.splitlines() == ["0 passed, 0 failed, 1 test file with errors"]
     # once the schema is satisfied, node names are checked against the pipeline
@@ -256,6 +257,16 @@ cases:
         "pipeline.test.yaml:7:35: error: not a JSON Schema: 12 is not valid under any of "
         "the given schemas",
     ]
+
+
+def test_a_test_file_that_is_not_a_mapping(project, capsys):
+    (project / "pipeline.test.yaml").write_text("- cases\n")
+    status, _, err = run_cli(capsys)
+    assert status == 1
+    assert err.splitlines()[0] == (
+        "pipeline.test.yaml:1:1: error: a test file is a mapping with 'cases' "
+        "(and 'pipeline', 'replace', 'timeout')"
+    )
 
 
 def test_errors_in_the_pipeline_are_reported_as_check_does(project, capsys):
