@@ -60,11 +60,13 @@ def watched(config: str | os.PathLike[str]) -> Callable[[watchfiles.Change, str]
     itself and the Python files in its folder and below (caches, hidden
     folders and virtual environments left out)."""
     config_path = os.path.realpath(config)
+    folder = os.path.dirname(config_path)
 
     def accept(change: watchfiles.Change, path: str) -> bool:
-        if os.path.realpath(path) == config_path:
+        real = os.path.realpath(path)
+        if real == config_path:
             return True
-        parts = Path(path).parts
+        parts = Path(os.path.relpath(real, folder)).parts
         if any(part.startswith(".") or part == "__pycache__" for part in parts):
             return False
         return path.endswith(".py")
@@ -284,6 +286,8 @@ async def run_watching(
         task_status.started()
         try:
             async for batch in changes:
+                if stop_watching.is_set():
+                    break  # a signal came: no new version
                 names = sorted({os.path.relpath(path, folder) for _, path in batch})
                 report(f"changed: {', '.join(names)}")
                 new = _load(config, report)
@@ -292,6 +296,8 @@ async def run_watching(
                         report("still running the previous version")
                     continue
                 await version.drain()
+                if stop_watching.is_set():
+                    break
                 version = _Version(new)
                 nursery.start_soon(version.serve, drain_timeout, report, observers)
                 await _first(version.running.wait, version.done.wait)
