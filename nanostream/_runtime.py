@@ -35,7 +35,15 @@ import trio
 
 from ._acks import Ticket, Tickets, combine, release, retain
 from ._graph import NanoStreamGraph, Node
-from ._processor import DeadLetter, FailedItems, Rejected, WithAck, call_hook, call_style
+from ._processor import (
+    DeadLetter,
+    FailedItems,
+    Rejected,
+    WithAck,
+    call_hook,
+    call_style,
+    rejected_if_none,
+)
 
 logger = logging.getLogger("nanostream")
 
@@ -71,6 +79,10 @@ _short.maxother = 80
 _short.maxlist = 5
 
 
+#: Whether error messages show the failed item: a pipeline's ``log_items``.
+_log_items: contextvars.ContextVar[bool] = contextvars.ContextVar("log_items", default=True)
+
+
 def short_repr(item: Any) -> str:
     """A repr of ``item`` short enough for an error message."""
     return _short.repr(item)
@@ -88,7 +100,10 @@ class NodeError(Exception):
         self.error = error
         self.item = None if item is _NO_ITEM else item
         message = f"node {node!r} failed in {during}: {type(error).__name__}: {error}"
-        if item is not _NO_ITEM:
+        if item is not _NO_ITEM and not _log_items.get():  # the error may quote the item
+            message = f"node {node!r} failed in {during}: {type(error).__name__} (its message "
+            message += "and the item are not shown: log_items is off)"
+        elif item is not _NO_ITEM:
             message += f" (item: {short_repr(item)})"
         super().__init__(message)
 
@@ -257,7 +272,9 @@ async def run_graph(
     Errors: under a node's ``fail`` policy, an exception cancels the graph
     and is raised here as a :class:`NodeError` naming the node and the
     item. A graph that cannot run raises :class:`GraphError` before any
-    node starts.
+    node starts. Run as a task (``nursery.start``), the error reaches the
+    caller as trio delivers every task's error, in an ``ExceptionGroup``
+    from the nursery: ``except* NodeError`` catches it in both styles.
 
     Cancellation: cancelling the surrounding scope cancels every node; each
     node that was set up still runs its teardown (for at most
@@ -334,6 +351,7 @@ class _NodeTask:
         try:
             async with trio.open_nursery() as nursery:
                 _current_node_nursery.set(nursery)
+                _log_items.set(self.graph_run.graph.log_items)
                 try:
                     await self._live()
                 finally:
@@ -474,6 +492,9 @@ class _NodeTask:
     async def _emit_from_source(self, items: list) -> None:
         tickets = None
         kinds = set(map(type, items))
+        if NoneType in kinds or WithAck in kinds:  # None is never an item: reject it
+            items = [rejected_if_none(item) for item in items]
+            kinds = set(map(type, items))
         if Rejected in kinds:
             accepted = []
             for item in items:

@@ -25,6 +25,7 @@ each version gets its own live table, or its summary when it ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ from ._graph import NanoStreamGraph
 from ._imports import forget_modules
 from ._runtime import GraphRun, NodeError, run_graph
 from .config import ConfigErrors, load_pipeline
+from .config._loader import secrets_of
 from .observe import RunHolder, serve_observed, show_live, summary_text
 
 if TYPE_CHECKING:
@@ -82,12 +84,15 @@ class Observers:
     and ``/readyz`` for whichever version runs (not ready while one is
     swapped for the next). ``console`` draws a live table of each version;
     without one, ``summaries`` prints what each version did when it ends.
+    ``log_handler`` is kept from showing the values each version's file
+    took from the environment, as ``nanostream run`` keeps its own.
     """
 
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     console: Console | None = None
     summaries: bool = False
+    log_handler: logging.Handler | None = None
     #: What the metrics server reads, filled anew with each version.
     served: RunHolder | None = attrs.field(default=None, init=False)
 
@@ -126,6 +131,9 @@ class _Version:
         self, drain_timeout: float | None, report: Report, observers: Observers
     ) -> None:
         holder = observers.holder_for(self.graph)
+        secrets = secrets_of(self.graph)
+        if observers.log_handler is not None:
+            observers.log_handler.addFilter(secrets)
         try:
             async with trio.open_nursery() as nursery:
 
@@ -148,7 +156,7 @@ class _Version:
         except* NodeError as group:
             self.failures = [error for error in group.exceptions if isinstance(error, NodeError)]
             for failure in self.failures:
-                report(f"{failure}")
+                report(secrets.hide(str(failure), everywhere=False))
             report("the pipeline failed; waiting for a change to the files")
         else:
             if self.run is not None and not self.run.stopping:
@@ -156,6 +164,8 @@ class _Version:
         finally:
             if observers.summaries and (self.run is not None or self.failures):
                 print(summary_text(holder), file=sys.stderr, flush=True)
+            if observers.log_handler is not None:
+                observers.log_handler.removeFilter(secrets)
             self.done.set()
 
     async def drain(self) -> None:

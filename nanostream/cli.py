@@ -5,21 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import textwrap
-import time
+import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-import attrs
-
 from . import __version__, _scaffold
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
-from .config._reference import reference_text
-from .config._schema import parameters, schema_text, summary
-from .nodes import ALIASES, BUILTIN_NODES, load_builtin
+from .config._loader import on_sys_path, secrets_of
+from .config._reference import catalogue_text, describe_text, reference_text
+from .config._schema import schema_text
 from .observe import _diagram as diagram
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run and inspect NanoStream pipelines described in YAML.",
     )
     parser.add_argument("--version", action="version", version=f"nanostream {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="check a pipeline, then run it")
     run.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
@@ -151,7 +150,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 errors, 2 usage)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare ``nanostream``: what it can do
+        parser.print_help()
+        return 0
     handler = {
         "run": _run,
         "test": _test,
@@ -192,12 +195,15 @@ def _run(args: argparse.Namespace) -> int:
     from ._runtime import NodeError
     from .observe import RunHolder, configure_logging, summary_text
 
-    configure_logging(args.log_level, args.log_format)
+    handler = configure_logging(args.log_level, args.log_format)
     if args.watch:
-        return _run_watching(args)
+        return _run_watching(args, handler)
     graph = _load(args.config)
     if graph is None:
         return 1
+    # Values from the environment are never echoed, at run time either.
+    secrets = secrets_of(graph)
+    handler.addFilter(secrets)
     holder = RunHolder(graph)
     live = not args.quiet and sys.stderr.isatty()
     failures: list[NodeError] = []
@@ -211,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet and not live:
             print(summary_text(holder), file=sys.stderr)
     for failure in failures:
-        print(f"nanostream: {failure}", file=sys.stderr)
+        print(f"nanostream: {secrets.hide(str(failure), everywhere=False)}", file=sys.stderr)
     return 1 if failures else status
 
 
@@ -281,7 +287,7 @@ async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool)
     return 0
 
 
-def _run_watching(args: argparse.Namespace) -> int:
+def _run_watching(args: argparse.Namespace, handler: logging.Handler) -> int:
     import trio
     from rich.console import Console
 
@@ -293,6 +299,7 @@ def _run_watching(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         console=Console(stderr=True) if live else None,
         summaries=not args.quiet and not live,
+        log_handler=handler,
     )
     return trio.run(
         partial(run_watching, args.config, drain_timeout=args.drain_timeout, observers=observers)
@@ -406,28 +413,17 @@ def _nodes(args: argparse.Namespace) -> int:
         _write(reference_text(), args.output)
         return 0
     if args.node_class is None:
-        width = max((len(name) for name in BUILTIN_NODES), default=0)
-        for name in sorted(BUILTIN_NODES):
-            print(f"{name:<{width}}  {summary(load_builtin(name))}")
-        for alias, target in sorted(ALIASES.items()):
-            print(f"{alias:<{width}}  (alias of {target})")
+        print(catalogue_text(), end="")
         return 0
     try:
-        cls = resolve_class(args.node_class)
+        # A custom class is looked for where a pipeline file beside it would
+        # find it: in the current directory.
+        with on_sys_path(os.getcwd()):
+            cls = resolve_class(args.node_class, embedding=True)
     except Exception as error:
         print(f"nanostream: {error}", file=sys.stderr)
         return 1
-    print(f"{args.node_class}: {summary(cls)}")
-    rows = parameters(cls)
-    if not attrs.has(cls):
-        print("\n(not an attrs class: its parameters are not declared)")
-        return 0
-    print("\nparameters:" if rows else "\nno parameters")
-    for name, type_, default, description in rows:
-        shown = "required" if default is None else f"default {default}"
-        print(f"  {name}: {type_} ({shown})")
-        if description:
-            print(f"      {description}")
+    print(describe_text(args.node_class, cls), end="")
     return 0
 
 
@@ -451,16 +447,17 @@ def _graph(args: argparse.Namespace) -> int:
         return 1
     if args.refresh is None:
         return 0
-    try:
-        while True:
-            time.sleep(args.refresh)
-            try:
-                _draw(graph, args)
-            except diagram.DiagramError as error:
-                # The pipeline may be restarting: keep the last page and try again.
-                print(f"nanostream: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        return 0
+    # Ctrl-C ends the wait between two pages, never a page being written,
+    # so no temporary file is left behind.
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    while not interrupted.wait(args.refresh):
+        try:
+            _draw(graph, args)
+        except diagram.DiagramError as error:
+            # The pipeline may be restarting: keep the last page and try again.
+            print(f"nanostream: {error}", file=sys.stderr)
+    return 0
 
 
 def _draw(graph: NanoStreamGraph, args: argparse.Namespace) -> None:

@@ -88,7 +88,7 @@ def _harness(
     :class:`Collector` after every node, by node name."""
     _check_names(graph, inputs, "inputs")
     _check_names(graph, replace, "replace")
-    harness = NanoStreamGraph(graph.name)
+    harness = NanoStreamGraph(graph.name, log_items=graph.log_items)
     for node in graph:
         processor = node.processor
         if node.name in replace:
@@ -98,6 +98,7 @@ def _harness(
         parents: Iterable[str] = node.parents
         if node.name in inputs:
             items = list(inputs[node.name])
+            _refuse_none(items, f"inputs[{node.name!r}]")
             if node.is_source and node.name in replace:
                 raise ValueError(
                     f"node {node.name!r} is a source: give it either inputs or a replacement"
@@ -160,8 +161,10 @@ async def process_items(
 
     ``options`` are runtime keys such as ``on_error="skip"``.
     """
+    items = list(items)
+    _refuse_none(items)
     graph = NanoStreamGraph("test")
-    graph.add("input", SequenceEmitter(list(items)))
+    graph.add("input", SequenceEmitter(items))
     graph.add("processor", processor, ["input"], **options)
     return (await collect(graph))["processor"]
 
@@ -181,3 +184,14 @@ def run_pipeline(
 ) -> dict[str, list[Any]]:
     """:func:`collect` for tests that are not already inside trio."""
     return trio.run(lambda: collect(pipeline, inputs, replace=replace))
+
+
+def _refuse_none(items: list[Any], name: str = "items") -> None:
+    """None is never an item: a process_item that returns it sends nothing,
+    so a test that feeds it in would test nothing."""
+    for index, item in enumerate(items):
+        if item is None:
+            raise ValueError(
+                f"{name}[{index}] is None, and None is never an item "
+                "(a node returns None to send nothing)"
+            )
