@@ -211,21 +211,26 @@ def test_a_case_that_does_not_finish_times_out(project, capsys):
     assert status == 1
 
 
-def test_errors_in_a_test_file_are_reported_with_lines_and_exit_1(project, capsys):
-    (project / "pipeline.test.yaml").write_text("""\
+TYPOS = """\
 replace: [pubish]
 cases:
   - name: typos
     inputs:
       ordres: [1]
     expect:
-      total: {lenght: 1}
-      publish: 3
-    extra: true
-  - name: bad schema
-    expect:
-      total: {json_schema: {type: 12}}
-""")
+"""
+
+
+def test_errors_in_a_test_file_are_reported_with_lines_and_exit_1(project, capsys):
+    (project / "pipeline.test.yaml").write_text(
+        TYPOS
+        + "      total: {lenght: 1}\n"
+        + "      publish: 3\n"
+        + "    extra: true\n"
+        + "  - name: bad schema\n"
+        + "    expect:\n"
+        + "      total: {json_schema: {type: 12}}\n"
+    )
     status, out, err = run_cli(capsys)
     assert status == 1
     assert [line for line in err.splitlines() if ": error: " in line] == [
@@ -238,15 +243,7 @@ cases:
     ]
     assert out.splitlines() == ["0 passed, 0 failed, 1 test file with errors"]
     # once the schema is satisfied, node names are checked against the pipeline
-    (project / "pipeline.test.yaml").write_text("""\
-replace: [pubish]
-cases:
-  - name: typos
-    inputs:
-      ordres: [1]
-    expect:
-      total: {json_schema: {type: 12}}
-""")
+    (project / "pipeline.test.yaml").write_text(TYPOS + "      total: {json_schema: {type: 12}}\n")
     status, _, err = run_cli(capsys)
     assert status == 1
     assert [line for line in err.splitlines() if ": error: " in line] == [
