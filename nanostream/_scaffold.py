@@ -98,7 +98,11 @@ cases:
             data: {pattern: "^[^a-z]*$"}
 """
 
-_FILES_SAMPLE = {"samples/hello.txt": "hello, world\n"}
+_FILES_SAMPLE = {
+    "samples/hello.txt": "hello, world\n",
+    # The folder the pipeline watches must exist; hidden files are not emitted.
+    "inbox/.gitkeep": "",
+}
 
 _FILES_README = """\
 # {name}

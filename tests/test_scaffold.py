@@ -45,6 +45,8 @@ def test_a_new_pipeline_passes_check_and_its_own_tests(template, tmp_path, capsy
     monkeypatch.chdir(folder)
     assert main(["check", "pipeline.yaml"]) == 0
     assert main(["test"]) == 0
+    if template == "files":
+        assert (folder / "inbox").is_dir()
     out = capsys.readouterr().out
     assert out.splitlines()[-1].endswith(" passed, 0 failed")
     assert "FAIL" not in out

@@ -90,7 +90,6 @@ def test_a_good_edit_swaps_the_pipeline_and_a_bad_one_keeps_it(tmp_path):
     scaffold(folder)
     (folder / "nodes.py").write_text(NODES.format(version="v1"))
     inbox, outbox, done = folder / "inbox", folder / "outbox", folder / "done"
-    inbox.mkdir()
     log = tmp_path / "stderr.log"
     with watching(folder, log) as process:
 
