@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -324,3 +325,28 @@ def test_a_swap_resumes_from_the_committed_kafka_offsets(tmp_path, broker):
     assert all(versions[n] == {"v1"} for n in range(20))
     assert all(versions[m] == {"v2"} for m in range(n, n + 20))
     assert len(values) - len(sent) <= 4, sorted(values, key=lambda v: v["n"])
+
+
+def test_only_the_users_own_modules_are_reloaded(tmp_path, monkeypatch):
+    from nanostream._imports import forget_modules
+
+    installed = tmp_path / ".venv" / "lib" / "site-packages"
+    for folder, name in [(tmp_path, "mine_a"), (tmp_path / "pkg", "mine_b"), (installed, "lib_c")]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.py").write_text("VALUE = 1\n")
+        monkeypatch.syspath_prepend(str(folder))
+    import lib_c
+    import mine_a
+    import mine_b
+
+    assert sorted(forget_modules(tmp_path)) == ["mine_a", "mine_b"]
+    assert "lib_c" in sys.modules
+    assert "mine_a" not in sys.modules
+    del sys.modules["lib_c"]
+    assert (mine_a.VALUE, mine_b.VALUE, lib_c.VALUE) == (1, 1, 1)
+    # NanoStream's own modules stay, even from a checkout inside the folder
+    checkout = types.ModuleType("nanostream.from_a_checkout")
+    checkout.__file__ = str(tmp_path / "nanostream" / "from_a_checkout.py")
+    monkeypatch.setitem(sys.modules, checkout.__name__, checkout)
+    assert forget_modules(tmp_path) == []
+    assert sys.modules[checkout.__name__] is checkout
