@@ -382,11 +382,15 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
 # ---------------------------------------------------------------- running cases
 
 
-def run_test_file(test_file: TestFile, graph: NanoStreamGraph) -> Iterator[Outcome]:
-    """Run every case of ``test_file``, each on a freshly loaded pipeline,
-    yielding how each went as soon as it has run."""
+def run_test_file(
+    test_file: TestFile, graph: NanoStreamGraph, selected: str | None = None
+) -> Iterator[Outcome]:
+    """Run the cases of ``test_file`` (those whose name contains ``selected``,
+    if given), each on a freshly loaded pipeline, yielding how each went as
+    soon as it has run."""
+    cases = [case for case in test_file.cases if selected is None or selected in case.name]
     try:
-        for index, case in enumerate(test_file.cases):
+        for index, case in enumerate(cases):
             fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
             yield Outcome(test_file, case, _run_case(test_file, case, fresh))
     finally:

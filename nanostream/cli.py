@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the current folder)",
     )
     test.add_argument(
+        "-k", metavar="TEXT", dest="selected", help="run only the cases whose name contains TEXT"
+    )
+    test.add_argument(
         "--schema", action="store_true", help="print the JSON Schema of test files instead"
     )
     test.add_argument("-o", "--output", metavar="FILE", help="with --schema: write to FILE")
@@ -353,7 +356,7 @@ def _test(args: argparse.Namespace) -> int:
             _print_errors(error.errors)
             broken += 1
             continue
-        for outcome in pipeline_tests.run_test_file(test_file, graph):
+        for outcome in pipeline_tests.run_test_file(test_file, graph, args.selected):
             place = f"{path}:{outcome.case.line}: {outcome.case.name}"
             if outcome.passed:
                 passed += 1

@@ -101,6 +101,17 @@ def test_passing_cases_exit_0_and_name_each_case(project, capsys):
     assert status == 0
 
 
+def test_k_runs_the_cases_whose_name_contains_the_text(project, capsys):
+    (project / "pipeline.test.yaml").write_text(PASSING)
+    status, out, _ = run_cli(capsys, "-k", "order")
+    assert status == 0
+    assert [line.split(": ", 1)[1] for line in out.splitlines()[:-1]] == [
+        "totals each order",
+        "an order without a price is dead-lettered",
+    ]
+    assert out.splitlines()[-1] == "2 passed, 0 failed"
+
+
 def test_a_pipeline_file_stands_for_its_test_file(project, capsys):
     (project / "pipeline.test.yaml").write_text(PASSING)
     status, out, _ = run_cli(capsys, str(project / "pipeline.yaml"))
