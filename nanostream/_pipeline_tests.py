@@ -101,6 +101,12 @@ TESTS_SCHEMA: dict[str, Any] = {
             "by default this file's name without '.test'.",
         },
         "replace": {**_NODE_NAMES, "description": _NODE_NAMES["description"] + " In every case."},
+        "env": {
+            "type": "object",
+            "description": "Environment variables set while the pipeline is loaded and "
+            "run, for its ${VAR} references.",
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
         "timeout": {
             "type": "number",
             "exclusiveMinimum": 0,
@@ -178,6 +184,21 @@ class TestFile:
     pipeline: str
     timeout: float
     cases: list[Case]
+    env: dict[str, str] = attrs.field(factory=dict)
+
+    @contextlib.contextmanager
+    def environment(self) -> Iterator[None]:
+        """``env`` set in ``os.environ``, and what was there before restored after."""
+        before = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @attrs.frozen
@@ -283,8 +304,10 @@ def read_test_file(path: str) -> tuple[TestFile, NanoStreamGraph]:
     if not os.path.exists(pipeline_path):
         position = path_position(tree, ["pipeline"]) if "pipeline" in data else (1, 1)
         raise TestFileError([error_at(position, f"no pipeline file {pipeline_path}")])
+    env = {name: _env_text(value) for name, value in data.get("env", {}).items()}
     try:
-        graph = load_pipeline(pipeline_path)
+        with TestFile(path, pipeline_path, 0, [], env).environment():
+            graph = load_pipeline(pipeline_path)
     except ConfigErrors as error:
         raise TestFileError(error.errors) from None
 
@@ -344,7 +367,13 @@ def read_test_file(path: str) -> tuple[TestFile, NanoStreamGraph]:
         )
     if errors:
         raise TestFileError(sorted(errors, key=lambda error: (error.line, error.col)))
-    return TestFile(path, pipeline_path, float(data.get("timeout", 10.0)), cases), graph
+    timeout = float(data.get("timeout", 10.0))
+    return TestFile(path, pipeline_path, timeout, cases, env), graph
+
+
+def _env_text(value: Any) -> str:
+    """An environment variable's text for a YAML scalar: ``true``, ``8080``, ``x``."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _plain_yaml(node: Any) -> Any:
@@ -362,7 +391,7 @@ def _plain_yaml(node: Any) -> Any:
 def _schema_message(error: jsonschema.ValidationError) -> str:
     place = ".".join(str(step) for step in error.absolute_path)
     if not place and error.validator == "type":
-        return "a test file is a mapping with 'cases' (and 'pipeline', 'replace', 'timeout')"
+        return "a test file is a mapping with 'cases' (and 'pipeline', 'replace', 'env', 'timeout')"
     if error.validator == "oneOf":
         # Expected items: a list, or a mapping of conditions.
         wrong = [e for e in error.context or [] if e.relative_schema_path[0] == 1]
@@ -391,8 +420,10 @@ def run_test_file(
     cases = [case for case in test_file.cases if selected is None or selected in case.name]
     try:
         for index, case in enumerate(cases):
-            fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
-            yield Outcome(test_file, case, _run_case(test_file, case, fresh))
+            with test_file.environment():
+                fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
+                outcome = Outcome(test_file, case, _run_case(test_file, case, fresh))
+            yield outcome
     finally:
         # The next test file's modules may have the same names as this one's.
         forget_modules(os.path.dirname(os.path.abspath(test_file.pipeline)))

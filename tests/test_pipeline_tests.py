@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -179,6 +180,29 @@ cases:
     ]
 
 
+def test_env_sets_the_variables_the_pipeline_reads(project, capsys, monkeypatch):
+    monkeypatch.delenv("ORDERS_TOPIC", raising=False)
+    monkeypatch.setenv("TOTALS_TOPIC", "kept")
+    (project / "pipeline.yaml").write_text(
+        PIPELINE.replace("topics: [orders]", "topics: ['${ORDERS_TOPIC}']").replace(
+            "topic: totals", "topic: ${TOTALS_TOPIC}"
+        )
+    )
+    test = "replace: [publish]\ncases: [{name: a, expect: {total: []}}]\n"
+    (project / "pipeline.test.yaml").write_text(test)
+    status, _, err = run_cli(capsys)
+    assert status == 1
+    assert "environment variable 'ORDERS_TOPIC' is not set" in err
+    (project / "pipeline.test.yaml").write_text(
+        "env: {ORDERS_TOPIC: from-the-test, TOTALS_TOPIC: totals-2}\n" + test
+    )
+    status, out, err = run_cli(capsys)
+    assert (status, out.splitlines()[-1]) == (0, "1 passed, 0 failed"), err
+    # what was there before is back
+    assert "ORDERS_TOPIC" not in os.environ
+    assert os.environ["TOTALS_TOPIC"] == "kept"
+
+
 def test_a_node_error_fails_the_case_with_the_error(project, capsys):
     failing = PIPELINE.replace("    on_error: skip\n    dead_letter: rejected\n", "")
     (project / "pipeline.yaml").write_text(failing.split("  - name: rejected")[0])
@@ -273,7 +297,7 @@ def test_a_test_file_that_is_not_a_mapping(project, capsys):
     assert status == 1
     assert err.splitlines()[0] == (
         "pipeline.test.yaml:1:1: error: a test file is a mapping with 'cases' "
-        "(and 'pipeline', 'replace', 'timeout')"
+        "(and 'pipeline', 'replace', 'env', 'timeout')"
     )
 
 
