@@ -37,6 +37,7 @@ import difflib
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,7 @@ class Outcome:
     file: TestFile
     case: Case
     failures: list[str]
+    seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -420,10 +422,11 @@ def run_test_file(
     cases = [case for case in test_file.cases if selected is None or selected in case.name]
     try:
         for index, case in enumerate(cases):
+            started = time.perf_counter()
             with test_file.environment():
                 fresh = graph if index == 0 else load_pipeline(test_file.pipeline)
-                outcome = Outcome(test_file, case, _run_case(test_file, case, fresh))
-            yield outcome
+                failures = _run_case(test_file, case, fresh)
+            yield Outcome(test_file, case, failures, time.perf_counter() - started)
     finally:
         # The next test file's modules may have the same names as this one's.
         forget_modules(os.path.dirname(os.path.abspath(test_file.pipeline)))
@@ -546,3 +549,51 @@ def diff(expected: list[Any], emitted: list[Any]) -> str:
         n=3,
     )
     return _indent("\n".join(lines))
+
+
+def junit_xml(outcomes: list[Outcome], broken: dict[str, list[ConfigError]]) -> str:
+    """The outcomes as a JUnit XML report, the format CI servers (Jenkins,
+    GitLab, GitHub Actions' test reporters) show: one ``testsuite`` per test
+    file, one ``testcase`` per case, a ``failure`` for each failed case and
+    an ``error`` for each test file that could not be run (``broken`` maps
+    its path to its errors)."""
+    from xml.etree import ElementTree
+
+    suites: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        suites.setdefault(outcome.file.path, []).append(outcome)
+    root = ElementTree.Element("testsuites", name="nanostream test")
+    for path, cases in suites.items():
+        suite = ElementTree.SubElement(
+            root,
+            "testsuite",
+            name=path,
+            tests=str(len(cases)),
+            failures=str(sum(not outcome.passed for outcome in cases)),
+            errors="0",
+            time=f"{sum(outcome.seconds for outcome in cases):.3f}",
+        )
+        for outcome in cases:
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=path,
+                name=outcome.case.name,
+                file=path,
+                line=str(outcome.case.line),
+                time=f"{outcome.seconds:.3f}",
+            )
+            if not outcome.passed:
+                failure = ElementTree.SubElement(
+                    case, "failure", message=outcome.failures[0].splitlines()[0]
+                )
+                failure.text = "\n".join(outcome.failures)
+    for path, errors in broken.items():
+        suite = ElementTree.SubElement(
+            root, "testsuite", name=path, tests="1", failures="0", errors="1", time="0"
+        )
+        case = ElementTree.SubElement(suite, "testcase", classname=path, name=path)
+        error = ElementTree.SubElement(case, "error", message=str(errors[0]))
+        error.text = "\n".join(each.format() for each in errors)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         "-k", metavar="TEXT", dest="selected", help="run only the cases whose name contains TEXT"
     )
     test.add_argument(
+        "--junit-xml",
+        metavar="FILE",
+        help="also write the results to FILE as a JUnit XML report, for CI servers",
+    )
+    test.add_argument(
         "--schema", action="store_true", help="print the JSON Schema of test files instead"
     )
     test.add_argument("-o", "--output", metavar="FILE", help="with --schema: write to FILE")
@@ -348,29 +353,29 @@ def _test(args: argparse.Namespace) -> int:
         wanted = f"*{pipeline_tests.SUFFIX}"
         print(f"nanostream test: no test files ({wanted}) in {where}", file=sys.stderr)
         return 2
-    passed = failed = broken = 0
+    outcomes = []
+    broken = {}
     for path in paths:
         try:
             test_file, graph = pipeline_tests.read_test_file(path)
         except pipeline_tests.TestFileError as error:
             _print_errors(error.errors)
-            broken += 1
+            broken[path] = error.errors
             continue
         for outcome in pipeline_tests.run_test_file(test_file, graph, args.selected):
+            outcomes.append(outcome)
             place = f"{path}:{outcome.case.line}: {outcome.case.name}"
-            if outcome.passed:
-                passed += 1
-                print(f"PASS {place}")
-            else:
-                failed += 1
-                print(f"FAIL {place}")
-                for failure in outcome.failures:
-                    print(textwrap.indent(failure, "    "))
+            print(f"{'PASS' if outcome.passed else 'FAIL'} {place}")
+            for failure in outcome.failures:
+                print(textwrap.indent(failure, "    "))
             sys.stdout.flush()
-    summary = f"{passed} passed, {failed} failed"
+    failed = sum(not outcome.passed for outcome in outcomes)
+    summary = f"{len(outcomes) - failed} passed, {failed} failed"
     if broken:
-        summary += f", {broken} test file{'s' if broken != 1 else ''} with errors"
+        summary += f", {len(broken)} test file{'s' if len(broken) != 1 else ''} with errors"
     print(summary)
+    if args.junit_xml:
+        _write(pipeline_tests.junit_xml(outcomes, broken), args.junit_xml)
     return 1 if failed or broken else 0
 
 

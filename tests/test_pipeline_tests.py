@@ -6,6 +6,7 @@ import json
 import os
 import textwrap
 from pathlib import Path
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
@@ -148,6 +149,33 @@ def test_a_failing_case_shows_a_diff_and_exits_1(project, capsys):
 @pytest.fixture(autouse=True)
 def in_project(project, monkeypatch):
     monkeypatch.chdir(project)
+
+
+def test_a_junit_xml_report_for_ci_servers(project, capsys):
+    failing = PASSING.replace("{order: b, total: 3.0}", "{order: b, total: 4}")
+    (project / "pipeline.test.yaml").write_text(failing)
+    (project / "other.yaml").write_text(PIPELINE)
+    (project / "other.test.yaml").write_text("cases: []\n")
+    status, _, _ = run_cli(capsys, "--junit-xml", "report.xml")
+    assert status == 1
+    root = ElementTree.parse(project / "report.xml").getroot()
+    suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
+    assert sorted(suites) == ["other.test.yaml", "pipeline.test.yaml"]
+    suite = suites["pipeline.test.yaml"]
+    assert (suite.get("tests"), suite.get("failures")) == ("3", "1")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == [
+        "totals each order",
+        "an order without a price is dead-lettered",
+        "a middle node takes inputs of its own",
+    ]
+    [failure] = cases["totals each order"].findall("failure")
+    assert failure.get("message") == "node 'total': emitted other items than expected"
+    assert '-{"order": "b", "total": 4}' in failure.text
+    assert cases["totals each order"].get("line") == "3"
+    assert not cases["a middle node takes inputs of its own"].findall("failure")
+    [error] = suites["other.test.yaml"].iter("error")
+    assert "cases: [] should be non-empty" in error.text
 
 
 def test_conditions_report_what_is_missing_and_what_does_not_match(project, capsys):
