@@ -100,9 +100,8 @@ class Observers:
         """The holder of a new version of the pipeline, ``graph``."""
         if self.served is None:
             return RunHolder(graph)
-        holder = self.served
-        holder.graph, holder.run, holder.started_at, holder.finished_at = graph, None, None, None
-        return holder
+        self.served.restart(graph)
+        return self.served
 
     async def serve_metrics(self, graph: NanoStreamGraph, nursery: trio.Nursery) -> str | None:
         """Start the metrics server, if asked for, in ``nursery``; return its
