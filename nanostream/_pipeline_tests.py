@@ -130,7 +130,7 @@ TESTS_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "description": "Items by node name: a source emits them instead of "
                     "its own, any other node receives them instead of its parents' items.",
-                    "additionalProperties": _ITEMS,
+                    "additionalProperties": {**_ITEMS, "items": {"not": {"type": "null"}}},
                 },
                 "replace": {
                     **_NODE_NAMES,
@@ -401,6 +401,8 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
             return _schema_message(wrong[0])
         conditions = ", ".join(_CONDITIONS["properties"])
         return f"{place}: expected a list of items, or conditions ({conditions})"
+    if error.validator == "not" and error.instance is None:
+        return f"{place}: null is never an item (a node returns None to send nothing)"
     if error.validator == "additionalProperties":
         allowed = error.schema.get("properties", {})
         extra = [key for key in error.instance if key not in allowed]
@@ -449,6 +451,8 @@ def _run_case(test_file: TestFile, case: Case, graph: NanoStreamGraph) -> list[s
             emitted = trio.run(run)
     except NodeError as error:
         return [f"the pipeline failed: {error}"]
+    except Exception as error:  # a case must not stop the cases after it
+        return [f"the case could not run: {type(error).__name__}: {error}"]
     if emitted is None:
         return [f"did not finish within {test_file.timeout:g}s (the file's 'timeout')"]
     failures = []

@@ -319,6 +319,18 @@ def test_errors_in_a_test_file_are_reported_with_lines_and_exit_1(project, capsy
     ]
 
 
+def test_null_is_never_an_input_item(project, capsys):
+    (project / "pipeline.test.yaml").write_text(
+        "cases:\n  - name: a\n    inputs: {orders: [{order: a}, null]}\n    expect: {total: []}\n"
+    )
+    status, _, err = run_cli(capsys)
+    assert status == 1
+    assert err.splitlines()[0] == (
+        "pipeline.test.yaml:3:35: error: cases.0.inputs.orders.1: "
+        "null is never an item (a node returns None to send nothing)"
+    )
+
+
 def test_a_test_file_that_is_not_a_mapping(project, capsys):
     (project / "pipeline.test.yaml").write_text("- cases\n")
     status, _, err = run_cli(capsys)
