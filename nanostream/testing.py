@@ -14,7 +14,7 @@ Feed lists in, get lists out, with the real runtime in between::
             replace={"copy_the_file": None},         # a sink that writes nothing
         )
         [written] = emitted["copy_the_file"]      # what reached the sink
-        assert written.data == "hello\n"
+        assert written.data == "hello\\n"
 
 :func:`run_processor` and :func:`run_pipeline` start their own trio event
 loop, so they work from plain pytest functions. Tests that already run in
