@@ -181,3 +181,37 @@ def test_stdin_json_to_jsonl_keeps_unicode(tmp_path):
     path = pipeline(tmp_path, reader="    format: jsonl\n", writer="    format: jsonl\n")
     done = run(path, json.dumps({"name": "Zoë"}).encode() + b"\n")
     assert done.stdout.decode() == '{"name": "Zoë"}\n'
+
+
+def test_a_closed_stdout_is_the_writers_error_in_a_program_that_handles_no_signals(tmp_path):
+    script = tmp_path / "embedded.py"
+    script.write_text(
+        """\
+import trio
+import nanostream as ns
+from nanostream.nodes.stdio import StdoutWriter
+
+graph = ns.NanoStreamGraph("embedded")
+graph.add("numbers", ns.ConstantEmitter(7))
+graph.add("write", StdoutWriter(), parents=["numbers"])
+try:
+    trio.run(ns.run_graph, graph)
+except ns.NodeError as error:
+    raise SystemExit(f"stopped: {error}")
+"""
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout.readline() == b"7\n"
+        process.stdout.close()
+        _, errors = process.communicate(timeout=PATIENCE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert process.returncode == 1
+    assert b"stopped: node 'write' failed" in errors
+    assert b"BrokenPipeError: stdout was closed by its reader" in errors
