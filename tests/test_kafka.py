@@ -512,6 +512,9 @@ def test_misspelt_settings_are_found_by_check_at_their_key_without_their_value()
         "settings.yaml:14:7: error: node 'out': parameter 'producer_config': "
         "'bootstrap_servers' cannot be set here: it is the node's parameter 'bootstrap_servers'",
     ]
+    # The source line shown under the error stars the value out.
+    assert "sasl_plain_pasword: **************" in errors[0].format()
+    assert "hunter2" not in "".join(error.format() for error in errors)
 
 
 def test_a_setting_error_never_shows_the_value():
