@@ -28,7 +28,7 @@ import trio
 from .._params import collection
 from .._processor import FailedItems, NanoStreamProcessor, Rejected
 from . import _jsonable
-from .csvparse import _one_character
+from ._csv import _one_character
 from .files import FileData, _bad_input
 
 logger = logging.getLogger(__name__)
