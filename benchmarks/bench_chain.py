@@ -9,9 +9,10 @@ min..max beside it. Only ratios within one run mean much on a shared machine.
   thread), a chain calling a function per stage, threads joined by a
   ``queue.Queue`` per edge, hand-written trio and asyncio sending lists of
   256 items per channel operation, bytewax with ``batch_size=256``, and
-  NanoStream. Every contender but the inline chain calls a function per
-  item per stage, and every sink does the same per-item work (count, sum,
-  order check, one loop over what it receives); the result is checked
+  NanoStream with operator chaining on and off (``chain: false``). Every
+  contender but the inline chain calls a function per item per stage, and
+  every sink does the same per-item work (count, sum, order check, one loop
+  over what it receives); the result is checked
   against the expected count and sum, in order.
 * Idle latency: one item at a time through 10 stages, a millisecond apart;
   the time from the source emitting an item to the sink receiving it,
@@ -44,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+import attrs
 import trio
 
 import nanostream as ns
@@ -69,6 +71,17 @@ BATCH = 256
 #: Batches a hand-written channel holds, as NanoStream's default ``buffer_size``.
 BUFFER = 16
 STAGES = (1, 3, 10)
+CHAINED, UNCHAINED = "NanoStream, chained", "NanoStream, unchained"
+#: Whether this NanoStream has operator chaining (the ``chain`` runtime key);
+#: without it every NanoStream run is unchained.
+HAS_CHAINING = "chain" in attrs.fields_dict(ns.NodeOptions)
+
+
+def chain_option(chain: bool) -> dict[str, bool]:
+    return {"chain": chain} if HAS_CHAINING else {}
+
+
+PLAIN_CSV = "plain `csv.DictReader` loop"
 LATENCY_STAGES = 10
 #: Seconds between two items of the latency runs, so that the pipeline is idle.
 LATENCY_GAP = 0.001
@@ -278,21 +291,26 @@ class CallSink(ns.NanoStreamProcessor):
         self.receive_all(messages)
 
 
-def chain_graph(stages: int, source, sink, **options) -> ns.NanoStreamGraph:
+def chain_graph(stages: int, source, sink, chain: bool = True) -> ns.NanoStreamGraph:
     graph = ns.NanoStreamGraph(f"chain-{stages}")
     graph.add("source", source)
     previous = "source"
     for index in range(stages):
-        graph.add(f"stage{index}", Increment(), [previous], **options)
+        graph.add(f"stage{index}", Increment(), [previous], **chain_option(chain))
         previous = f"stage{index}"
-    graph.add("sink", sink, [previous])
+    graph.add("sink", sink, [previous], **chain_option(chain))
     return graph
 
 
-def nanostream_chain(items: int, stages: int) -> tuple[int, int, int]:
+def nanostream_chain(items: int, stages: int, chain: bool = True) -> tuple[int, int, int]:
     tally = Tally()
-    trio.run(ns.run_graph, chain_graph(stages, Count(items), CallSink(tally.add_all)))
+    graph = chain_graph(stages, Count(items), CallSink(tally.add_all), **chain_option(chain))
+    trio.run(ns.run_graph, graph)
     return tally.result()
+
+
+def nanostream_unchained(items: int, stages: int) -> tuple[int, int, int]:
+    return nanostream_chain(items, stages, chain=False)
 
 
 # -- idle latency: one item at a time through LATENCY_STAGES stages --
@@ -322,7 +340,7 @@ class Latencies:
         return self.delays
 
 
-def nanostream_latency(samples: int) -> list[float]:
+def nanostream_latency(samples: int, chain: bool = True) -> list[float]:
     latencies = Latencies(LATENCY_STAGES)
 
     class Ticks(ns.NanoStreamProcessor):
@@ -331,8 +349,13 @@ def nanostream_latency(samples: int) -> list[float]:
                 await trio.sleep(LATENCY_GAP)
                 yield latencies.emit()
 
-    trio.run(ns.run_graph, chain_graph(LATENCY_STAGES, Ticks(), CallSink(latencies.receive_all)))
+    sink = CallSink(latencies.receive_all)
+    trio.run(ns.run_graph, chain_graph(LATENCY_STAGES, Ticks(), sink, **chain_option(chain)))
     return latencies.result()
+
+
+def nanostream_unchained_latency(samples: int) -> list[float]:
+    return nanostream_latency(samples, chain=False)
 
 
 def trio_latency(samples: int) -> list[float]:
@@ -440,14 +463,18 @@ def csv_plain(source: str, target: str) -> None:
                 out.write(json.dumps(converted(row), ensure_ascii=False) + "\n")
 
 
-def csv_nanostream(source: str, target: str) -> None:
+def csv_nanostream(source: str, target: str, chain: bool = True) -> None:
     graph = ns.NanoStreamGraph("csv")
     graph.add("files", ns.SequenceEmitter([source]))
-    graph.add("rows", FileReader(mode="csv"), ["files"])
-    graph.add("wanted", Filter(f"{__name__}:wanted_record"), ["rows"])
-    graph.add("converted", Map(f"{__name__}:converted_record"), ["wanted"])
-    graph.add("jsonl", FileWriter(path=target, fsync=False), ["converted"])
+    graph.add("rows", FileReader(mode="csv"), ["files"], **chain_option(chain))
+    graph.add("wanted", Filter(f"{__name__}:wanted_record"), ["rows"], **chain_option(chain))
+    graph.add("converted", Map(f"{__name__}:converted_record"), ["wanted"], **chain_option(chain))
+    graph.add("jsonl", FileWriter(path=target, fsync=False), ["converted"], **chain_option(chain))
     trio.run(ns.run_graph, graph)
+
+
+def csv_nanostream_unchained(source: str, target: str) -> None:
+    csv_nanostream(source, target, chain=False)
 
 
 # -- memory --
@@ -493,6 +520,15 @@ def rate(value: float) -> str:
     return f"{value:.3g}"
 
 
+def times(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+def ratios(ours: list[float], theirs: list[float]) -> list[float]:
+    """Round by round, ``ours`` over ``theirs``: each pair ran in the same round."""
+    return [a / b for a, b in zip(ours, theirs, strict=True)]
+
+
 def micro(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f}"
 
@@ -535,18 +571,28 @@ def main() -> None:
     }
     if bytewax_version:
         throughput[f"bytewax {bytewax_version}, `batch_size={BATCH}`"] = bytewax_chain
-    throughput["NanoStream"] = nanostream_chain
-    latency = {"NanoStream": nanostream_latency, "trio, lists": trio_latency}
+    modes = (CHAINED, UNCHAINED) if HAS_CHAINING else (UNCHAINED,)
+    if HAS_CHAINING:
+        throughput[CHAINED] = nanostream_chain
+    throughput[UNCHAINED] = nanostream_unchained
+    latency = {CHAINED: nanostream_latency} if HAS_CHAINING else {}
+    latency[UNCHAINED] = nanostream_unchained_latency
+    latency["trio, lists"] = trio_latency
     latency["asyncio, lists"] = asyncio_latency
     if bytewax_version:
         latency[f"bytewax {bytewax_version}"] = bytewax_latency
-    csv_runs = {"plain `csv.DictReader` loop": csv_plain, "NanoStream": csv_nanostream}
+    csv_runs = {PLAIN_CSV: csv_plain}
+    if HAS_CHAINING:
+        csv_runs[CHAINED] = csv_nanostream
+    csv_runs[UNCHAINED] = csv_nanostream_unchained
 
     print(f"# bench_chain, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     print(f"command: {' '.join(['python', *sys.argv])}")
     if not bytewax_version:
         print("bytewax is not installed (pip install -e '.[bench]'): its rows are left out")
+    if not HAS_CHAINING:
+        print("this NanoStream has no operator chaining: every NanoStream run is unchained")
     print(
         f"{rounds} interleaved rounds; throughput over {items:,} items "
         f"(threads: {thread_items:,}); latency {samples} samples a round; CSV {csv_rows:,} rows"
@@ -588,14 +634,16 @@ def main() -> None:
         cells = " | ".join(spread(rates[name, k], rate) for k in STAGES)
         print(f"| {name} | {cells} |")
 
-    print("\n## NanoStream's throughput as a ratio of each (medians)\n")
-    print("| NanoStream / | " + " | ".join(f"K={k}" for k in STAGES) + " |")
-    print("|---|" + "---:|" * len(STAGES))
-    ours = {k: statistics.median(rates["NanoStream", k]) for k in STAGES}
+    print(
+        "\n## NanoStream's throughput as a ratio of each, median (min..max) of the rounds' ratios\n"
+    )
+    ours = [(mode, k) for mode in modes for k in STAGES]
+    print("| NanoStream / | " + " | ".join(f"{mode[12:]}, K={k}" for mode, k in ours) + " |")
+    print("|---|" + "---:|" * len(ours))
     for name in throughput:
-        if name != "NanoStream":
+        if name not in modes:
             cells = " | ".join(
-                f"{ours[k] / statistics.median(rates[name, k]):.2f}x" for k in STAGES
+                spread(ratios(rates[mode, k], rates[name, k]), times) for mode, k in ours
             )
             print(f"| {name} | {cells} |")
 
@@ -606,10 +654,10 @@ def main() -> None:
         print(f"| {name} | {micro(centiles[49])} | {micro(centiles[98])} | {micro(max(values))} |")
 
     print(f"\n## CSV -> Filter -> Map -> JSON Lines, {csv_rows:,} rows, rows/s\n")
-    print("| | rows/s, median (min..max) | / plain loop |\n|---|---:|---:|")
-    plain = statistics.median(csv_rates["plain `csv.DictReader` loop"])
+    print("| | rows/s, median (min..max) | / plain loop, median (min..max) |\n|---|---:|---:|")
     for name, values in csv_rates.items():
-        print(f"| {name} | {spread(values, rate)} | {statistics.median(values) / plain:.2f}x |")
+        relative = spread(ratios(values, csv_rates[PLAIN_CSV]), times)
+        print(f"| {name} | {spread(values, rate)} | {relative} |")
 
     if memory_items:
         profile = memory_profile(memory_items, LATENCY_STAGES)
