@@ -81,7 +81,9 @@ async def test_a_full_queue_before_one_with_room_is_the_bottleneck(nursery):
     assert f" · {emitted}% of 100 items" in text.splitlines()[0]
     assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "running", f"{emitted}/100"]
     gated = row(text, "gated")
-    assert gated[:5] == ["gated", "Gated", "running", "1", "0"]
+    # Items count as received once handled: the one the gate holds is in progress.
+    assert gated[:5] == ["gated", "Gated", "running", "0", "0"]
+    assert holder.run.stats["gated"].in_progress == 1
     assert "2/2" in gated
     assert row(text, "sink")[:5] == ["sink", "BlackHole", "running", "0", "0"]
     assert "bottleneck: gated (input queue full)" in text

@@ -1,0 +1,182 @@
+"""Executors: where a node's plain code runs (``executor: loop | thread | process``).
+
+``loop`` runs it on the trio thread (see ``_styles``). ``thread`` runs each
+piece in a worker thread (``trio.to_thread.run_sync``, at most ``workers``
+at once), for blocking code. ``process`` runs each piece in a worker
+process of a `trio-parallel <https://trio-parallel.readthedocs.io/>`_
+worker context, for CPU-bound code: the node is pickled once and sent to
+each worker process as it starts, which runs ``setup`` there; items go in
+pieces, not one by one; ``teardown`` runs in each worker process as it
+exits. trio-parallel is the one that runs under trio, cancels by killing
+the worker, and replaces a worker that died.
+
+Cancellation: a thread is abandoned (it runs on, its result ignored); a
+worker process is killed. Either way the node stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing.util
+import pickle
+import signal
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import trio
+import trio_parallel
+
+from .._processor import NanoStreamProcessor, call_hook
+from ._styles import Outcome, apply_batch
+
+logger = logging.getLogger("nanostream")
+
+
+class WorkerProcessDied(Exception):
+    """A worker process ended while it handled a piece (a crash, ``os._exit``,
+    a signal such as the OOM killer's SIGKILL)."""
+
+
+class ThreadExecutor:
+    """Runs pieces in worker threads, at most ``workers`` at a time."""
+
+    def __init__(self, processor: NanoStreamProcessor, workers: int) -> None:
+        self._processor = processor
+        self._limiter = trio.CapacityLimiter(workers)
+
+    async def run(self, items: list) -> Outcome:
+        return await trio.to_thread.run_sync(
+            apply_batch, self._processor, items, limiter=self._limiter, abandon_on_cancel=True
+        )
+
+
+class ProcessExecutor:
+    """Runs pieces in ``workers`` worker processes, each holding its own
+    copy of the node, set up once."""
+
+    def __init__(self, name: str, processor: NanoStreamProcessor, workers: int, grace: float):
+        self._name = name
+        self._processor = processor
+        self._workers = workers
+        self._grace = grace
+        self._limiter = trio.CapacityLimiter(workers)
+        self._stack = AsyncExitStack()
+        self._context: trio_parallel.WorkerContext | None = None
+
+    async def start(self) -> BaseException | None:
+        """Start the worker processes, each running the node's ``setup``.
+
+        Returns the exception a ``setup`` raised (or the node's pickling
+        error), or ``None`` when every worker is ready.
+        """
+        try:
+            payload = pickle.dumps(self._processor)
+        except Exception as error:
+            return TypeError(unpicklable_reason(self._processor, error))
+        self._context = await self._stack.enter_async_context(
+            trio_parallel.open_worker_context(
+                idle_timeout=math.inf,
+                init=partial(_install, payload),
+                grace_period=self._grace,
+            )
+        )
+        errors: list[BaseException | None] = []
+
+        async def ready() -> None:
+            errors.append(await self._call(_setup_error))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._workers):
+                nursery.start_soon(ready)
+        return next((error for error in errors if error is not None), None)
+
+    async def run(self, items: list) -> Outcome:
+        try:
+            return await self._call(_run_installed, items)
+        except trio_parallel.BrokenWorkerError as error:
+            return Outcome([], {}, _died(error, len(items)))
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            reason = f"the items could not be sent to a worker process: {error}"
+            return Outcome([], {}, TypeError(reason))
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        assert self._context is not None
+        return await self._context.run_sync(
+            function, *args, kill_on_cancel=True, limiter=self._limiter
+        )
+
+    async def close(self) -> None:
+        """Stop the worker processes, each running the node's ``teardown``
+        (for at most ``grace`` seconds, then it is killed)."""
+        try:
+            await self._stack.aclose()
+        except trio_parallel.BrokenWorkerError as error:
+            logger.warning(
+                "node %r: its worker processes did not all exit cleanly: %s",
+                self._name,
+                error.args[0] if error.args else error,
+                extra={"node": self._name, "event": "worker_exit"},
+            )
+
+
+def _died(error: trio_parallel.BrokenWorkerError, count: int) -> WorkerProcessDied:
+    process = error.args[-1] if error.args else None
+    code = getattr(process, "exitcode", None)
+    if code is None:
+        how = "died"
+    elif code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with status {code}"
+    return WorkerProcessDied(f"the worker process {how} while handling {count} items")
+
+
+def unpicklable_reason(processor: NanoStreamProcessor, error: Exception) -> str:
+    """Why ``processor`` cannot be sent to a worker process, naming the
+    attribute that cannot be pickled when one can be found."""
+    for attribute, value in vars(processor).items() if hasattr(processor, "__dict__") else []:
+        try:
+            pickle.dumps(value)
+        except Exception as cause:
+            return (
+                f"attribute {attribute!r} of {type(processor).__name__} cannot be pickled "
+                f"for executor 'process' ({cause})"
+            )
+    return f"{type(processor).__name__} cannot be pickled for executor 'process' ({error})"
+
+
+# -- in the worker process ---------------------------------------------------
+
+_installed: NanoStreamProcessor | None = None
+_install_error: BaseException | None = None
+
+
+def _install(payload: bytes) -> None:
+    """A worker process's start: unpickle the node and run its ``setup``,
+    keeping the error (to report it) rather than dying of it."""
+    global _installed, _install_error
+    try:
+        processor = pickle.loads(payload)
+        trio.run(call_hook, processor.setup)
+    except Exception as error:
+        _install_error = error
+        return
+    _installed = processor
+    # multiprocessing runs its finalizers as the worker process exits.
+    multiprocessing.util.Finalize(None, _teardown, exitpriority=10)
+
+
+def _teardown() -> None:
+    if _installed is not None:
+        trio.run(call_hook, _installed.teardown)
+
+
+def _setup_error() -> BaseException | None:
+    return _install_error
+
+
+def _run_installed(items: list) -> Outcome:
+    assert _installed is not None, "the node failed its setup in this worker process"
+    return apply_batch(_installed, items)
