@@ -173,7 +173,17 @@ def _run(args: argparse.Namespace) -> int:
             print(summary_text(holder), file=sys.stderr)
     for failure in failures:
         print(f"nanostream: {failure}", file=sys.stderr)
-    return 1 if failures else status
+    if failures:
+        return 1
+    run = holder.run
+    if status == 0 and run is not None and not run.drained:
+        how = f"{run.signal.name}: " if run.signal is not None else ""
+        print(
+            f"nanostream: {how}stopped before draining, with {run.abandoned} items in flight",
+            file=sys.stderr,
+        )
+        return run.exit_status
+    return status
 
 
 async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool) -> int:

@@ -40,3 +40,8 @@ def node_error(node: str, during: str, error: BaseException, item: Any = _NO_ITE
     failure = NodeError(node, during, error, item)
     failure.__cause__ = error
     return failure
+
+
+class WorkerProcessDied(Exception):
+    """A worker process ended while it handled a piece (a crash, ``os._exit``,
+    a signal such as the OOM killer's SIGKILL)."""

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing.util
+import os
 import pickle
 import signal
+import sys
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -28,15 +30,12 @@ from typing import Any
 import trio
 import trio_parallel
 
+from .._graph import unpicklable
 from .._processor import NanoStreamProcessor, call_hook
+from ._errors import WorkerProcessDied
 from ._styles import Outcome, apply_batch
 
 logger = logging.getLogger("nanostream")
-
-
-class WorkerProcessDied(Exception):
-    """A worker process ended while it handled a piece (a crash, ``os._exit``,
-    a signal such as the OOM killer's SIGKILL)."""
 
 
 class ThreadExecutor:
@@ -73,12 +72,12 @@ class ProcessExecutor:
         """
         try:
             payload = pickle.dumps(self._processor)
-        except Exception as error:
-            return TypeError(unpicklable_reason(self._processor, error))
+        except Exception:
+            return TypeError(unpicklable(self._processor))
         self._context = await self._stack.enter_async_context(
             trio_parallel.open_worker_context(
                 idle_timeout=math.inf,
-                init=partial(_install, payload),
+                init=partial(_install, payload, _import_root(self._processor)),
                 grace_period=self._grace,
             )
         )
@@ -133,30 +132,32 @@ def _died(error: trio_parallel.BrokenWorkerError, count: int) -> WorkerProcessDi
     return WorkerProcessDied(f"the worker process {how} while handling {count} items")
 
 
-def unpicklable_reason(processor: NanoStreamProcessor, error: Exception) -> str:
-    """Why ``processor`` cannot be sent to a worker process, naming the
-    attribute that cannot be pickled when one can be found."""
-    for attribute, value in vars(processor).items() if hasattr(processor, "__dict__") else []:
-        try:
-            pickle.dumps(value)
-        except Exception as cause:
-            return (
-                f"attribute {attribute!r} of {type(processor).__name__} cannot be pickled "
-                f"for executor 'process' ({cause})"
-            )
-    return f"{type(processor).__name__} cannot be pickled for executor 'process' ({error})"
-
-
 # -- in the worker process ---------------------------------------------------
 
 _installed: NanoStreamProcessor | None = None
 _install_error: BaseException | None = None
 
 
-def _install(payload: bytes) -> None:
+def _import_root(processor: NanoStreamProcessor) -> str | None:
+    """The folder the module of ``processor``'s class is imported from (a
+    pipeline's own folder, say), which a worker process needs on its path."""
+    name = type(processor).__module__
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file is None or name == "__main__":
+        return None
+    root = os.path.dirname(os.path.abspath(file))
+    for _ in range(name.count(".")):
+        root = os.path.dirname(root)
+    return root
+
+
+def _install(payload: bytes, root: str | None) -> None:
     """A worker process's start: unpickle the node and run its ``setup``,
     keeping the error (to report it) rather than dying of it."""
     global _installed, _install_error
+    if root is not None and root not in sys.path:
+        sys.path.append(root)
     try:
         processor = pickle.loads(payload)
         trio.run(call_hook, processor.setup)

@@ -24,7 +24,7 @@ import trio
 
 from .._processor import FailedItems, NanoStreamProcessor, call_style
 from ._batches import Piece
-from ._errors import NodeError, node_error
+from ._errors import NodeError, WorkerProcessDied, node_error
 from ._outbox import Outbox
 from ._policy import ErrorPolicy
 from ._stats import WorkerCounter
@@ -379,7 +379,19 @@ class OffLoopStyle:
             items = piece.items
             started = time.perf_counter()
             outcome = await run(items)
-            if outcome.error is not None:
+            if isinstance(outcome.error, WorkerProcessDied) and len(items) > 1:
+                # Which item killed it? Each goes again alone, in a new worker
+                # if need be, so the policy applies to that item only.
+                policy.stats.errors += 1
+                results = []
+                for item in items:
+                    try:
+                        results += await attempt_one(item)
+                    except NodeError as failure:
+                        results += await policy.recover(
+                            [item], failure, partial(attempt_one, item), piece.tickets
+                        )
+            elif outcome.error is not None:
                 failure = node_error(name, during, outcome.error)
                 results = await policy.recover(
                     items, failure, partial(attempt, items), piece.tickets
