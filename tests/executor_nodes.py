@@ -91,9 +91,15 @@ class FailingSetup(ns.NanoStreamProcessor):
 
 @attrs.define
 class Sleep(ns.NanoStreamProcessor):
-    """Sleeps ``seconds`` per item, blocking, and sends the item on."""
+    """Sleeps ``seconds`` per item, blocking, and sends the item on. With
+    ``folder``, its setup leaves a file named for its process id there."""
 
     seconds: float = 60.0
+    folder: str = ""
+
+    def setup(self):
+        if self.folder:
+            (Path(self.folder) / f"setup-{os.getpid()}").touch()
 
     def process_item(self, message):
         time.sleep(self.seconds)

@@ -33,6 +33,8 @@ class RunControl:
         self.stopping = False
         self.cancelled = False
         self.drain_deadline = math.inf
+        #: Whether some teardown was cut short (by the deadline or a cancel).
+        self.teardown_cut_short = False
         self.skip_log = SkipLog(pipeline)
         self.all_set_up = trio.Event()
         self.consumers_done = trio.Event()
@@ -99,3 +101,5 @@ class RunControl:
                 yield scope
             finally:
                 self._teardown_scopes.discard(scope)
+        if scope.cancelled_caught:
+            self.teardown_cut_short = True

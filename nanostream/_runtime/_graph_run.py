@@ -97,7 +97,8 @@ class GraphRun:
             if signals is not None:
                 signals.restore()
         control.skip_log.flush()
-        if control.scope.cancelled_caught and not self.errors:
+        cut_short = control.scope.cancelled_caught or control.teardown_cut_short
+        if cut_short and not self.errors:
             self.drained = False
             self.abandoned = self.in_flight
             self._log_cut_short()

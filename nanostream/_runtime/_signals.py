@@ -11,6 +11,7 @@ the shell's convention for a process ended by a signal.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -88,4 +89,7 @@ class SignalHandling:
             f"with {count} items in flight abandoned\n"
         )
         os.write(2, message.encode())
+        # Worker processes busy in user code would outlive this process.
+        for child in multiprocessing.active_children():
+            child.kill()
         os._exit(128 + which)
