@@ -42,3 +42,7 @@ schema:
 # Regenerate the node reference (docs/reference.md) from the node declarations.
 docs:
     python -m nanostream nodes --markdown -o docs/reference.md
+
+# Measure the loop, thread and process executors against each other and multiprocessing.Pool.
+bench-executors *args:
+    python benchmarks/bench_executors.py {{args}}

@@ -7,7 +7,9 @@ process of a `trio-parallel <https://trio-parallel.readthedocs.io/>`_
 worker context, for CPU-bound code: the node is pickled once and sent to
 each worker process as it starts, which runs ``setup`` there; items go in
 pieces, not one by one; ``teardown`` runs in each worker process as it
-exits. trio-parallel is the one that runs under trio, cancels by killing
+exits. Worker processes fork from multiprocessing's fork server, with
+nanostream imported there once, so starting or replacing one is quick.
+trio-parallel is the one that runs under trio, cancels by killing
 the worker, and replaces a worker that died.
 
 Cancellation: a thread is abandoned (it runs on, its result ignored); a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import multiprocessing.util
 import os
 import pickle
@@ -74,17 +77,31 @@ class ProcessExecutor:
             payload = pickle.dumps(self._processor)
         except Exception:
             return TypeError(unpicklable(self._processor))
+        # Worker processes fork from multiprocessing's fork server, which
+        # imports this module (and so nanostream) once: a worker starts in
+        # milliseconds rather than re-importing everything as a spawned one would.
+        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
         self._context = await self._stack.enter_async_context(
             trio_parallel.open_worker_context(
                 idle_timeout=math.inf,
                 init=partial(_install, payload, _import_root(self._processor)),
                 grace_period=self._grace,
+                worker_type=trio_parallel.WorkerType.FORKSERVER,
             )
         )
         errors: list[BaseException | None] = []
 
         async def ready() -> None:
-            errors.append(await self._call(_setup_error))
+            try:
+                errors.append(await self._call(_setup_error))
+            except trio_parallel.BrokenWorkerError as error:
+                errors.append(
+                    WorkerProcessDied(
+                        f"{_died(error, 0)}; a script that runs a pipeline with "
+                        "executor 'process' must start it under "
+                        "`if __name__ == \"__main__\":` (see the multiprocessing docs)"
+                    )
+                )
 
         async with trio.open_nursery() as nursery:
             for _ in range(self._workers):
@@ -129,7 +146,8 @@ def _died(error: trio_parallel.BrokenWorkerError, count: int) -> WorkerProcessDi
         how = f"was killed by {signal.Signals(-code).name}"
     else:
         how = f"exited with status {code}"
-    return WorkerProcessDied(f"the worker process {how} while handling {count} items")
+    doing = f"while handling {count} items" if count else "as it started"
+    return WorkerProcessDied(f"the worker process {how} {doing}")
 
 
 # -- in the worker process ---------------------------------------------------

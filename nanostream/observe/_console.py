@@ -121,7 +121,11 @@ class StatusView:
         if span <= 0:
             return {}, {}
         rates = {name: (count - before[name][0]) / span for name, (count, _) in current.items()}
-        busy = {name: (spent - before[name][1]) / span for name, (_, spent) in current.items()}
+        # A node's busy share is of what its workers could do together.
+        busy = {
+            name: (spent - before[name][1]) / span / len(run.stats[name].worker_busy_seconds)
+            for name, (_, spent) in current.items()
+        }
         return rates, busy
 
     def render(self, now: float) -> Text:
