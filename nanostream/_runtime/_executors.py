@@ -99,7 +99,7 @@ class ProcessExecutor:
                     WorkerProcessDied(
                         f"{_died(error, 0)}; a script that runs a pipeline with "
                         "executor 'process' must start it under "
-                        "`if __name__ == \"__main__\":` (see the multiprocessing docs)"
+                        '`if __name__ == "__main__":` (see the multiprocessing docs)'
                     )
                 )
 
