@@ -22,6 +22,7 @@ min..max spread:
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import statistics
 import time
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the item counts")
     args = parser.parse_args()
+    # The loop contenders hold the loop on purpose: no warning about it.
+    logging.getLogger("nanostream").setLevel(logging.ERROR)
     spins = calibrate()
     cpu_items = list(range(int(40_000 * args.scale)))
     wait_items = list(range(int(400 * args.scale)))

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import textwrap
 import threading
 
 import attrs
@@ -11,6 +12,7 @@ import trio.testing
 from executor_nodes import Dies, FailingSetup, Pid, Square, SquareBatches
 
 import nanostream as ns
+from nanostream.config import check_pipeline, load_pipeline
 from nanostream.testing import Collector
 
 EXECUTORS = ["loop", "thread", "process"]
@@ -291,3 +293,77 @@ def test_async_code_is_refused_off_the_loop():
     graph.add("node", Async(), ["source"], executor="thread")
     [problem] = graph.problems()
     assert "Async.process_item is async" in problem.message
+
+
+def test_check_names_the_attribute_that_cannot_be_pickled(tmp_path):
+    (tmp_path / "guarded.py").write_text(
+        textwrap.dedent("""\
+            import threading
+
+            import attrs
+
+            import nanostream as ns
+
+
+            @attrs.define
+            class Guarded(ns.NanoStreamProcessor):
+                guard: object = attrs.field(factory=threading.Lock, init=False)
+
+                def process_item(self, message):
+                    return message
+            """)
+    )
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent("""\
+            pipeline_name: guarded
+            node_sequence:
+              - name: numbers
+                class: SequenceEmitter
+                sequence: [1, 2]
+              - name: guarded
+                class: guarded:Guarded
+                parents: [numbers]
+                executor: process
+            """)
+    )
+    [error] = check_pipeline(config)
+    assert (error.line, error.col) == (9, 15)
+    assert "attribute 'guard' of Guarded cannot be pickled for executor 'process'" in str(
+        error.format()
+    )
+
+
+async def test_a_process_node_from_the_pipeline_folder_runs(tmp_path):
+    """The worker processes import the node's class from where the pipeline found it."""
+    (tmp_path / "local_nodes.py").write_text(
+        textwrap.dedent("""\
+            import nanostream as ns
+
+
+            class Twice(ns.NanoStreamProcessor):
+                def process_item(self, message):
+                    return 2 * message
+            """)
+    )
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent("""\
+            pipeline_name: local
+            node_sequence:
+              - name: numbers
+                class: SequenceEmitter
+                sequence: [1, 2, 3]
+              - name: twice
+                class: local_nodes:Twice
+                parents: [numbers]
+                executor: process
+              - name: sink
+                class: nanostream.testing:Collector
+                parents: [twice]
+            """)
+    )
+    graph = load_pipeline(config)
+    with trio.fail_after(60):
+        await ns.run_graph(graph)
+    assert graph.nodes["sink"].processor.items == [2, 4, 6]

@@ -11,6 +11,7 @@ the shell's convention for a process ended by a signal.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -67,7 +68,9 @@ class SignalHandling:
         elif self.count > 1:
             self._exit_after(HARD_STOP_GRACE, which)
         assert self._token is not None
-        self._token.run_sync_soon(self._on_signal, which, self.count)
+        # If the run ended as the signal came, nothing is left to stop.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._on_signal, which, self.count)
 
     def _exit_after(self, seconds: float, which: signal.Signals) -> None:
         if self._timer is not None:
