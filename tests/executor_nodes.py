@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -67,7 +68,7 @@ class Pid(ns.NanoStreamProcessor):
 
 @attrs.define
 class Dies(ns.NanoStreamProcessor):
-    """Its worker process dies on ``fatal``: by ``os._exit(3)`` or SIGKILL."""
+    """Its worker process dies on ``fatal``: by ``os._exit(3)``, a segfault or SIGKILL."""
 
     fatal: int
     how: str = "exit"
@@ -76,6 +77,8 @@ class Dies(ns.NanoStreamProcessor):
         if message == self.fatal:
             if self.how == "exit":
                 os._exit(3)
+            if self.how == "segfault":
+                ctypes.string_at(0)
             os.kill(os.getpid(), signal.SIGKILL)
         return message
 

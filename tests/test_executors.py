@@ -229,7 +229,10 @@ async def test_process_workers_set_up_and_tear_down_once_each(tmp_path):
     assert os.getpid() not in set_up
 
 
-@pytest.mark.parametrize("how, says", [("exit", "exited with status 3"), ("kill", "SIGKILL")])
+@pytest.mark.parametrize(
+    "how, says",
+    [("exit", "exited with status 3"), ("segfault", "SIGSEGV"), ("kill", "SIGKILL")],
+)
 async def test_a_worker_process_that_dies_fails_its_items_and_is_replaced(how, says):
     items, letters, run = await run_through(
         range(1000),
@@ -367,3 +370,26 @@ async def test_a_process_node_from_the_pipeline_folder_runs(tmp_path):
     with trio.fail_after(60):
         await ns.run_graph(graph)
     assert graph.nodes["sink"].processor.items == [2, 4, 6]
+
+
+async def test_parts_sent_early_keep_their_order_across_workers():
+    """Generators send parts of a piece before it is done; with several
+    workers those parts still leave in input order."""
+
+    class Triple(ns.NanoStreamProcessor):
+        async def process_item(self, message):
+            for copy in range(3):
+                await trio.sleep(0.001 * (message % 3))
+                yield (message, copy)
+
+    items, _, _ = await run_through(range(60), Triple(), workers=3, max_batch=4)
+    assert items == [(x, copy) for x in range(60) for copy in range(3)]
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+async def test_unordered_off_the_loop_delivers_everything(executor):
+    items, _, run = await run_through(
+        range(3000), Square(), executor=executor, workers=3, ordered=False
+    )
+    assert sorted(items) == sorted(x * x for x in range(3000))
+    assert len(run.stats["node"].worker_busy_seconds) == 3
