@@ -328,3 +328,26 @@ def test_on_a_terminal_the_table_replaces_the_summary(tmp_path: Path) -> None:
     assert last.startswith("finished · ")
     assert row(last, "sink")[:5] == ["sink", "BlackHole", "finished", "3", "0"]
     assert "items from the sources" not in text
+
+
+async def test_a_node_with_workers_shows_the_least_and_most_busy_worker(nursery):
+    class Pause(ns.NanoStreamProcessor):
+        async def process_item(self, message):
+            await trio.sleep(0.001)
+            return message
+
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter(list(range(40))))
+    graph.add("pause", Pause(), ["numbers"], workers=4)
+    graph.add("sink", ns.BlackHole(), ["pause"])
+    holder, finished = await start(nursery, graph)
+    with trio.fail_after(30):
+        await finished.wait()
+    view = StatusView(holder)
+    cells = row(draw(view), "pause")
+    assert re.fullmatch(r"\d+%", cells[-2])
+    assert re.fullmatch(r"\(\d+%\.\.\d+%\)", cells[-1])
+    assert len(view.worker_busy["pause"]) == 4
+    assert all(share > 0 for share in view.worker_busy["pause"])
+    # One worker: its share alone.
+    assert re.fullmatch(r"\d+%", row(draw(view), "sink")[-1])
