@@ -226,3 +226,27 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_worker_processes_die_with_a_killed_pipeline(tmp_path):
+    process = start(
+        pipeline(
+            tmp_path,
+            f"""\
+            - name: sleep
+              class: executor_nodes:Sleep
+              parents: [started]
+              folder: {tmp_path}
+              executor: process
+              workers: 2
+            """,
+        )
+    )
+    pids = [int(path.name.split("-")[1]) for path in tmp_path.glob("setup-*")]
+    assert len(pids) == 2
+    process.kill()
+    process.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "worker processes outlived the killed pipeline"
+        time.sleep(0.05)

@@ -24,8 +24,11 @@ import multiprocessing
 import multiprocessing.util
 import os
 import pickle
+import select
 import signal
 import sys
+import threading
+import time
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -84,7 +87,7 @@ class ProcessExecutor:
         self._context = await self._stack.enter_async_context(
             trio_parallel.open_worker_context(
                 idle_timeout=math.inf,
-                init=partial(_install, payload, _import_root(self._processor)),
+                init=partial(_install, payload, _import_root(self._processor), os.getpid()),
                 grace_period=self._grace,
                 worker_type=trio_parallel.WorkerType.FORKSERVER,
             )
@@ -170,10 +173,11 @@ def _import_root(processor: NanoStreamProcessor) -> str | None:
     return root
 
 
-def _install(payload: bytes, root: str | None) -> None:
+def _install(payload: bytes, root: str | None, pipeline_pid: int) -> None:
     """A worker process's start: unpickle the node and run its ``setup``,
     keeping the error (to report it) rather than dying of it."""
     global _installed, _install_error
+    _exit_with(pipeline_pid)
     if root is not None and root not in sys.path:
         sys.path.append(root)
     try:
@@ -185,6 +189,36 @@ def _install(payload: bytes, root: str | None) -> None:
     _installed = processor
     # multiprocessing runs its finalizers as the worker process exits.
     multiprocessing.util.Finalize(None, _teardown, exitpriority=10)
+
+
+def _exit_with(pipeline_pid: int) -> None:
+    """End this worker process as soon as the pipeline's process is gone,
+    even while the node's code is busy: a pipeline killed with SIGKILL
+    leaves no worker behind. A daemon thread waits on the process."""
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pipeline_pid)
+        except (AttributeError, OSError):
+            handle = None
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while os.getppid() != 1 and _alive(pipeline_pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nanostream pipeline watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _teardown() -> None:
