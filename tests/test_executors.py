@@ -267,7 +267,7 @@ async def test_items_that_cannot_be_pickled_are_handled_by_the_policy():
         [lock], Square(), executor="process", on_error="skip", dead_letters=True
     )
     assert [letter.item for letter in letters] == [lock]
-    assert "could not be sent to a worker process" in str(letters[0].error)
+    assert "could not be passed to or from a worker process" in str(letters[0].error)
 
 
 def test_a_node_that_cannot_be_pickled_is_reported_before_it_runs():

@@ -117,7 +117,10 @@ class ProcessExecutor:
         except trio_parallel.BrokenWorkerError as error:
             return Outcome([], {}, _died(error, len(items)))
         except (pickle.PicklingError, TypeError, AttributeError) as error:
-            reason = f"the items could not be sent to a worker process: {error}"
+            reason = (
+                f"the items, or what the node made of them, could not be passed "
+                f"to or from a worker process (they must be picklable): {error}"
+            )
             return Outcome([], {}, TypeError(reason))
 
     async def _call(self, function: Any, *args: Any) -> Any:
