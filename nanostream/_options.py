@@ -86,9 +86,10 @@ class NodeOptions:
         default=1,
         validator=[v.instance_of(int), _positive],
         metadata={
-            "description": "How many items' work runs at once: copies of this node's loop "
-            "sharing its input, each with its own thread or process under executor "
-            "'thread' or 'process'. What waits is split so that every worker has some."
+            "description": "How many parts of this node's input are handled at once: "
+            "copies of its loop sharing that input, each with its own thread or process "
+            "under executor 'thread' or 'process'. What waits is split so that every "
+            "worker has a part."
         },
     )
     ordered: bool = attrs.field(
