@@ -124,7 +124,7 @@ class GraphRun:
                 "pipeline %r: stopped at once, with %d items in flight",
                 self.graph.name,
                 self.abandoned,
-                extra={**extra, "event": "cut_short"},
+                extra={**extra, "event": "stopped_at_once"},
             )
 
     def _on_signal(self, which: signal.Signals, count: int) -> None:
