@@ -42,6 +42,11 @@ class NodeStats:
     worker_busy_seconds: list[float] = attrs.field(factory=lambda: [0.0])
     _inbox: trio.MemoryReceiveChannel | None = attrs.field(default=None, repr=False, eq=False)
 
+    def watch_input(self, inbox: trio.MemoryReceiveChannel, capacity: int) -> None:
+        """Report the fill of ``inbox``, which holds ``capacity`` batches, as :attr:`queued`."""
+        self._inbox = inbox
+        self.queue_capacity = capacity
+
     @property
     def queued(self) -> int:
         """Batches waiting in this node's input queue right now."""

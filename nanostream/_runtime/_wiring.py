@@ -24,8 +24,7 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
         node = graph.nodes[name]
         send, receive = trio.open_memory_channel(node.options.buffer_size)
         ports[name].inbox = receive
-        stats[name]._inbox = receive
-        stats[name].queue_capacity = node.options.buffer_size
+        stats[name].watch_input(receive, node.options.buffer_size)
         for parent in node.parents:
             ports[parent].outputs.add_child(send.clone(), stats[name])
         for sender in senders[len(node.parents) :]:
