@@ -253,3 +253,24 @@ async def test_the_websocket_relay_broadcasts_what_it_hears_shouted():
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
+
+
+def test_the_executors_example_prints_each_hash_in_order():
+    import hashlib
+
+    def digest(number: int) -> str:
+        value = str(number).encode()
+        for _ in range(20_000):
+            value = hashlib.sha256(value).digest()
+        return value.hex()[:12]
+
+    folder = EXAMPLES / "executors"
+    done = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{n}: {digest(n)}" for n in range(20)]
