@@ -55,9 +55,10 @@ async def test_skip_and_dead_letters_are_the_same_under_every_executor(executor)
         dead_letters=True,
     )
     assert items == [x * x for x in range(1000) if x not in bad]
-    assert [letter.item for letter in letters] == bad
+    # Dead letters leave as items are given up on, by whichever worker.
+    assert sorted(letter.item for letter in letters) == bad
     assert all(letter.node == "node" for letter in letters)
-    assert str(letters[0].error) == "bad item 3"
+    assert {str(letter.error) for letter in letters} == {f"bad item {x}" for x in bad}
     stats = run.stats["node"]
     assert (stats.skipped, stats.dead_lettered, stats.errors) == (3, 3, 3)
 

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import trio
 
 from .._processor import FailedItems, NanoStreamProcessor, call_style
+from ._acks import Tickets
 from ._batches import Piece
 from ._errors import NodeError, WorkerProcessDied, node_error
 from ._outbox import Outbox
@@ -364,46 +365,42 @@ class OffLoopStyle:
                 raise node_error(name, during, error, item)
             return outcome.results
 
-        async def attempt(items: list) -> list:
+        async def attempt(items: list, tickets: Tickets) -> list:
+            """The work again, for a retry: raises if it all fails again;
+            items that fail alone get the policy each."""
             if len(items) == 1:
                 return await attempt_one(items[0])
             outcome = await run(items)
             if outcome.error is not None:
                 raise node_error(name, during, outcome.error)
-            if outcome.failed:
-                index, error = next(iter(outcome.failed.items()))
-                raise node_error(name, during, error, items[index])
-            return outcome.results
+            return await settle(items, outcome, tickets)
 
-        async def handle_off_loop(piece: Piece, counter: WorkerCounter) -> list:
-            items = piece.items
-            started = time.perf_counter()
-            outcome = await run(items)
+        async def settle(items: list, outcome: Outcome, tickets: Tickets) -> list:
+            """The results of ``outcome``, with the policy applied to what failed."""
             if isinstance(outcome.error, WorkerProcessDied) and len(items) > 1:
                 # Which item killed it? Each goes again alone, in a new worker
                 # if need be, so the policy applies to that item only.
                 policy.stats.errors += 1
                 results = []
                 for item in items:
-                    try:
-                        results += await attempt_one(item)
-                    except NodeError as failure:
-                        results += await policy.recover(
-                            [item], failure, partial(attempt_one, item), piece.tickets
-                        )
-            elif outcome.error is not None:
+                    results += await settle([item], await run([item]), tickets)
+                return results
+            if outcome.error is not None:
                 failure = node_error(name, during, outcome.error)
-                results = await policy.recover(
-                    items, failure, partial(attempt, items), piece.tickets
+                return await policy.recover(
+                    items, failure, partial(attempt, items, tickets), tickets
                 )
-            elif outcome.failed:
+            if outcome.failed:
                 failed = FailedItems(outcome.failed, outcome.results)
-                results = await policy.recover_failed_items(
-                    items, failed, during, attempt_one, piece.tickets
+                return await policy.recover_failed_items(
+                    items, failed, during, attempt_one, tickets
                 )
-            else:
-                results = outcome.results
-            counter.done(len(items), started)
+            return outcome.results
+
+        async def handle_off_loop(piece: Piece, counter: WorkerCounter) -> list:
+            started = time.perf_counter()
+            results = await settle(piece.items, await run(piece.items), piece.tickets)
+            counter.done(len(piece.items), started)
             return results
 
         return handle_off_loop
