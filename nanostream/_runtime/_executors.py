@@ -9,8 +9,9 @@ each worker process as it starts, which runs ``setup`` there; items go in
 pieces, not one by one; ``teardown`` runs in each worker process as it
 exits. Worker processes fork from multiprocessing's fork server, with
 nanostream imported there once, so starting or replacing one is quick.
-trio-parallel is the one that runs under trio, cancels by killing
-the worker, and replaces a worker that died.
+trio-parallel is used because it runs under trio (multiprocessing's
+pools block the loop), kills a worker whose job is cancelled, and starts a
+new worker in place of one that died.
 
 Cancellation: a thread is abandoned (it runs on, its result ignored); a
 worker process is killed. Either way the node stops at once.
