@@ -55,8 +55,11 @@ class NanoStreamGraph:
     parents, processors left without any) and reports every problem at once.
     """
 
-    def __init__(self, name: str = "pipeline") -> None:
+    def __init__(self, name: str = "pipeline", *, log_items: bool = True) -> None:
         self.name = name
+        #: Whether error messages and logs show the item that failed; off
+        #: for items that must not reach the logs (personal or secret data).
+        self.log_items = log_items
         self._nodes: dict[str, Node] = {}
 
     def add(

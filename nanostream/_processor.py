@@ -8,6 +8,20 @@ from typing import Any
 
 import attrs
 
+#: The methods the runtime calls on a node, by role. A node defines at least
+#: one of ``PROCESSOR_HOOKS`` or ``SOURCE_HOOKS``.
+PROCESSOR_HOOKS = ("process_item", "process_batch")
+SOURCE_HOOKS = ("generate", "generate_batches")
+OPTIONAL_HOOKS = (
+    "setup",
+    "teardown",
+    "finish",
+    "expected_items",
+    "holding",
+    "deadline",
+    "on_deadline",
+)
+
 
 class NanoStreamProcessor:
     """A node of a pipeline: a source, a processor or a sink.
@@ -99,6 +113,23 @@ class Rejected:
     raw: Any
     error: Exception
     ack: Callable[[], None] | None = None
+
+
+#: Why a source's ``None`` is rejected: None is never an item. Returned by
+#: ``process_item`` it means "send nothing"; arriving from outside (a JSON
+#: ``null``, a YAML ``null`` in a sequence) it is input to be counted, not
+#: dropped unseen.
+NONE_FROM_SOURCE = "the source sent None, which is never an item"
+
+
+def rejected_if_none(item: Any) -> Any:
+    """``item``, or a :class:`Rejected` in its place if it is ``None`` (bare
+    or in a :class:`WithAck`), so that the source's error policy counts it."""
+    if item is None:
+        return Rejected(None, ValueError(NONE_FROM_SOURCE))
+    if type(item) is WithAck and item.item is None:
+        return Rejected(None, ValueError(NONE_FROM_SOURCE), item.ack)
+    return item
 
 
 class FailedItems(Exception):

@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-import attrs
-
 from . import __version__
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
-from .config._reference import reference_text
-from .config._schema import parameters, schema_text, summary
-from .nodes import ALIASES, BUILTIN_NODES, load_builtin
+from .config._loader import on_sys_path, secrets_of
+from .config._reference import catalogue_text, describe_text, reference_text
+from .config._schema import schema_text
 from .observe import _diagram as diagram
 
 if TYPE_CHECKING:
@@ -33,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run and inspect NanoStream pipelines described in YAML.",
     )
     parser.add_argument("--version", action="version", version=f"nanostream {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="check a pipeline, then run it")
     run.add_argument("config", metavar="CONFIG", help="the pipeline's YAML file")
@@ -120,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 errors, 2 usage)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare ``nanostream``: what it can do
+        parser.print_help()
+        return 0
     handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes, "graph": _graph}[
         args.command
     ]
@@ -155,10 +157,13 @@ def _run(args: argparse.Namespace) -> int:
     from ._runtime import NodeError
     from .observe import RunHolder, configure_logging, summary_text
 
-    configure_logging(args.log_level, args.log_format)
+    handler = configure_logging(args.log_level, args.log_format)
     graph = _load(args.config)
     if graph is None:
         return 1
+    # Values from the environment are never echoed, at run time either.
+    secrets = secrets_of(graph)
+    handler.addFilter(secrets)
     holder = RunHolder(graph)
     live = not args.quiet and sys.stderr.isatty()
     failures: list[NodeError] = []
@@ -172,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet and not live:
             print(summary_text(holder), file=sys.stderr)
     for failure in failures:
-        print(f"nanostream: {failure}", file=sys.stderr)
+        print(f"nanostream: {secrets.hide(str(failure), everywhere=False)}", file=sys.stderr)
     if failures:
         return 1
     run = holder.run
@@ -305,28 +310,17 @@ def _nodes(args: argparse.Namespace) -> int:
         _write(reference_text(), args.output)
         return 0
     if args.node_class is None:
-        width = max((len(name) for name in BUILTIN_NODES), default=0)
-        for name in sorted(BUILTIN_NODES):
-            print(f"{name:<{width}}  {summary(load_builtin(name))}")
-        for alias, target in sorted(ALIASES.items()):
-            print(f"{alias:<{width}}  (alias of {target})")
+        print(catalogue_text(), end="")
         return 0
     try:
-        cls = resolve_class(args.node_class)
+        # A custom class is looked for where a pipeline file beside it would
+        # find it: in the current directory.
+        with on_sys_path(os.getcwd()):
+            cls = resolve_class(args.node_class, embedding=True)
     except Exception as error:
         print(f"nanostream: {error}", file=sys.stderr)
         return 1
-    print(f"{args.node_class}: {summary(cls)}")
-    rows = parameters(cls)
-    if not attrs.has(cls):
-        print("\n(not an attrs class: its parameters are not declared)")
-        return 0
-    print("\nparameters:" if rows else "\nno parameters")
-    for name, type_, default, description in rows:
-        shown = "required" if default is None else f"default {default}"
-        print(f"  {name}: {type_} ({shown})")
-        if description:
-            print(f"      {description}")
+    print(describe_text(args.node_class, cls), end="")
     return 0
 
 

@@ -50,11 +50,13 @@ async def collect(
     unknown = sorted(set(inputs) - set(graph.nodes))
     if unknown:
         raise KeyError(f"no node named {', '.join(map(repr, unknown))} in {graph.name!r}")
-    harness = NanoStreamGraph(graph.name)
+    harness = NanoStreamGraph(graph.name, log_items=graph.log_items)
     for node in graph:
         processor = node.processor
         if node.name in inputs:
-            processor = SequenceEmitter(list(inputs[node.name]))
+            items = list(inputs[node.name])
+            _refuse_none(items, f"inputs[{node.name!r}]")
+            processor = SequenceEmitter(items)
         harness.add(node.name, processor, node.parents, **attrs.asdict(node.options))
     collectors = {}
     for node in graph:
@@ -73,8 +75,10 @@ async def process_items(
 
     ``options`` are runtime keys such as ``on_error="skip"``.
     """
+    items = list(items)
+    _refuse_none(items)
     graph = NanoStreamGraph("test")
-    graph.add("input", SequenceEmitter(list(items)))
+    graph.add("input", SequenceEmitter(items))
     graph.add("processor", processor, ["input"], **options)
     return (await collect(graph))["processor"]
 
@@ -91,3 +95,14 @@ def run_pipeline(
 ) -> dict[str, list[Any]]:
     """:func:`collect` for tests that are not already inside trio."""
     return trio.run(collect, graph, inputs)
+
+
+def _refuse_none(items: list[Any], name: str = "items") -> None:
+    """None is never an item: a process_item that returns it sends nothing,
+    so a test that feeds it in would test nothing."""
+    for index, item in enumerate(items):
+        if item is None:
+            raise ValueError(
+                f"{name}[{index}] is None, and None is never an item "
+                "(a node returns None to send nothing)"
+            )

@@ -206,12 +206,14 @@ async def test_mixed_acked_and_plain_items():
             yield WithAck("b", lambda: events.append(("ack", "b")))
 
     graph = NanoStreamGraph()
-    graph.add("src", Mixed())
+    # None is never an item: skipped, counted, and its input acknowledged.
+    graph.add("src", Mixed(), on_error="skip")
     graph.add("sink", Sink(events), ["src"])
     run = await run_graph(graph)
     assert [item for kind, item in events if kind == "sink"] == ["a", "plain", "b"]
     assert sorted(map(str, (item for kind, item in events if kind == "ack"))) == ["None", "a", "b"]
     assert run.stats["src"].acknowledged == 3
+    assert run.stats["src"].skipped == 1
 
 
 async def test_failing_ack_is_a_node_error_naming_the_source():

@@ -164,20 +164,81 @@ def test_schema_is_valid_and_written(tmp_path: Path) -> None:
     assert out.read_text() == printed.stdout
 
 
-def test_nodes_catalogue() -> None:
+def test_nodes_catalogue_lists_each_node_under_its_role() -> None:
     listing = nanostream_cmd("nodes")
     assert listing.returncode == 0
-    # The name column is as wide as the longest node name.
+    assert "``" not in listing.stdout
+    sections = dict.fromkeys(["Sources:", "Processors:", "Sinks:", "Embedding:", "Aliases:"])
+    current = None
+    for line in listing.stdout.splitlines():
+        if line in sections:
+            current, sections[line] = line, []
+        elif current and line.startswith("  ") and not line.startswith("   "):
+            sections[current].append(line.split()[0])
+    assert "SequenceEmitter" in sections["Sources:"]
+    assert {"Map", "Filter", "Batcher"} <= set(sections["Processors:"])
+    assert {"BlackHole", "FileWriter"} <= set(sections["Sinks:"])
+    assert {"ChannelSource", "ChannelSink"} <= set(sections["Embedding:"])
+    assert sections["Aliases:"] == ["DirectoryListener"]
+    # Long summaries wrap under their own column.
     assert re.search(
-        r"^ConstantEmitter +Emits the same thing again and again", listing.stdout, re.M
+        r"^  ConstantEmitter +Emits the same thing again and again", listing.stdout, re.M
     )
-    detail = nanostream_cmd("nodes", "ConstantEmitter")
+
+
+def test_nodes_class_shows_description_parameters_runtime_keys_and_an_example() -> None:
+    detail = nanostream_cmd("nodes", "Batcher")
     assert detail.returncode == 0
-    assert "  max_loops: int | None (default null)" in detail.stdout
-    assert "  delay: float (default 0.0)" in detail.stdout
+    text = detail.stdout
+    assert text.startswith("Batcher (processor): nanostream.nodes.batching:Batcher\n")
+    assert "``" not in text
+    assert (
+        "Parameters:\n  count: int (default 100)\n      How many items make a full list.\n" in text
+    )
+    keys = text.split("Runtime keys (every node takes them):\n")[1]
+    assert keys.startswith("  on_error: Literal['fail', 'skip', 'retry'] (default \"fail\")")
+    assert "Example:\n  - name: batcher\n    class: Batcher\n    parents: [<upstream node>]" in text
+    constant = nanostream_cmd("nodes", "ConstantEmitter")
+    assert "  max_loops: int | None (default null)" in constant.stdout
+    assert "  delay: float (default 0.0)" in constant.stdout
     unknown = nanostream_cmd("nodes", "ConstantEmiter")
     assert unknown.returncode == 1
     assert "did you mean 'ConstantEmitter'?" in unknown.stderr
+
+
+def test_nodes_describes_the_embedding_nodes() -> None:
+    detail = nanostream_cmd("nodes", "ChannelSource")
+    assert detail.returncode == 0, detail.stderr
+    assert detail.stdout.startswith(
+        "ChannelSource (source): nanostream.nodes.memory:ChannelSource\n"
+    )
+    assert 'graph.add("input", nanostream.ChannelSource(receive))' in detail.stdout
+    assert "Example:" not in detail.stdout  # no YAML example: YAML cannot hold a channel
+
+
+def test_nodes_imports_a_custom_class_from_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "mynodes.py").write_text(
+        textwrap.dedent("""\
+        import attrs
+        import nanostream as ns
+
+        @attrs.define
+        class Scale(ns.NanoStreamProcessor):
+            \"\"\"Multiplies each number by ``factor``.\"\"\"
+            factor: float = 2.0
+
+            def process_item(self, message):
+                return message * self.factor
+        """)
+    )
+    detail = nanostream_cmd("nodes", "mynodes:Scale", cwd=tmp_path)
+    assert detail.returncode == 0, detail.stderr
+    assert detail.stdout.splitlines()[:3] == [
+        "Scale (processor): mynodes:Scale",
+        "",
+        "Multiplies each number by factor.",
+    ]
+    assert "  factor: float (default 2.0)" in detail.stdout
 
 
 def test_graph_formats(tmp_path: Path) -> None:
@@ -200,7 +261,9 @@ def test_version_help_and_usage_errors() -> None:
     assert version.returncode == 0
     assert version.stdout.strip() == f"nanostream {nanostream.__version__}"
     assert nanostream_cmd("--help").returncode == 0
-    assert nanostream_cmd().returncode == 2
+    bare = nanostream_cmd()
+    assert bare.returncode == 0
+    assert bare.stdout == nanostream_cmd("--help").stdout
     assert nanostream_cmd("explode").returncode == 2
     assert nanostream_cmd("graph", "x.yaml", "--format", "jpeg").returncode == 2
 
@@ -247,3 +310,54 @@ def test_a_closed_pipe_is_not_an_error(command):
         stderr = process.stderr.read()
     assert stderr == b""
     assert process.returncode == 0
+
+
+def test_run_never_echoes_a_value_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "nanostream_cli_login.py").write_text(
+        textwrap.dedent("""\
+        import logging
+
+        import attrs
+        import nanostream as ns
+
+        @attrs.define
+        class Login(ns.NanoStreamProcessor):
+            password: str = ""
+
+            def setup(self):
+                logging.getLogger("nanostream.login").warning("trying %s", self.password)
+                raise PermissionError(f"wrong password {self.password!r}")
+
+            def process_item(self, message):
+                return message
+        """)
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""\
+        pipeline_name: login
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: [1]
+          - name: login
+            class: nanostream_cli_login:Login
+            parents: [src]
+            password: ${NANOSTREAM_CLI_PASSWORD}
+        """)
+    )
+    env = {**os.environ, "NANOSTREAM_CLI_PASSWORD": "hunter22"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "hunter22" not in result.stderr + result.stdout
+    assert "nanostream.login: trying ${NANOSTREAM_CLI_PASSWORD}" in result.stderr
+    assert result.stderr.endswith(
+        "nanostream: node 'login' failed in setup: PermissionError: wrong password "
+        "${NANOSTREAM_CLI_PASSWORD} (value not shown)\n"
+    )

@@ -6,6 +6,8 @@ import json
 import re
 import sys
 import textwrap
+import types
+import typing
 from pathlib import Path
 
 import attrs
@@ -34,13 +36,18 @@ ROOT = Path(__file__).parent.parent
 EXPECT = re.compile(r"^# expect: (\d+):(\d+): (.*)$", re.MULTILINE)
 
 
+ENVIRONMENT = re.compile(r"^# env: ([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.MULTILINE)
+
+
 def expected_errors(path: Path) -> list[tuple[int, int, str]]:
     found = EXPECT.findall(path.read_text())
     return [(int(line), int(col), message) for line, col, message in found]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_broken_config_corpus(path: Path) -> None:
+def test_broken_config_corpus(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENVIRONMENT.findall(path.read_text()):
+        monkeypatch.setenv(name, value)
     expected = expected_errors(path)
     assert expected, f"{path.name} has no '# expect:' lines"
     errors = check_pipeline(path)
@@ -370,3 +377,283 @@ def test_node_reference_covers_every_node_and_parameter() -> None:
             assert f"| `{parameter}` |" in text
     for field in attrs.fields(NodeOptions):
         assert f"| `{field.name}` |" in text
+
+
+# ---------------------------------------------------------------- strings never taken as lists
+
+
+def _collection_parameters(kinds_wanted: frozenset[type] = frozenset({list, tuple, set})) -> list:
+    """(node class name, parameter) for every parameter of a built-in node
+    whose type is one of ``kinds_wanted`` (or optionally one)."""
+    found = []
+    for name in sorted(BUILTIN_NODES):
+        cls = load_builtin(name)
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            hint = hints[field.name]
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            kinds = typing.get_args(hint) if union else (hint,)
+            origins = {typing.get_origin(kind) or kind for kind in kinds}
+            if field.init and origins & kinds_wanted:
+                found.append((name, field.alias or field.name))
+    return found
+
+
+COLLECTION_PARAMETERS = _collection_parameters()
+MAPPING_PARAMETERS = _collection_parameters(frozenset({dict}))
+
+
+@pytest.mark.parametrize(("class_name", "parameter"), MAPPING_PARAMETERS)
+@pytest.mark.parametrize(("value", "described"), [("abc", "a string 'abc'"), ("[a]", "a list")])
+def test_a_mapping_parameter_takes_a_mapping_only(
+    class_name: str, parameter: str, value: str, described: str
+) -> None:
+    cls = load_builtin(class_name)
+    lines = [f"    {key}: x" for key in _required(cls) if key != parameter]
+    node = ["  - name: node", f"    class: {class_name}", *lines, f"    {parameter}: {value}"]
+    text = "\n".join(["node_sequence:", *node])
+    messages = [error.message for error in check_text(text)]
+    expected = f"node 'node': parameter {parameter!r}: expected a mapping, got {described}"
+    assert expected in messages
+
+
+def test_the_walk_finds_the_collection_parameters() -> None:
+    assert {
+        ("SequenceEmitter", "sequence"),
+        ("WatchdogDirectoryListener", "patterns"),
+        ("KafkaConsumer", "topics"),
+        ("CsvParser", "fieldnames"),
+    } <= set(COLLECTION_PARAMETERS)
+
+
+@pytest.mark.parametrize(("class_name", "parameter"), COLLECTION_PARAMETERS)
+def test_a_string_is_never_taken_as_a_list_in_yaml(class_name: str, parameter: str) -> None:
+    cls = load_builtin(class_name)
+    lines = [f"    {key}: x" for key in _required(cls) if key != parameter]
+    text = "\n".join(
+        [
+            "node_sequence:",
+            "  - name: node",
+            f"    class: {class_name}",
+            *lines,
+            f"    {parameter}: abc",
+        ]
+    )
+    messages = [error.message for error in check_text(text)]
+    assert f"node 'node': parameter {parameter!r}: expected a list, got a string 'abc'" in messages
+
+
+@pytest.mark.parametrize(("class_name", "parameter"), COLLECTION_PARAMETERS)
+def test_a_string_is_never_taken_as_a_list_in_python(class_name: str, parameter: str) -> None:
+    cls = load_builtin(class_name)
+    required = {key: "x" for key in _required(cls) if key != parameter}
+    with pytest.raises(TypeError, match=f"^{parameter} must be a list, not a string 'abc'$"):
+        cls(**required, **{parameter: "abc"})
+
+
+def _required(cls: type) -> list[str]:
+    return [
+        field.alias or field.name
+        for field in attrs.fields(cls)
+        if field.init and field.default is attrs.NOTHING
+    ]
+
+
+# ---------------------------------------------------------------- environment references
+
+
+def _processor(text: str, environ: dict[str, str], node: str = "src"):
+    from nanostream.config._loader import _build
+
+    graph, errors, _ = _build("<string>", textwrap.dedent(text), environ)
+    assert errors == []
+    return graph.nodes[node].processor
+
+
+def test_a_whole_reference_takes_the_yaml_type_of_any_value() -> None:
+    text = """\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: ${SEQ}
+        """
+    assert _processor(text, {"SEQ": "[1, 2, 3]"}).sequence == [1, 2, 3]
+    quoted = text.replace("${SEQ}", '["${ONE}", ${ONE}]')
+    assert _processor(quoted, {"ONE": "1"}).sequence == ["1", 1]
+
+
+def test_a_reference_in_flow_style() -> None:
+    text = """\
+        node_sequence:
+          - {name: src, class: ConstantEmitter, max_loops: ${N}, thing: "x${N}"}
+        """
+    processor = _processor(text, {"N": "4"})
+    assert (processor.max_loops, processor.thing) == (4, "x4")
+
+
+def test_a_default_may_hold_a_reference() -> None:
+    text = """\
+        node_sequence:
+          - name: src
+            class: ConstantEmitter
+            thing: ${A:-${B}}!
+        """
+    assert _processor(text, {"B": "bee"}).thing == "bee!"
+    assert _processor(text, {"A": "ay", "B": "bee"}).thing == "ay!"
+    assert _processor(text.replace("${B}", "${B:-see}"), {}).thing == "see!"
+
+
+def test_an_empty_value_is_an_empty_string_not_null() -> None:
+    text = """\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+          - name: print
+            class: PrintStreamProcessor
+            parents: [src]
+            prefix: ${PREFIX:-}
+        """
+    assert _processor(text, {}, "print").prefix == ""
+    assert _processor(text, {"PREFIX": ""}, "print").prefix == ""
+
+
+def test_a_value_from_the_environment_is_not_interpolated_again() -> None:
+    text = """\
+        node_sequence:
+          - name: src
+            class: ConstantEmitter
+            thing: ${A}
+        """
+    assert _processor(text, {"A": "${B}", "B": "no"}).thing == "${B}"
+
+
+def test_a_value_from_the_environment_is_never_echoed() -> None:
+    text = textwrap.dedent("""\
+        node_sequence:
+          - name: src
+            class: ConstantEmitter
+            max_loops: ${LOOPS}
+            delay: [1]
+            thing: {a: 1}
+          - name: sink
+            class: PrintStreamProcessor
+            parents: [src]
+            prefix: ${PREFIX}
+        """)
+    errors = check_text(text, environ={"LOOPS": "opensesame", "PREFIX": "[opensesame]"})
+    assert [error.message for error in errors] == [
+        "node 'src': parameter 'max_loops': expected an integer, got a string "
+        "${LOOPS} (value not shown)",
+        "node 'src': parameter 'delay': expected a number, got a list",
+        "node 'sink': parameter 'prefix': expected a string, got a list",
+    ]
+    assert not any("opensesame" in error.format() for error in errors)
+
+
+# ---------------------------------------------------------------- None is never an item
+
+
+def test_run_processor_refuses_none() -> None:
+    from nanostream.testing import run_processor
+
+    with pytest.raises(ValueError, match=r"^items\[1\] is None, and None is never an item"):
+        run_processor(nanostream.PrintStreamProcessor(), [1, None])
+
+
+def test_a_yaml_null_item_is_not_lost_at_run_time(monkeypatch) -> None:
+    from nanostream.config import load_text
+
+    graph = load_text(
+        textwrap.dedent("""\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: ${ITEMS}
+            on_error: skip
+        """).replace("${ITEMS}", "[1, 2]")
+    )
+    graph.nodes["src"].processor.sequence.insert(1, None)
+    stats = {}
+
+    async def main() -> list:
+        send, receive = trio.open_memory_channel(10)
+        graph.add("out", ChannelSink(send), ["src"])
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            items = [item async for item in receive]
+        stats.update(run.stats)
+        return items
+
+    assert trio.run(main) == [1, 2]
+    assert (stats["src"].emitted, stats["src"].skipped) == (2, 1)
+
+
+# ---------------------------------------------------------------- log_items
+
+
+def test_log_items_false_keeps_failed_items_out_of_messages() -> None:
+    from nanostream.config import load_text
+
+    text = textwrap.dedent("""\
+        pipeline_name: private
+        log_items: false
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: ["card 4111-1111"]
+          - name: fail
+            class: Map
+            function: builtins:int
+            parents: [src]
+        """)
+    graph = load_text(text)
+    assert graph.log_items is False
+    with pytest.raises(nanostream.NodeError) as raised:
+        trio.run(run_graph, graph)
+    assert "4111" not in str(raised.value)
+    assert str(raised.value) == (
+        "node 'fail' failed in process_item: ValueError "
+        "(its message and the item are not shown: log_items is off)"
+    )
+    shown = load_text(text.replace("log_items: false\n", ""))
+    with pytest.raises(nanostream.NodeError, match="item: 'card 4111-1111'"):
+        trio.run(run_graph, shown)
+
+
+def test_a_json_null_line_is_an_error_of_its_file_not_a_vanished_record(tmp_path: Path) -> None:
+    from nanostream.nodes.files import FileReader
+    from nanostream.testing import run_processor
+
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"a": 1}\nnull\n{"a": 3}\n')
+    with pytest.raises(nanostream.NodeError, match=r"records\.jsonl:2: null, and None is never"):
+        run_processor(FileReader(mode="jsonl"), [str(path)])
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.text(alphabet="${}:-_AZaz09 \ue000\ue001\ue010\ue011\"'[]{},\n", max_size=60),
+)
+def test_arbitrary_references_never_crash_the_loader(value: str) -> None:
+    text = f"node_sequence:\n  - name: s\n    class: ConstantEmitter\n    thing: {value}\n"
+    for error in check_text(text, environ={"A": "1", "Z": "[1"}):
+        assert isinstance(error, ConfigError)
+
+
+def test_a_file_may_hold_millions_of_references() -> None:
+    from nanostream.config._environment import PLACEHOLDER, _index, _placeholder
+
+    for index in [0, 255, 256, 4096, 65536, 2**24 - 1]:
+        placeholder = _placeholder(index, len("${A}"))
+        assert len(placeholder) == 4
+        assert PLACEHOLDER.fullmatch(placeholder)
+        assert _index(placeholder) == index
+    items = ", ".join(f"${{V{index}}}" for index in range(300))
+    text = f"""\
+        node_sequence:
+          - name: src
+            class: SequenceEmitter
+            sequence: [{items}]
+        """
+    environ = {f"V{index}": str(index) for index in range(300)}
+    assert _processor(text, environ).sequence == list(range(300))

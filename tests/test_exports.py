@@ -1,7 +1,12 @@
 import importlib
+import subprocess
+import sys
+
+import pytest
 
 import nanostream
 import nanostream.testing
+from nanostream.nodes import BUILTIN_NODES
 
 PUBLIC_NAMES = [
     "BlackHole",
@@ -28,7 +33,12 @@ PUBLIC_NAMES = [
     "run",
     "run_graph",
     "serve_metrics",
+    # Every built-in node, imported on first use.
+    *BUILTIN_NODES,
+    "FileData",
+    "KafkaRecord",
 ]
+PUBLIC_NAMES = sorted(set(PUBLIC_NAMES))
 
 
 def test_all_is_pinned():
@@ -74,3 +84,18 @@ def test_testing_module_exports():
     module = importlib.import_module("nanostream.testing")
     for name in module.__all__:
         assert callable(getattr(module, name))
+
+
+def test_import_leaves_the_optional_libraries_unloaded():
+    code = (
+        "import sys, nanostream; "
+        "print(sorted(m for m in ('rich', 'prometheus_client', 'kafka', 'watchdog', "
+        "'nanostream.observe') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "[]\n", result.stderr
+
+
+def test_a_missing_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="module 'nanostream' has no attribute 'Nope'"):
+        nanostream.Nope  # noqa: B018

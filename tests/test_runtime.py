@@ -170,10 +170,26 @@ async def test_filters_drop_none(processor):
     assert run.stats["n0"].emitted == 5
 
 
-async def test_source_none_items_dropped():
-    graph, sink = linear(source_items=[1, None, 2])
-    await run_graph(graph)
+class SendsNone(NanoStreamProcessor):
+    def generate(self):
+        yield from [1, None, 2]
+
+
+async def test_a_source_none_is_rejected_under_its_error_policy():
+    graph = NanoStreamGraph()
+    graph.add("src", SendsNone(), on_error="skip")
+    sink = graph.add("sink", Collector(), ["src"])
+    run = await run_graph(graph)
     assert sink.items == [1, 2]
+    assert (run.stats["src"].emitted, run.stats["src"].skipped) == (2, 1)
+
+
+async def test_a_source_none_fails_the_run_by_default():
+    graph = NanoStreamGraph()
+    graph.add("src", SendsNone())
+    graph.add("sink", Collector(), ["src"])
+    with pytest.raises(ns.NodeError, match="the source sent None, which is never an item"):
+        await run_graph(graph)
 
 
 class Repeat(NanoStreamProcessor):

@@ -26,8 +26,9 @@ class RunControl:
     scopes its source loop and its teardown run in.
     """
 
-    def __init__(self, pipeline: str, nodes: int, consumers: int) -> None:
+    def __init__(self, pipeline: str, nodes: int, consumers: int, log_items: bool) -> None:
         self.pipeline = pipeline
+        self.log_items = log_items
         self.scope = trio.CancelScope()
         self.errors: list[NodeError] = []
         self.stopping = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import reprlib
 from typing import Any
 
@@ -11,6 +12,11 @@ _short = reprlib.Repr()
 _short.maxstring = 80
 _short.maxother = 80
 _short.maxlist = 5
+
+
+#: Whether error messages show the failed item: a pipeline's ``log_items``,
+#: set for each node's task by its lifecycle.
+log_items: contextvars.ContextVar[bool] = contextvars.ContextVar("log_items", default=True)
 
 
 def short_repr(item: Any) -> str:
@@ -30,7 +36,10 @@ class NodeError(Exception):
         self.error = error
         self.item = None if item is _NO_ITEM else item
         message = f"node {node!r} failed in {during}: {type(error).__name__}: {error}"
-        if item is not _NO_ITEM:
+        if item is not _NO_ITEM and not log_items.get():  # the error may quote the item
+            message = f"node {node!r} failed in {during}: {type(error).__name__} (its message "
+            message += "and the item are not shown: log_items is off)"
+        elif item is not _NO_ITEM:
             message += f" (item: {short_repr(item)})"
         super().__init__(message)
 

@@ -35,7 +35,7 @@ class GraphRun:
         self.abandoned = 0
         self.signal: signal.Signals | None = None
         self._control = RunControl(
-            graph.name, len(graph), sum(not node.is_source for node in graph)
+            graph.name, len(graph), sum(not node.is_source for node in graph), graph.log_items
         )
 
     @property
@@ -167,7 +167,9 @@ async def run_graph(
     Errors: under a node's ``fail`` policy, an exception cancels the graph
     and is raised here as a :class:`NodeError` naming the node and the
     item. A graph that cannot run raises :class:`GraphError` before any
-    node starts.
+    node starts. Run as a task (``nursery.start``), the error reaches the
+    caller as trio delivers every task's error, in an ``ExceptionGroup``
+    from the nursery: ``except* NodeError`` catches it in both styles.
 
     Cancellation: cancelling the surrounding scope cancels every node; each
     node that was set up still runs its teardown (for at most

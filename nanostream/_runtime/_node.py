@@ -14,7 +14,7 @@ from .._graph import Node
 from .._processor import call_hook
 from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
-from ._errors import NodeError
+from ._errors import NodeError, log_items
 from ._executors import ProcessExecutor, ThreadExecutor
 from ._inbox import Inbox
 from ._outbox import Outbox, Outputs
@@ -95,6 +95,7 @@ class NodeLifecycle:
         try:
             async with trio.open_nursery() as nursery:
                 _current_node_nursery.set(nursery)
+                log_items.set(self.control.log_items)
                 try:
                     await self._live()
                 finally:

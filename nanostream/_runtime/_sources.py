@@ -8,7 +8,7 @@ from types import NoneType
 import trio
 
 from .._options import NodeOptions
-from .._processor import NanoStreamProcessor, Rejected, WithAck, call_style
+from .._processor import NanoStreamProcessor, Rejected, WithAck, call_style, rejected_if_none
 from ._acks import Ticket
 from ._batches import take
 from ._errors import NodeError
@@ -76,6 +76,9 @@ class Source:
     async def _emit(self, items: list) -> None:
         tickets = None
         kinds = set(map(type, items))
+        if NoneType in kinds or WithAck in kinds:  # None is never an item: reject it
+            items = [rejected_if_none(item) for item in items]
+            kinds = set(map(type, items))
         if Rejected in kinds:
             accepted = []
             for item in items:

@@ -1,9 +1,9 @@
 """Pipelines described in YAML: loading, checking, and the JSON Schema of the format."""
 
+from ._converter import NodeConfig
 from ._errors import ConfigError, ConfigErrors
 from ._loader import (
     ENTRY_POINT_GROUP,
-    NodeConfig,
     PipelineConfig,
     check_pipeline,
     check_text,

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import typing
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,104 +25,32 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from .._graph import NanoStreamGraph, did_you_mean
 from .._imports import ImportPathError, import_object
 from .._options import NodeOptions
+from .._params import describe
 from .._processor import NanoStreamProcessor
-from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
+from ..nodes import ALIASES, BUILTIN_NODES, EMBEDDING_NODES, load_builtin
+from . import _environment as env
+from ._converter import CONVERTER, NodeConfig
 from ._errors import ConfigError, ConfigErrors
+from ._nodeclass import declared_but_not_attrs, hook_problems
 
 ENTRY_POINT_GROUP = "nanostream.nodes"
 RESERVED_KEYS = ("name", "class", "parents")
 OPTION_KEYS = tuple(field.name for field in attrs.fields(NodeOptions))
 
-_REFERENCE = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-@attrs.define
-class NodeConfig:
-    """The keys of a YAML node that are neither runtime options nor parameters."""
-
-    name: str
-    class_: str
-    parents: list[str] = attrs.field(factory=list)
+#: How deep mappings and lists may nest, and how many values a file may hold
+#: once its aliases are expanded: a few hundred bytes of nested aliases can
+#: otherwise stand for billions of values (the "billion laughs").
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
 
 
 @attrs.define
 class PipelineConfig:
     """The top level of a pipeline file."""
 
-    node_sequence: list[dict[str, Any]]
+    node_sequence: list[Any]
     pipeline_name: str = "pipeline"
-
-
-# ---------------------------------------------------------------- converter
-
-
-def _strict(kind: type, name: str, accept: tuple[type, ...]):
-    def structure(value: Any, _type: Any) -> Any:
-        if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"expected {name}, got {_describe(value)}")
-        if not isinstance(value, accept):
-            raise TypeError(f"expected {name}, got {_describe(value)}")
-        return kind(value)
-
-    return structure
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    kinds = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-    }
-    for kind, word in kinds.items():
-        if isinstance(value, kind):
-            return f"{word} {value!r}" if kind in (bool, int, float, str) else word
-    return type(value).__name__
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(int, _strict(int, "an integer", (int,)))
-    converter.register_structure_hook(float, _strict(float, "a number", (int, float)))
-    converter.register_structure_hook(str, _strict(str, "a string", (str,)))
-    converter.register_structure_hook(bool, _strict(bool, "true or false", (bool,)))
-
-    def is_literal(type_: Any) -> bool:
-        return typing.get_origin(type_) is typing.Literal
-
-    def structure_literal(value: Any, type_: Any) -> Any:
-        choices = typing.get_args(type_)
-        if value not in choices or type(value) not in {type(c) for c in choices}:
-            listed = ", ".join(repr(c) for c in choices)
-            raise ValueError(f"expected one of {listed}, got {_describe(value)}")
-        return value
-
-    converter.register_structure_hook_func(is_literal, structure_literal)
-
-    def structure_parents(value: Any, _type: Any) -> list[str]:
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list of node names, got {_describe(value)}")
-        return converter.structure(value, list[str])
-
-    converter.register_structure_hook(
-        NodeConfig,
-        cattrs.gen.make_dict_structure_fn(
-            NodeConfig,
-            converter,
-            class_=cattrs.gen.override(rename="class"),
-            parents=cattrs.gen.override(struct_hook=structure_parents),
-        ),
-    )
-    return converter
-
-
-CONVERTER = _make_converter()
+    log_items: bool = True
 
 
 # ---------------------------------------------------------------- class resolution
@@ -135,11 +64,23 @@ def node_class_names() -> list[str]:
     return names
 
 
-def resolve_class(name: str) -> type:
+def resolve_class(name: str, *, embedding: bool = False) -> type:
     """The node class ``name`` stands for: a built-in name, ``module:Class``,
-    ``module.Class`` or an entry point in the group ``nanostream.nodes``."""
+    ``module.Class`` or an entry point in the group ``nanostream.nodes``.
+
+    The nodes of ``EMBEDDING_NODES`` are found only with ``embedding``: a
+    configuration file cannot give them their live parameters.
+    Raises :class:`ImportPathError` (a ``ValueError``) for an unknown name.
+    """
     if name in BUILTIN_NODES or name in ALIASES:
         return load_builtin(name)
+    if name in EMBEDDING_NODES:
+        if embedding:
+            return load_builtin(name)
+        raise ImportPathError(
+            f"{name} is for programs that run the graph themselves (run_graph): "
+            "its channel is a live object that no configuration file can hold"
+        )
     if ":" not in name:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry_point.name == name:
@@ -153,19 +94,29 @@ def resolve_class(name: str) -> type:
 
 
 class _Source:
+    """The text of one pipeline file, and the errors found in it so far."""
+
     def __init__(self, path: str, text: str) -> None:
         self.path = path
+        self.text = text
         self.lines = text.splitlines()
         self.errors: list[ConfigError] = []
         self.unset: set[tuple[int, int]] = set()
+        self.references: list[env.Reference] = []
+        self.secrets = env.Secrets()
+        self.from_environment: set[tuple[int, int]] = set()
 
     def error(self, position: tuple[int, int], message: str, *, unset: bool = False) -> None:
         if unset:
             self.unset.add(position)
         elif position in self.unset:
             return  # the value is wrong only because a variable is missing
+        message = env.unmask(message, self.references)
+        message = self.secrets.hide(message, everywhere=position in self.from_environment)
         line, col = position
         source_line = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        if source_line is not None:
+            source_line = env.hide_passwords(source_line)
         error = ConfigError(self.path, line, col, message, source_line)
         if error not in self.errors:
             self.errors.append(error)
@@ -220,53 +171,83 @@ def path_position(container: Any, path: list[Any], *, key: bool = False) -> tupl
 # ---------------------------------------------------------------- interpolation
 
 
+class _TooBig(Exception):
+    """The tree nests deeper than MAX_DEPTH or holds more than MAX_VALUES."""
+
+    def __init__(self, position: tuple[int, int], message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
 def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) -> Any:
     """A plain copy of ``tree`` (dicts, lists, scalars) with ``${VAR}`` and
-    ``${VAR:-default}`` substituted in strings; ``$${`` stays a literal ``${``."""
+    ``${VAR:-default}`` substituted in strings; ``$${`` stays a literal ``${``.
 
-    def substitute(text: str, position: tuple[int, int]) -> Any:
-        missing: list[str] = []
+    A plain scalar that is one reference and nothing else takes the YAML
+    type of the value, whatever it is: ``${N}`` with ``N=3`` is the integer
+    3, ``${SEQ}`` with ``SEQ='[1, 2]'`` a list. Quoted, it stays a string.
 
-        def replace(match: re.Match[str]) -> str:
-            if match.group(1):
-                return match.group(0)[1:]
-            name, default = match.group(2), match.group(3)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            missing.append(name)
-            return ""
+    Raises :class:`_TooBig` past :data:`MAX_DEPTH` levels or
+    :data:`MAX_VALUES` values, counting each expansion of an alias.
+    """
+    count = 0
+    scalar_yaml = YAML(typ="safe", pure=True)
 
-        result = _REFERENCE.sub(replace, text)
-        for name in missing:
+    def typed(text: str, position: tuple[int, int], depth: int) -> Any:
+        try:
+            value = scalar_yaml.load(text)
+        except Exception:
+            return text  # not YAML: the string itself
+        return walk(value, position, depth, substitute=False)
+
+    def substituted(text: str, position: tuple[int, int], depth: int) -> Any:
+        result = env.substitute(text, source.references, environ)
+        for name in result.missing:
             source.error(
                 position,
                 f"environment variable {name!r} is not set "
                 f"(write ${{{name}:-default}} to give a default)",
                 unset=True,
             )
-        if not missing and result != text and type(text) is str and _REFERENCE.fullmatch(text):
-            # A whole plain scalar that was one reference takes the YAML type of its value.
-            with contextlib.suppress(Exception):
-                value = YAML(typ="safe", pure=True).load(result)
-                if value is None or isinstance(value, (bool, int, float, str)):
-                    return value
-        return result
+        for name in result.names:
+            source.secrets.add(environ[name], name)
+            source.from_environment.add(position)
+        whole = type(text) is str and env.PLACEHOLDER.fullmatch(text)
+        if not result.missing and whole and result.value.strip():
+            return typed(result.value, position, depth)  # empty stays "", not null
+        return result.value
 
-    def walk(node: Any, position: tuple[int, int]) -> Any:
+    def walk(node: Any, position: tuple[int, int], depth: int, substitute: bool = True) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise _TooBig(
+                position,
+                f"the file holds more than {MAX_VALUES:,} values once its aliases are "
+                "expanded (aliases of aliases multiply)",
+            )
+        if isinstance(node, dict | list) and depth >= MAX_DEPTH:
+            raise _TooBig(position, f"mappings and lists nest more than {MAX_DEPTH} levels deep")
         if isinstance(node, dict):
             plain = {}
             for k, v in node.items():
                 if not isinstance(k, str):
-                    source.error(key_position(node, k), f"keys are names, not {_describe(k)}")
+                    source.error(key_position(node, k), f"keys are names, not {describe(k)}")
                     continue
-                plain[str(k)] = walk(v, value_position(node, k))
+                plain[env.unmask(str(k), source.references)] = walk(
+                    v, value_position(node, k), depth + 1, substitute
+                )
             return plain
         if isinstance(node, list):
-            return [walk(v, value_position(node, i)) for i, v in enumerate(node)]
+            return [
+                walk(v, value_position(node, i), depth + 1, substitute) for i, v in enumerate(node)
+            ]
         if isinstance(node, str):
-            return substitute(node, position)
+            if substitute and "${" in node:
+                source.error(position, env.malformed(node), unset=True)
+            if substitute and env.PLACEHOLDER.search(node):
+                return substituted(node, position, depth)
+            return str(node) if substitute else node
         if isinstance(node, bool):
             return bool(node)
         if isinstance(node, int):
@@ -275,7 +256,7 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
             return float(node)
         return node
 
-    return walk(tree, _start(tree))
+    return walk(tree, _start(tree), 0)
 
 
 # ---------------------------------------------------------------- structuring errors
@@ -323,19 +304,21 @@ def _structure(
     prefix: str,
     what: str,
     suffix: str = "",
+    also: typing.Sequence[str] = (),
 ) -> Any:
     """``cls`` built from ``data`` (keys of the YAML mapping ``where``),
     or None after reporting every error."""
     try:
         return CONVERTER.structure(data, cls)
     except (ClassValidationError, IterableValidationError) as group:
-        names = [field.name for field in attrs.fields(cls)]
+        names = [field.alias or field.name for field in attrs.fields(cls) if field.init]
         for path, error in _leaves(group, []):
             if isinstance(error, ForbiddenExtraKeysError):
                 for extra in sorted(error.extra_fields):
                     source.error(
                         path_position(where, [*path, extra], key=True),
-                        f"{prefix}unknown {what} {extra!r}{suffix}" + did_you_mean(extra, names),
+                        f"{prefix}unknown {what} {extra!r}{suffix}"
+                        + did_you_mean(extra, [*names, *also]),
                     )
             elif isinstance(error, KeyError) and not path[1:]:
                 missing = "class" if cls is NodeConfig and path == ["class_"] else (path or [""])[0]
@@ -417,13 +400,31 @@ def _parse(source: _Source, text: str) -> Any:
         source.error(position, f"YAML: {problem}")
     except YAMLError as error:
         source.error((1, 1), f"YAML: {str(error).strip().splitlines()[0]}")
+    except RecursionError:
+        source.error(_too_deep(text), f"mappings and lists nest more than {MAX_DEPTH} levels deep")
     except Exception as error:  # ruamel.yaml raises a few plain exceptions on odd input
         source.error((1, 1), f"YAML: {type(error).__name__}: {error}")
     return None
 
 
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where ``text`` first nests deeper than :data:`MAX_DEPTH`, found with
+    the YAML scanner, which does not recurse as the parser does."""
+    depth = 0
+    with contextlib.suppress(Exception):
+        for token in YAML(typ="safe", pure=True).scan(text):
+            kind = type(token).__name__
+            if kind.endswith("StartToken") and kind != "StreamStartToken":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return (token.start_mark.line + 1, token.start_mark.column + 1)
+            elif kind.endswith("EndToken") and kind != "StreamEndToken":
+                depth -= 1
+    return (1, 1)
+
+
 @contextlib.contextmanager
-def _on_sys_path(directory: str) -> Iterator[None]:
+def on_sys_path(directory: str) -> Iterator[None]:
     added = directory not in sys.path
     if added:
         sys.path.insert(0, directory)
@@ -435,34 +436,132 @@ def _on_sys_path(directory: str) -> Iterator[None]:
                 sys.path.remove(directory)
 
 
+def _processor(
+    source: _Source, where: Any, params: dict[str, Any], cls: Any, written: str, prefix: str
+) -> NanoStreamProcessor | None:
+    """The node ``cls`` built from ``params``, or None after reporting every
+    mistake of the class and of the parameters."""
+    if not (isinstance(cls, type) and issubclass(cls, NanoStreamProcessor)):
+        source.error(
+            value_position(where, "class"),
+            f"{prefix}{written!r} is not a NanoStreamProcessor subclass",
+        )
+        return None
+    problems = hook_problems(cls)
+    for problem in problems:
+        source.error(value_position(where, "class"), f"{prefix}{problem}")
+    keys = [*RESERVED_KEYS, *OPTION_KEYS]
+    if attrs.has(cls):
+        processor = _structure(
+            source, where, params, cls, prefix, "parameter", f" for {cls.__name__}", also=keys
+        )
+        if processor is not None:
+            _check_items(source, where, params, cls, prefix)
+        return None if problems else processor
+    if params:
+        declared = declared_but_not_attrs(cls)
+        hint = (
+            f"; {cls.__name__} declares {', '.join(map(repr, declared))} but is not an attrs "
+            "class: decorate it with @attrs.define to make its fields parameters"
+            if declared
+            else ""
+        )
+        for key in params:
+            source.error(
+                key_position(where, key),
+                f"{prefix}unknown parameter {key!r}: {cls.__name__} takes none"
+                + (hint or did_you_mean(key, keys)),
+            )
+        return None
+    try:
+        processor = cls()
+    except Exception as error:
+        source.error(
+            value_position(where, "class"),
+            f"{prefix}{cls.__name__}(): {type(error).__name__}: {error}",
+        )
+        return None
+    return None if problems else processor
+
+
+def _check_items(
+    source: _Source, where: Any, params: dict[str, Any], cls: type, prefix: str
+) -> None:
+    """Report a null where a source's items are given: None is never an item.
+
+    A field says it holds items with ``metadata={"emits": "each"}`` (a list
+    of items) or ``"whole"`` (one item).
+    """
+    for field in attrs.fields(cls):
+        emits = field.metadata.get("emits")
+        value = params.get(field.alias or field.name)
+        name = field.alias or field.name
+        if emits == "whole" and name in params and value is None:
+            source.error(
+                value_position(where, name),
+                f"{prefix}parameter {name!r} is null, and None is never an item "
+                "(quote it, 'null', for the string)",
+            )
+        elif emits == "each" and isinstance(value, list):
+            for index, item in enumerate(value):
+                if item is None:
+                    source.error(
+                        path_position(where, [name, index]),
+                        f"{prefix}parameter {name!r}: item {index + 1} is null, and None is "
+                        "never an item (quote it, 'null', for the string)",
+                    )
+
+
 def _build(
     path: str, text: str, environ: typing.Mapping[str, str] | None = None
 ) -> tuple[NanoStreamGraph | None, list[ConfigError], dict[str, Any]]:
     source = _Source(path, text)
-    tree = _parse(source, text)
-    if source.errors:
+    masked, source.references = env.mask(text)
+    tree = _parse(source, masked)
+    if tree is None:
+        if not source.errors:
+            source.error(
+                (1, 1),
+                "the file is empty: a pipeline file is a mapping with "
+                "'pipeline_name' and 'node_sequence'",
+            )
         return None, source.errors, {}
     if not isinstance(tree, CommentedMap):
         source.error(
-            _start(tree) if tree is not None else (1, 1),
+            _start(tree),
             "a pipeline file is a mapping with 'pipeline_name' and 'node_sequence'",
         )
         return None, source.errors, {}
 
-    data = _interpolate(tree, source, os.environ if environ is None else environ)
+    try:
+        data = _interpolate(tree, source, os.environ if environ is None else environ)
+    except _TooBig as error:
+        source.error(error.position, str(error))
+        return None, source.errors, {}
     pipeline = _structure(source, tree, data, PipelineConfig, "", "top-level key")
     if pipeline is None:
-        return None, source.errors, {}
+        # Those errors are reported; the nodes may still be checked.
+        if not isinstance(data.get("node_sequence"), list):
+            return None, source.errors, {}
+        name = data.get("pipeline_name")
+        pipeline = PipelineConfig(
+            data["node_sequence"], name if isinstance(name, str) else "pipeline"
+        )
 
-    graph = NanoStreamGraph(pipeline.pipeline_name)
+    graph = NanoStreamGraph(pipeline.pipeline_name, log_items=pipeline.log_items)
     yaml_nodes: dict[str, Any] = {}
     unbuilt: set[str] = set()
     incomplete = False
     seq = tree["node_sequence"]
     for index, raw in enumerate(pipeline.node_sequence):
-        where = seq[index]
-        if not isinstance(where, CommentedMap):
-            source.error(value_position(seq, index), "a node is a mapping with 'name' and 'class'")
+        where = seq[index] if isinstance(seq, CommentedSeq) else None
+        if not isinstance(where, CommentedMap) or not isinstance(raw, dict):
+            source.error(
+                value_position(seq, index)
+                if isinstance(seq, CommentedSeq)
+                else value_position(tree, "node_sequence"),
+                "a node is a mapping with 'name' and 'class'",
+            )
             continue
         label = (
             f"node {raw['name']!r}: "
@@ -510,29 +609,7 @@ def _build(
                 f"{prefix}cannot load class {core.class_!r}: {type(error).__name__}: {error}",
             )
         else:
-            if not (isinstance(cls, type) and issubclass(cls, NanoStreamProcessor)):
-                source.error(
-                    value_position(where, "class"),
-                    f"{prefix}{core.class_!r} is not a NanoStreamProcessor subclass",
-                )
-            elif attrs.has(cls):
-                processor = _structure(
-                    source, where, params, cls, prefix, "parameter", f" for {cls.__name__}"
-                )
-            elif params:
-                for key in params:
-                    source.error(
-                        key_position(where, key),
-                        f"{prefix}unknown parameter {key!r}: {cls.__name__} takes none",
-                    )
-            else:
-                try:
-                    processor = cls()
-                except Exception as error:
-                    source.error(
-                        value_position(where, "class"),
-                        f"{prefix}{cls.__name__}(): {type(error).__name__}: {error}",
-                    )
+            processor = _processor(source, where, params, cls, core.class_, prefix)
 
         if processor is None or options is None:
             unbuilt.add(core.name)
@@ -562,6 +639,7 @@ def _build(
         elif problem.key and problem.key in where:
             position = value_position(where, problem.key)
         source.error(position, f"node {problem.node!r}: {problem.message}")
+    _SECRETS[graph] = source.secrets
     return graph, source.errors, yaml_nodes
 
 
@@ -571,9 +649,12 @@ def check_text(
     directory: str | None = None,
     environ: typing.Mapping[str, str] | None = None,
 ) -> list[ConfigError]:
-    """Every error in the pipeline ``text``."""
-    with _on_sys_path(directory or os.getcwd()):
-        return _build(path, text, environ)[1]
+    """Every error in the pipeline ``text``, in text order (empty if none).
+
+    ``environ`` stands for ``os.environ`` in ``${VAR}`` references."""
+    with on_sys_path(directory or os.getcwd()):
+        errors = _build(path, text, environ)[1]
+    return sorted(errors, key=lambda e: (e.line, e.col))
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -589,9 +670,19 @@ def check_pipeline(path: str | os.PathLike[str]) -> list[ConfigError]:
     except (OSError, UnicodeDecodeError) as error:
         return [ConfigError(os.fspath(path), 1, 1, f"cannot read the file: {error}")]
     directory = str(Path(name).resolve().parent)
-    with _on_sys_path(directory):
+    with on_sys_path(directory):
         errors = _build(name, text)[1]
     return sorted(errors, key=lambda e: (e.line, e.col))
+
+
+#: The values each loaded graph took from the environment.
+_SECRETS: weakref.WeakKeyDictionary[NanoStreamGraph, env.Secrets] = weakref.WeakKeyDictionary()
+
+
+def secrets_of(graph: NanoStreamGraph) -> env.Secrets:
+    """What ``graph``'s file took from the environment, to be hidden from
+    whatever is printed or logged about it (empty for any other graph)."""
+    return _SECRETS.get(graph) or env.Secrets()
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> NanoStreamGraph:
@@ -606,7 +697,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> NanoStreamGraph:
             [ConfigError(os.fspath(path), 1, 1, f"cannot read the file: {error}")]
         ) from error
     directory = str(Path(name).resolve().parent)
-    with _on_sys_path(directory):
+    with on_sys_path(directory):
         graph, errors, _ = _build(name, text)
     if errors or graph is None:
         raise ConfigErrors(sorted(errors, key=lambda e: (e.line, e.col)))

@@ -61,7 +61,9 @@ def _default(field: attrs.Attribute) -> tuple[bool, Any]:
 
 
 #: A whole value written as ``${VAR}`` or ``${VAR:-default}``, resolved when loading.
-ENV_REFERENCE = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$"}
+#: (A default may hold references itself, which a regular expression cannot
+#: match pair by pair: the loader checks those.)
+ENV_REFERENCE = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-.*)?\}$"}
 
 
 def field_schema(field: attrs.Attribute) -> dict[str, Any]:
@@ -203,6 +205,12 @@ def pipeline_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "pipeline_name": {"type": "string", "description": "The pipeline's name."},
+            "log_items": {
+                "type": "boolean",
+                "default": True,
+                "description": "Show the item that failed, and the error's message, in "
+                "error messages and logs; false for data that must not reach the logs.",
+            },
             "node_sequence": {
                 "type": "array",
                 "description": "The nodes of the pipeline, in any order.",

@@ -32,19 +32,30 @@ BUILTIN_NODES: dict[str, str] = {
     "WebsocketSender": "nanostream.nodes.websocket:WebsocketSender",
 }
 
+#: Built-in nodes for programs that embed NanoStream (``run_graph`` in a trio
+#: program): their parameters are live objects, such as a trio memory channel,
+#: that no configuration file can hold. ``class:`` in YAML refuses them.
+EMBEDDING_NODES: dict[str, str] = {
+    "ChannelSource": "nanostream.nodes.memory:ChannelSource",
+    "ChannelSink": "nanostream.nodes.memory:ChannelSink",
+}
+
 #: Other names of built-in nodes, kept for configurations of the original project.
 ALIASES: dict[str, str] = {"DirectoryListener": "WatchdogDirectoryListener"}
 
 
 def load_builtin(name: str) -> type:
-    """The built-in node class called ``name`` (or one of its aliases)."""
-    module_name, _, class_name = BUILTIN_NODES[ALIASES.get(name, name)].partition(":")
+    """The built-in node class called ``name`` (or one of its aliases), from
+    ``BUILTIN_NODES`` or ``EMBEDDING_NODES``."""
+    name = ALIASES.get(name, name)
+    module_name, _, class_name = (BUILTIN_NODES.get(name) or EMBEDDING_NODES[name]).partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
 __all__ = [
     "ALIASES",
     "BUILTIN_NODES",
+    "EMBEDDING_NODES",
     "BlackHole",
     "ChannelSink",
     "ChannelSource",

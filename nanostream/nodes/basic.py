@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._params import collection
 from .._processor import NanoStreamProcessor
 
 
@@ -17,7 +18,9 @@ class SequenceEmitter(NanoStreamProcessor):
     """Emits each item of a list, in order, then ends."""
 
     sequence: list[Any] = attrs.field(
-        factory=list, metadata={"description": "The items to emit, in order."}
+        factory=list,
+        validator=collection,
+        metadata={"description": "The items to emit, in order.", "emits": "each"},
     )
 
     def generate(self) -> Iterator[Any]:
@@ -31,7 +34,9 @@ class SequenceEmitter(NanoStreamProcessor):
 class ConstantEmitter(NanoStreamProcessor):
     """Emits the same thing again and again, optionally pausing between emissions."""
 
-    thing: Any = attrs.field(default="foo", metadata={"description": "What to emit."})
+    thing: Any = attrs.field(
+        default="foo", metadata={"description": "What to emit.", "emits": "whole"}
+    )
     delay: float = attrs.field(
         default=0.0,
         converter=float,

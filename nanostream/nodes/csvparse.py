@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from .._params import collection
 from .._processor import NanoStreamProcessor
 from .files import FileData
 
@@ -61,6 +62,7 @@ class CsvParser(NanoStreamProcessor):
     )
     fieldnames: list[str] | None = attrs.field(
         default=None,
+        validator=collection,
         metadata={"description": "The column names; rows are then dicts even without a header."},
     )
     encoding: str = attrs.field(

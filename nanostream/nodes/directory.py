@@ -17,6 +17,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from .._params import collection
 from .._processor import NanoStreamProcessor, WithAck
 from .files import _untaken_name
 
@@ -49,10 +50,12 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
     patterns: list[str] = attrs.field(
         factory=lambda: ["*"],
+        validator=collection,
         metadata={"description": "Glob patterns of file names to emit."},
     )
     ignore_patterns: list[str] = attrs.field(
         factory=lambda: [".*"],
+        validator=collection,
         metadata={
             "description": "Glob patterns of file names never to emit. The default leaves"
             " out hidden files, such as the temporary files FileWriter and editors write."

@@ -92,10 +92,13 @@ def _records(path: str, mode: str, encoding: str) -> Iterator[Any]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 why = f"not valid JSON: {error.msg} (column {error.colno})"
                 raise _bad_input(path, number, why) from None
+            if record is None:  # None is never an item: it would vanish
+                raise _bad_input(path, number, "null, and None is never an item")
+            yield record
     elif mode == "csv":
         yield from _csv_rows(path, encoding)
     else:  # pragma: no cover - attrs validator

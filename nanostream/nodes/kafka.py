@@ -19,6 +19,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from .._params import collection
 from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,9 @@ class KafkaConsumer(NanoStreamProcessor):
     partition, so after a crash records may repeat but none is lost.
     """
 
-    topics: list[str] = attrs.field(metadata={"description": "The topics to subscribe to."})
+    topics: list[str] = attrs.field(
+        validator=collection, metadata={"description": "The topics to subscribe to."}
+    )
     bootstrap_servers: str | None = _bootstrap_servers_field()
     group_id: str | None = attrs.field(
         default=None,

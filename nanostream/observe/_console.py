@@ -101,6 +101,9 @@ class StatusView:
         self._samples: deque[tuple[float, dict[str, tuple[int, tuple[float, ...]]]]] = deque()
         #: Each worker's busy share of each node, as of the last render.
         self.worker_busy: dict[str, list[float]] = {}
+        # Each column's widest cell so far, by heading: columns only ever
+        # widen, so the table does not jitter as numbers grow and shrink.
+        self._widths: dict[str, int] = {}
 
     def _rates(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
         """Items per second and busy fraction of each node (of what its
@@ -156,7 +159,8 @@ class StatusView:
         rates, busy = self._rates(now)
         expected = expected_items(graph)
         phase = f"{graph.name} · {holder.phase()} · {_duration(holder.elapsed(now))}"
-        view.append(phase + _progress(graph, run.stats, expected, rates) + "\n", style="bold")
+        progress = _progress(graph, run.stats, expected, rates, holder.finished_at is not None)
+        view.append(phase + progress + "\n", style="bold")
         found = bottleneck(graph, run.stats, busy)
         counts = node_counts(graph, run.stats)
         # Columns that would only hold zeros are left out, to keep the
@@ -194,27 +198,15 @@ class StatusView:
                     "" if node.is_source or row.name not in busy else self._busy(row.name, busy),
                 ]
             )
-        rows.append(
-            [
-                "total",
-                "",
-                "",
-                f"{sum(row.received for row in counts):,}",
-                f"{sum(row.emitted for row in counts):,}",
-                *("", "", f"{sum(row.skipped for row in counts):,}"),
-                f"{sum(row.errors for row in counts):,}",
-                *(f"{sum(getattr(s, field) for s in run.stats.values()):,}" for _, field in extra),
-                "",
-            ]
-        )
-        header, *lines, total = aligned(rows, left=3)
+        for heading, width in zip(rows[0], column_widths(rows), strict=True):
+            self._widths[heading] = max(width, self._widths.get(heading, 0))
+        header, *lines = aligned(rows, left=3, widths=[self._widths[h] for h in rows[0]])
         rule = "─" * len(header) + "\n"
         view.append(header + "\n", style="bold")
         view.append(rule, style="dim")
         for row, line in zip(counts, lines, strict=True):
             view.append(line + "\n", style="bold red" if found and found[0] == row.name else None)
         view.append(rule, style="dim")
-        view.append(total + "\n")
         window = "averages" if holder.finished_at is not None else f"over the last {RATE_WINDOW:g}s"
         caption = f"rates and busy time {window}"
         if found:
@@ -243,24 +235,48 @@ def _progress(
     stats: dict[str, NodeStats],
     expected: dict[str, int],
     rates: dict[str, float],
+    over: bool,
 ) -> str:
-    """`` · 40% of 10,000 items, 3.0s left`` when every source knows its
-    total, else nothing: a pipeline with an endless source has no end."""
+    """How far the sources are, when every source knows its total (a
+    pipeline with an endless source has no end): `` · sources sent 4,000 of
+    10,000 items (40%), 3.0s left``. Once they have sent everything, the
+    batches still queued say what the rest of the pipeline has left to do."""
     if any(node.is_source and node.name not in expected for node in graph):
         return ""
     total = sum(expected.values())
-    done = sum(min(stats[name].emitted, expected[name]) for name in expected)
-    text = f" · {done / total:.0%} of {total:,} items" if total else " · no items"
-    rate = sum(rates.get(name, 0.0) for name in expected)
-    if 0 < done < total and rate > 0:
-        text += f", {_duration((total - done) / rate)} left"
+    sent = sum(min(stats[name].emitted, expected[name]) for name in expected)
+    if not total:
+        return " · no items"
+    if over:
+        return f" · sources sent {_items(sent)}"
+    if sent < total:
+        text = f" · sources sent {sent:,} of {_items(total)} ({sent / total:.0%})"
+        rate = sum(rates.get(name, 0.0) for name in expected)
+        if rate > 0:
+            text += f", {_duration((total - sent) / rate)} left"
+        return text
+    queued = sum(stats[node.name].queued for node in graph if not node.is_source)
+    text = f" · sources sent all {_items(total)}"
+    if queued:
+        text += f"; {queued:,} batch{'es' if queued != 1 else ''} still queued"
     return text
 
 
-def aligned(rows: list[list[str]], left: int) -> list[str]:
+def _items(count: int) -> str:
+    """``1 item``, ``1,200 items``."""
+    return f"{count:,} item{'s' if count != 1 else ''}"
+
+
+def column_widths(rows: list[list[str]]) -> list[int]:
+    """The widest cell of each column."""
+    return [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+
+
+def aligned(rows: list[list[str]], left: int, widths: list[int] | None = None) -> list[str]:
     """Rows of cells as lines with aligned columns: the first ``left``
-    columns flush left (names), the others flush right (numbers)."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    columns flush left (names), the others flush right (numbers). Columns
+    are as wide as their widest cell, or as ``widths`` if given."""
+    widths = widths or column_widths(rows)
     return [
         "  ".join(
             cell.ljust(width) if column < left else cell.rjust(width)
@@ -333,7 +349,9 @@ async def show_live(
 
 
 def summary_text(holder: RunHolder) -> str:
-    """The block printed at exit without a live table: what each node did."""
+    """The block printed at exit without a live table: what each node did,
+    with its average rate over the run (items emitted by a source, received
+    by the others, per second)."""
     run = holder.run
     graph = holder.graph
     elapsed = holder.elapsed()
@@ -342,14 +360,23 @@ def summary_text(holder: RunHolder) -> str:
     produced = sum(
         stats.emitted for name, stats in run.stats.items() if graph.nodes[name].is_source
     )
-    rate = f", {produced / elapsed:,.1f} items/s" if elapsed > 0 else ""
     lines = [
         f"pipeline {graph.name!r} {holder.phase()} after {_duration(elapsed)}: "
-        f"{produced:,} items from the sources{rate}"
+        f"{_items(produced)} from the sources"
     ]
-    rows = [["node", "class", "state", "in", "out", "skipped", "errors"]]
-    rows += [
-        [*row[:3], *(f"{count:,}" for count in row[3:])] for row in node_counts(graph, run.stats)
-    ]
+    rows = [["node", "class", "state", "in", "out", "rate/s", "skipped", "errors"]]
+    for row in node_counts(graph, run.stats):
+        handled = throughput(graph, row.name, run.stats[row.name])
+        rate = _rate(handled / elapsed) if elapsed > 0 else ""
+        rows.append(
+            [
+                *row[:3],
+                f"{row.received:,}",
+                f"{row.emitted:,}",
+                rate,
+                f"{row.skipped:,}",
+                f"{row.errors:,}",
+            ]
+        )
     lines += aligned(rows, left=3)
     return "\n".join(lines)

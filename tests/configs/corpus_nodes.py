@@ -40,3 +40,45 @@ class Holder(NanoStreamProcessor):
 
     def process_item(self, message):
         return message
+
+
+class Undecorated(NanoStreamProcessor):
+    """Declares a field but forgot @attrs.define."""
+
+    factor: float = 2.0
+
+    def process_item(self, message):
+        return message * self.factor
+
+
+@attrs.define
+class Misspelt(NanoStreamProcessor):
+    """Its one hook is misspelt, so the runtime would never call it."""
+
+    def proces_item(self, message):
+        return message
+
+
+@attrs.define
+class NoHooks(NanoStreamProcessor):
+    """Neither a source nor a processor."""
+
+    def transform(self, message):
+        return message
+
+
+@attrs.define
+class Helpers(NanoStreamProcessor):
+    """A working node whose helpers look like hooks, and one misspelt optional hook."""
+
+    def process_item(self, message):
+        return list(self.generator(message))
+
+    def generator(self, message):
+        yield message
+
+    def finished(self):
+        return True
+
+    def teardwon(self):
+        pass

@@ -1,0 +1,44 @@
+"""Checks shared by the parameters of node classes.
+
+A string is iterable, so a parameter that wants a list of names would take
+``"*.csv"`` as the five patterns ``*``, ``.``, ``c``, ``s``, ``v``. The YAML
+loader's converter refuses a string wherever a collection is declared;
+:func:`collection` does the same for nodes built in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+
+def describe(value: Any) -> str:
+    """What ``value`` is, for an error message: ``a string 'abc'``, ``a list``."""
+    if value is None:
+        return "nothing (null)"
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    for kind, word in kinds.items():
+        if isinstance(value, kind):
+            return f"{word} {value!r}" if kind in (bool, int, float, str) else word
+    return type(value).__name__
+
+
+def collection(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """attrs validator: ``value`` is a collection of items (a list, tuple,
+    set...), or ``None`` for an optional one; never a string, bytes or a mapping.
+
+    Raises ``TypeError`` naming the parameter.
+    """
+    if value is None and attribute.default is None:
+        return
+    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        raise TypeError(f"{attribute.name} must be a list, not {describe(value)}")
