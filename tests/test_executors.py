@@ -10,6 +10,8 @@ import pytest
 import trio
 import trio.testing
 from executor_nodes import Dies, FailingSetup, Pid, Square, SquareBatches
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nanostream as ns
 from nanostream.config import check_pipeline, load_pipeline
@@ -394,3 +396,51 @@ async def test_unordered_off_the_loop_delivers_everything(executor):
     )
     assert sorted(items) == sorted(x * x for x in range(3000))
     assert len(run.stats["node"].worker_busy_seconds) == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    workers=st.integers(1, 6),
+    max_batch=st.integers(1, 50),
+    delays=st.lists(st.integers(0, 3), min_size=1, max_size=7),
+    fan_out=st.booleans(),
+)
+def test_any_batches_on_any_workers_keep_order_and_ack_once(
+    batches, workers, max_batch, delays, fan_out
+):
+    """Batches of any size, split and merged for any number of workers,
+    leave in order, and every source item is acknowledged exactly once."""
+    acked: list[int] = []
+    total = sum(batches)
+
+    class Batches(ns.NanoStreamProcessor):
+        def generate_batches(self):
+            start = 0
+            for size in batches:
+                yield [
+                    ns.WithAck(i, lambda i=i: acked.append(i)) for i in range(start, start + size)
+                ]
+                start += size
+
+    class Delayed(ns.NanoStreamProcessor):
+        async def process_item(self, message):
+            await trio.sleep(delays[message % len(delays)])
+            return message
+
+    async def main():
+        graph = ns.NanoStreamGraph("property")
+        graph.add("source", Batches())
+        graph.add("node", Delayed(), ["source"], workers=workers, max_batch=max_batch)
+        sinks = [Collector() for _ in range(2 if fan_out else 1)]
+        for index, sink in enumerate(sinks):
+            graph.add(f"sink{index}", sink, ["node"])
+        run = await ns.run_graph(graph)
+        return sinks, run
+
+    sinks, run = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    for sink in sinks:
+        assert sink.items == list(range(total))
+    assert sorted(acked) == list(range(total))
+    assert run.stats["node"].received == total
+    assert run.stats["node"].in_progress == 0
