@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -344,16 +345,17 @@ def _graph(args: argparse.Namespace) -> int:
         return 1
     if args.refresh is None:
         return 0
-    try:
-        while True:
-            time.sleep(args.refresh)
-            try:
-                _draw(graph, args)
-            except diagram.DiagramError as error:
-                # The pipeline may be restarting: keep the last page and try again.
-                print(f"nanostream: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        return 0
+    # Ctrl-C ends the wait between two pages, never a page being written,
+    # so no temporary file is left behind.
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    while not interrupted.wait(args.refresh):
+        try:
+            _draw(graph, args)
+        except diagram.DiagramError as error:
+            # The pipeline may be restarting: keep the last page and try again.
+            print(f"nanostream: {error}", file=sys.stderr)
+    return 0
 
 
 def _draw(graph: NanoStreamGraph, args: argparse.Namespace) -> None:
