@@ -6,8 +6,8 @@ coroutine function, ``handle(piece, counter) -> results``, so the workers
 need not know the style. On the ``loop`` executor the code runs on the trio
 thread; on ``thread`` and ``process`` a plain function runs elsewhere
 through :func:`apply_batch`, and the results come back to the loop.
-Either way the node's error policy applies to what failed, and each item
-is counted as it is done.
+Either way the node's error policy applies to what failed, and items are
+counted as they are done (off the loop, as each piece comes back).
 """
 
 from __future__ import annotations
