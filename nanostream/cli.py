@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long in-flight items may drain (default 30)",
+        help="on SIGINT/SIGTERM, how long in-flight items and teardowns may take to "
+        "drain (default 30); then, or on a second signal, the run stops within a second "
+        "and exits with 128 + the signal number",
     )
     run.add_argument(
         "--metrics-port",
