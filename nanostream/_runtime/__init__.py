@@ -18,13 +18,14 @@ node's lifecycle), ``_sources``, ``_batches`` and ``_inbox`` (batching),
 ``_held`` (tickets of held items) and ``_stats`` (counters).
 """
 
-from ._control import TEARDOWN_TIMEOUT
+from ._control import TEARDOWN_GRACE, TEARDOWN_TIMEOUT
 from ._errors import NodeError, short_repr
 from ._graph_run import GraphRun, run, run_graph
 from ._node import node_nursery
 from ._stats import NodeStats
 
 __all__ = [
+    "TEARDOWN_GRACE",
     "TEARDOWN_TIMEOUT",
     "GraphRun",
     "NodeError",

@@ -17,6 +17,9 @@ logger = logging.getLogger("nanostream")
 #: How long a node's teardown may take once the graph is cancelled.
 TEARDOWN_TIMEOUT = 10.0
 
+#: How long past the drain deadline a teardown may still take.
+TEARDOWN_GRACE = 0.5
+
 
 class RunControl:
     """The state one run's nodes share, and the means to stop them.
@@ -34,6 +37,7 @@ class RunControl:
         self.stopping = False
         self.cancelled = False
         self.drain_deadline = math.inf
+        self.teardown_deadline = math.inf
         #: Whether some teardown was cut short (by the deadline or a cancel).
         self.teardown_cut_short = False
         self.skip_log = SkipLog(pipeline)
@@ -54,8 +58,9 @@ class RunControl:
         if drain_timeout is not None:
             self.drain_deadline = min(self.drain_deadline, trio.current_time() + drain_timeout)
             self.scope.deadline = min(self.scope.deadline, self.drain_deadline)
+            self.teardown_deadline = self.drain_deadline + TEARDOWN_GRACE
             for scope in self._teardown_scopes:
-                scope.deadline = min(scope.deadline, self.drain_deadline)
+                scope.deadline = min(scope.deadline, self.teardown_deadline)
 
     def cancel(self) -> None:
         """Cancel every node at once, teardowns too."""
@@ -92,9 +97,10 @@ class RunControl:
     def teardown_scope(self) -> Iterator[trio.CancelScope]:
         """A shielded scope for a teardown: it runs even when the graph is
         cancelled, for at most ``TEARDOWN_TIMEOUT`` seconds, and no later
-        than the drain deadline; :meth:`cancel` cuts it short."""
+        than ``TEARDOWN_GRACE`` past the drain deadline; :meth:`cancel`
+        cuts it short."""
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = min(trio.current_time() + TEARDOWN_TIMEOUT, self.drain_deadline)
+            scope.deadline = min(trio.current_time() + TEARDOWN_TIMEOUT, self.teardown_deadline)
             if self.cancelled:
                 scope.cancel()
             self._teardown_scopes.add(scope)

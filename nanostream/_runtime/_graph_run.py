@@ -49,6 +49,11 @@ class GraphRun:
         return self._control.stopping
 
     @property
+    def set_up(self) -> bool:
+        """Whether every node's setup is done (and items may flow)."""
+        return self._control.all_set_up.is_set()
+
+    @property
     def in_flight(self) -> int:
         """Items sent to a node and not yet handled by it, across the graph."""
         return sum(stats.in_flight for stats in self.stats.values())
@@ -67,8 +72,12 @@ class GraphRun:
 
         Every node then finishes as at a normal end of stream, teardowns
         included, within ``drain_timeout`` seconds; then the rest is
-        cancelled.
+        cancelled. Before every node is set up nothing flows, so there is
+        nothing to drain: the run is cancelled.
         """
+        if not self.set_up:
+            self.cancel()
+            return
         self._control.stop(self.drain_timeout)
 
     def cancel(self) -> None:
@@ -84,7 +93,9 @@ class GraphRun:
         ]
         signals = None
         if handle_signals:
-            signals = SignalHandling(self._on_signal, lambda: self.in_flight, self.drain_timeout)
+            signals = SignalHandling(
+                self._on_signal, lambda: self.in_flight, lambda: self.set_up, self.drain_timeout
+            )
             signals.install()
         try:
             with control.scope:
@@ -96,6 +107,8 @@ class GraphRun:
         finally:
             if signals is not None:
                 signals.restore()
+        if not self.set_up and not self.errors:  # stopped while setting up
+            task_status.started(self)
         control.skip_log.flush()
         cut_short = control.scope.cancelled_caught or control.teardown_cut_short
         if cut_short and not self.errors:

@@ -21,7 +21,8 @@ from types import FrameType
 
 import trio
 
-#: Seconds a cancelled graph has to end before the process exits regardless.
+#: Seconds a cancelled graph has to end before the process exits regardless
+#: (more than the ``TEARDOWN_GRACE`` teardowns have past the drain deadline).
 HARD_STOP_GRACE = 0.8
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,10 +39,12 @@ class SignalHandling:
         self,
         on_signal: Callable[[signal.Signals, int], None],
         in_flight: Callable[[], int],
+        set_up: Callable[[], bool],
         drain_timeout: float | None,
     ) -> None:
         self._on_signal = on_signal
         self._in_flight = in_flight
+        self._set_up = set_up
         self._drain_timeout = drain_timeout
         self._token: trio.lowlevel.TrioToken | None = None
         self._previous: dict[int, object] = {}
@@ -63,10 +66,10 @@ class SignalHandling:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         which = signal.Signals(signum)
-        if self.count == 1 and self._drain_timeout is not None:
-            self._exit_after(self._drain_timeout + HARD_STOP_GRACE, which)
-        elif self.count > 1:
+        if self.count > 1 or not self._set_up():  # cancelled: nothing to drain
             self._exit_after(HARD_STOP_GRACE, which)
+        elif self._drain_timeout is not None:
+            self._exit_after(self._drain_timeout + HARD_STOP_GRACE, which)
         assert self._token is not None
         # If the run ended as the signal came, nothing is left to stop.
         with contextlib.suppress(trio.RunFinishedError):
