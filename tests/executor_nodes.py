@@ -142,3 +142,18 @@ class Started(ns.NanoStreamProcessor):
     def process_item(self, message):
         Path(self.flag).touch()
         return message
+
+
+@attrs.define
+class SlowSetup(ns.NanoStreamProcessor):
+    """Touches ``flag``, then blocks its setup for ``seconds``."""
+
+    flag: str
+    seconds: float = 60.0
+
+    def setup(self):
+        Path(self.flag).touch()
+        time.sleep(self.seconds)
+
+    def process_item(self, message):
+        return message

@@ -250,3 +250,26 @@ def test_worker_processes_die_with_a_killed_pipeline(tmp_path):
     while any(alive(pid) for pid in pids):
         assert time.monotonic() < deadline, "worker processes outlived the killed pipeline"
         time.sleep(0.05)
+
+
+def test_a_signal_during_a_setup_that_blocks_stops_within_a_second(tmp_path):
+    """Before every node is set up nothing flows: one signal is enough."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+            pipeline_name: setting_up
+            node_sequence:
+              - name: tick
+                class: ConstantEmitter
+              - name: slow
+                class: executor_nodes:SlowSetup
+                parents: [tick]
+                flag: {tmp_path / "started"}
+            """)
+    )
+    process = start(config)
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 1 + MARGIN, stderr
+    assert process.returncode == 128 + signal.SIGTERM, stderr
