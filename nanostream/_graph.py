@@ -139,7 +139,7 @@ class NanoStreamGraph:
                         "parents",
                     )
                 )
-            if node.options.workers > 1 and (node.is_source or _holds_items(node.processor)):
+            if node.options.workers > 1 and (node.is_source or holds_items(node.processor)):
                 what = "a source" if node.is_source else "a node that holds items back"
                 found.append(
                     GraphProblem(
@@ -235,7 +235,8 @@ def _unknown_option_message(key: str) -> str:
     return f"unknown option {key!r}" + did_you_mean(key, names)
 
 
-def _holds_items(processor: NanoStreamProcessor) -> bool:
+def holds_items(processor: NanoStreamProcessor) -> bool:
+    """Whether ``processor`` keeps items back to send later (``holding``, ``deadline``)."""
     return any(callable(getattr(processor, hook, None)) for hook in ("holding", "deadline"))
 
 
@@ -259,7 +260,7 @@ def _executor_problems(node: Node) -> list[GraphProblem]:
             )
         ]
     if executor == "process":
-        if _holds_items(node.processor):
+        if holds_items(node.processor):
             return [
                 GraphProblem(
                     node.name,

@@ -105,6 +105,16 @@ class NodeOptions:
         validator=[v.instance_of(int), _positive],
         metadata={"description": "The most items that travel together in one batch."},
     )
+    chain: bool = attrs.field(
+        default=True,
+        validator=v.instance_of(bool),
+        metadata={
+            "description": "Operator chaining: when this node and its parent run on the "
+            "loop with one worker and each is the other's only link, the node handles its "
+            "items in the parent's task with no channel between them; false gives it a "
+            "channel and a task of its own."
+        },
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.dead_letter is not None and self.gives_up_by_failing:

@@ -29,3 +29,32 @@ def postgres():
 
     with postgres_server() as server:
         yield server
+
+
+#: The modules whose tests run twice, with operator chaining on and off: the
+#: behaviour of a node must not depend on whether it is chained.
+BOTH_WAYS = {
+    "test_acks",
+    "test_batching",
+    "test_errors",
+    "test_executors",
+    "test_functions",
+    "test_memory",
+    "test_runtime",
+    "test_testing",
+}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ in BOTH_WAYS:
+        metafunc.parametrize("chaining", ["chained", "unchained"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def chaining(request, monkeypatch):
+    """Operator chaining as the test's parameter says: off replaces the
+    runtime's choice of chained nodes with none (the default is on)."""
+    mode = getattr(request, "param", "chained")
+    if mode == "unchained":
+        monkeypatch.setattr("nanostream._runtime._wiring.chained_parents", lambda graph: {})
+    return mode

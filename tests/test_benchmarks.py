@@ -23,5 +23,5 @@ def test_bench_chain_runs_every_contender_and_checks_its_output():
     out = finished.stdout
     for heading in ("## Throughput", "## NanoStream's throughput", "## Idle latency", "## CSV"):
         assert heading in out
-    for contender in ("NanoStream, unchained", "threads + `queue.Queue`"):
+    for contender in ("NanoStream, chained", "NanoStream, unchained", "threads + `queue.Queue`"):
         assert f"| {contender} |" in out

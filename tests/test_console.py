@@ -86,6 +86,8 @@ async def test_a_full_queue_before_one_with_room_is_the_bottleneck(nursery):
     assert holder.run.stats["gated"].in_progress == 1
     assert "2/2" in gated
     assert row(text, "sink")[:5] == ["sink", "BlackHole", "running", "0", "0"]
+    # The sink handles its items in gated's task (operator chaining): no queue.
+    assert "chained" in row(text, "sink")
     assert "bottleneck: gated (input queue full)" in text
     # Nothing retried, dead-lettered or acknowledged: no columns for them.
     assert text.splitlines()[1].split()[-3:] == ["skip", "err", "busy"]

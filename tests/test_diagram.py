@@ -170,7 +170,7 @@ def test_mermaid_ids_stay_distinct_and_labels_quoted(
         '    a_b_2["a_b<br/>PrintStreamProcessor"]',
         '    say__hi_["say #quot;hi#quot;<br/>BlackHole"]',
         "    a_b --> a_b_2",
-        "    a_b_2 --> say__hi_",
+        "    a_b_2 == chained ==> say__hi_",
     ]
     status, out, _ = graph(capsysbinary, str(path), "--format", "dot")
     assert '    "say \\"hi\\"" [shape=box, label="say \\"hi\\"\\nBlackHole"];' in out.decode()
@@ -558,3 +558,31 @@ def test_refresh_needs_html_metrics_and_a_file(
     status, _, err = graph(capsysbinary, str(config), "--format", "html", *extra)
     assert status == 2
     assert "--refresh needs a positive number of seconds" in err
+
+
+def test_chained_nodes_are_drawn_with_a_chained_edge(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    path = tmp_path / "chain.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        pipeline_name: chain
+        node_sequence:
+          - {name: numbers, class: SequenceEmitter, sequence: [1]}
+          - {name: a, class: PrintStreamProcessor, parents: [numbers]}
+          - {name: b, class: PrintStreamProcessor, parents: [a]}
+          - {name: c, class: PrintStreamProcessor, parents: [b], chain: false}
+          - {name: d, class: BlackHole, parents: [c]}
+        """)
+    )
+    status, out, _ = graph(capsysbinary, str(path))
+    assert status == 0
+    assert out.decode().splitlines()[-4:] == [
+        "    numbers --> a",
+        "    a == chained ==> b",
+        "    b --> c",
+        "    c --> d",
+    ]
+    status, out, _ = graph(capsysbinary, str(path), "--format", "dot")
+    assert '    "a" -> "b" [style=bold, label="chained"];' in out.decode()
+    assert '    "c" -> "d";' in out.decode()

@@ -92,7 +92,8 @@ def metered_graph(source: ns.NanoStreamProcessor) -> ns.NanoStreamGraph:
         retry_fallback="skip",
         dead_letter="rejects",
     )
-    graph.add("keep", ns.BlackHole(), ["check"], buffer_size=4)
+    # Unchained, so that it has an input queue (a chained node has none).
+    graph.add("keep", ns.BlackHole(), ["check"], buffer_size=4, chain=False)
     graph.add("rejects", ns.BlackHole())
     return graph
 

@@ -10,6 +10,7 @@ tickets (see ``_acks``).
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any, NamedTuple
 
 from ._acks import Tickets, retain
@@ -34,13 +35,7 @@ class Piece(NamedTuple):
 
 def take(iterator: Any, count: int) -> list:
     """Up to ``count`` items from ``iterator``."""
-    batch = []
-    append = batch.append
-    for item in iterator:
-        append(item)
-        if len(batch) >= count:
-            break
-    return batch
+    return list(islice(iterator, count))
 
 
 def split(batch: Batch, size: int) -> tuple[Batch, Batch]:

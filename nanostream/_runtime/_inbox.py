@@ -44,17 +44,28 @@ class Inbox:
         """
         if self._pieces:
             return self._pieces.popleft()
+        if self._workers == 1:
+            # No other worker to wait for: no lock, whose uncontended
+            # acquire would still cost a trip through the scheduler.
+            return await self._refill(deadline)
         async with self._lock:
             if self._pieces:
                 return self._pieces.popleft()
-            batch = self._carried
-            self._carried = None
-            if batch is None:
+            return await self._refill(deadline)
+
+    async def _refill(self, deadline: float) -> Piece | None:
+        """Receive, gather and cut the next batch; return its first piece."""
+        batch = self._carried
+        self._carried = None
+        if batch is None:
+            if deadline == math.inf:
+                batch = await self._receive()
+            else:
                 with trio.move_on_at(deadline):
                     batch = await self._receive()
                 if batch is None:
                     return None
-            self._cut(self._gather(batch))
+        self._cut(self._gather(batch))
         return self._pieces.popleft()
 
     async def _receive(self) -> Batch:

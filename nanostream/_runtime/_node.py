@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import trio
 
 from .._graph import Node
 from .._processor import call_hook
+from ._chaining import ChainedInput
 from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
 from ._errors import NodeError, log_items
@@ -48,10 +50,12 @@ def node_nursery() -> trio.Nursery:
 
 
 class NodePorts:
-    """A node's ends of the graph's channels (see ``_wiring``)."""
+    """A node's ends of the graph's channels (see ``_wiring``): its inbox,
+    or its chained input if it is chained to its parent (see ``_chaining``)."""
 
     def __init__(self, all_stats: Mapping[str, NodeStats], stats: NodeStats) -> None:
         self.inbox: trio.MemoryReceiveChannel | None = None
+        self.chained: ChainedInput | None = None
         self.outputs = Outputs(all_stats, stats)
         self.dead_letters: DeadLetterRoute | None = None
 
@@ -80,6 +84,7 @@ class NodeLifecycle:
         self.policy = ErrorPolicy(
             node.name, node.options, stats, control.skip_log, ports.dead_letters
         )
+        self._nursery: trio.Nursery | None = None
         self.executor: ThreadExecutor | ProcessExecutor | None = None
         if node.options.executor == "thread":
             self.executor = ThreadExecutor(node.processor, node.options.workers)
@@ -94,6 +99,7 @@ class NodeLifecycle:
         once the node's teardown has returned."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 _current_node_nursery.set(nursery)
                 log_items.set(self.control.log_items)
                 try:
@@ -122,18 +128,24 @@ class NodeLifecycle:
         try:
             await self._setup()
             set_up = True
+            workers = None if self.node.is_source else self._workers()
+            if self.ports.chained is not None:
+                assert workers is not None
+                self.ports.chained.attach(workers, self._as_this_node)
             control.set_up()
             await control.all_set_up.wait()
             self.stats.state = "running"
-            if self.node.is_source:
+            if workers is None:
                 source = Source(
                     self.name, self.processor, self.options, self.ports.outputs, self.policy
                 )
                 with control.source_scope():
                     await source.run()
             else:
-                workers = self._workers()
-                await workers.run()
+                if self.ports.chained is not None:
+                    await self.ports.chained.wait_until_ended()
+                else:
+                    await workers.run()
                 await workers.finish()
             self.stats.state = "finished"
         except NodeError as error:
@@ -156,10 +168,21 @@ class NodeLifecycle:
                 if set_up:
                     await self._teardown()
 
+    @contextmanager
+    def _as_this_node(self) -> Iterator[None]:
+        """Within it, :func:`node_nursery` is this node's nursery, even in
+        another node's task (a chained node's items run in its parent's)."""
+        token = _current_node_nursery.set(self._nursery)
+        try:
+            yield
+        finally:
+            _current_node_nursery.reset(token)
+
     def _workers(self) -> Workers:
         options = self.options
-        assert self.ports.inbox is not None
-        inbox = Inbox(self.ports.inbox, self.stats, options.max_batch, options.workers)
+        inbox = None
+        if self.ports.inbox is not None:
+            inbox = Inbox(self.ports.inbox, self.stats, options.max_batch, options.workers)
         outbox = Outbox(self.ports.outputs, ordered=options.ordered and options.workers > 1)
         holding = callable(getattr(self.processor, "holding", None))
         styles = LoopStyles(

@@ -198,7 +198,8 @@ class LoopStyles:
     def _batch_handler(self, process_batch: Callable[[list], Any]) -> Handler:
         policy = self.policy
         results_of = self.results_of
-        sync = call_style(process_batch) in ("plain", "generator")
+        style = call_style(process_batch)
+        sync = style in ("plain", "generator")
         check = self.hold_watch.check
 
         async def attempt_one(item: Any) -> list:
@@ -214,7 +215,9 @@ class LoopStyles:
             items = piece.items
             started = time.perf_counter()
             try:
-                results = await results_of(process_batch, "process_batch", piece, items)
+                results = await results_of(
+                    process_batch, "process_batch", piece, items, style=style
+                )
             except NodeError as failure:
                 if isinstance(failure.error, FailedItems):
                     results = await policy.recover_failed_items(

@@ -1,4 +1,5 @@
-"""Wiring: one bounded channel per node input, a send end per sender."""
+"""Wiring: one bounded channel per node input, a send end per sender; or,
+for a node chained to its parent, a :class:`ChainedInput` in its place."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 import trio
 
 from .._graph import NanoStreamGraph
+from ._chaining import ChainedInput, chained_parents
 from ._dead_letters import DeadLetterRoute
 from ._node import NodePorts
 from ._stats import NodeStats
@@ -15,13 +17,19 @@ from ._stats import NodeStats
 def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, NodePorts]:
     """Every node's ports: an input channel for each node with senders
     (``buffer_size`` batches), a clone of its send end for each parent and
-    each node whose dead letters it takes."""
+    each node whose dead letters it takes. A node chained to its parent
+    (see ``_chaining``) gets a :class:`ChainedInput` instead."""
     ports = {node.name: NodePorts(stats, stats[node.name]) for node in graph}
+    chained = chained_parents(graph)
     for name in graph.topological_order():
         senders = graph.inputs(name)
         if not senders:
             continue
         node = graph.nodes[name]
+        if name in chained:
+            ports[name].chained = ChainedInput(stats[name], node.options.max_batch)
+            ports[chained[name]].outputs.add_child(ports[name].chained, stats[name])
+            continue
         send, receive = trio.open_memory_channel(node.options.buffer_size)
         ports[name].inbox = receive
         stats[name].watch_input(receive, node.options.buffer_size)

@@ -29,7 +29,7 @@ class Workers:
         self,
         name: str,
         processor: NanoStreamProcessor,
-        inbox: Inbox,
+        inbox: Inbox | None,
         outbox: Outbox,
         handler: Handler,
         styles: LoopStyles,
@@ -49,6 +49,7 @@ class Workers:
 
     async def run(self) -> None:
         """Run every worker until the inbox is closed and empty."""
+        assert self.inbox is not None, "a chained node's items come by its ChainedInput"
         if self.workers == 1:
             await self._work(WorkerCounter(self.stats, 0))
             return
@@ -64,6 +65,7 @@ class Workers:
 
     async def _work(self, counter: WorkerCounter) -> None:
         inbox, handle, outbox, held = self.inbox, self.handler, self.outbox, self.held
+        assert inbox is not None
         deadline = getattr(self.processor, "deadline", None)
         timed = callable(deadline) and callable(getattr(self.processor, "on_deadline", None))
         while True:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .._graph import NanoStreamGraph
 from .._runtime import NodeStats
+from .._runtime._chaining import chained_parents
 from ._holder import RunHolder
 
 logger = logging.getLogger("nanostream.run")
@@ -177,9 +178,16 @@ class StatusView:
                 "busy",
             ]
         ]
+        chained = chained_parents(graph)
         for row in counts:
             stats = run.stats[row.name]
             node = graph.nodes[row.name]
+            if node.is_source:
+                queue = ""
+            elif row.name in chained:
+                queue = "chained"  # handled in its parent's task, no queue between
+            else:
+                queue = f"{stats.queued}/{stats.queue_capacity}"
             out = f"{row.emitted:,}"
             if row.name in expected:
                 out += f"/{expected[row.name]:,}"
@@ -191,7 +199,7 @@ class StatusView:
                     "" if node.is_source else f"{row.received:,}",
                     out,
                     _rate(rates.get(row.name)),
-                    "" if node.is_source else f"{stats.queued}/{stats.queue_capacity}",
+                    queue,
                     f"{row.skipped:,}",
                     f"{row.errors:,}",
                     *(f"{getattr(stats, field):,}" for _, field in extra),

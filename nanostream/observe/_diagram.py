@@ -25,6 +25,7 @@ import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from .._graph import NanoStreamGraph, Node
+from .._runtime._chaining import chained_parents
 
 TEXT_FORMATS = ("mermaid", "dot", "html")
 GRAPHVIZ_FORMATS = ("svg", "png")
@@ -61,14 +62,15 @@ class NodeCounters:
     queue_capacity: int | None = None
     running: bool | None = None
 
-    def lines(self) -> list[str]:
+    def lines(self, source: bool = False) -> list[str]:
         """The counters as short lines of text, for a node's label.
 
-        Sources have no input (queue capacity 0), so their input count and
-        queue are left out, as are skip and error counts while they are zero.
+        A source has no input, so its input count and queue are left out, as
+        are skip and error counts while they are zero. A chained node has no
+        queue (capacity 0) but an input count.
         """
         flow = []
-        if self.received is not None and self.queue_capacity != 0:
+        if self.received is not None and not source:
             flow.append(f"in {self.received}")
         if self.emitted is not None:
             flow.append(f"out {self.emitted}")
@@ -163,8 +165,9 @@ def mermaid(graph: NanoStreamGraph, counters: Counters | None = None) -> str:
     for node in graph:
         label = "<br/>".join(_label_lines(node, counters)).replace('"', "#quot;")
         lines.append(f'    {ids[node.name]}["{label}"]')
-    for sender, receiver, dead_letter in _edges(graph):
-        arrow = "-. dead letters .->" if dead_letter else "-->"
+    arrows = {ITEMS: "-->", CHAINED: "== chained ==>", DEAD_LETTERS: "-. dead letters .->"}
+    for sender, receiver, kind in _edges(graph):
+        arrow = arrows[kind]
         lines.append(f"    {ids[sender]} {arrow} {ids[receiver]}")
     return "\n".join(lines) + "\n"
 
@@ -175,8 +178,13 @@ def dot(graph: NanoStreamGraph, counters: Counters | None = None) -> str:
     for node in graph:
         label = "\\n".join(_dot_escape(line) for line in _label_lines(node, counters))
         lines.append(f'    {_dot_quote(node.name)} [shape=box, label="{label}"];')
-    for sender, receiver, dead_letter in _edges(graph):
-        style = ' [style=dashed, label="dead letters"]' if dead_letter else ""
+    styles = {
+        ITEMS: "",
+        CHAINED: ' [style=bold, label="chained"]',
+        DEAD_LETTERS: ' [style=dashed, label="dead letters"]',
+    }
+    for sender, receiver, kind in _edges(graph):
+        style = styles[kind]
         lines.append(f"    {_dot_quote(sender)} -> {_dot_quote(receiver)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -270,7 +278,7 @@ def layered_svg(graph: NanoStreamGraph, counters: Counters | None = None) -> str
     height = _PADDING + max(map(len, columns.values()), default=0) * (box_height + _ROW_GAP)
 
     edges = []
-    for sender, receiver, dead_letter in _edges(graph):
+    for sender, receiver, kind in _edges(graph):
         (x1, y1), (x2, y2) = corner[sender], corner[receiver]
         x1, y1, y2 = x1 + box_width, y1 + box_height // 2, y2 + box_height // 2
         if depth[receiver] - depth[sender] > 1:
@@ -281,10 +289,15 @@ def layered_svg(graph: NanoStreamGraph, counters: Counters | None = None) -> str
             shape = f"M{x1},{y1} L{x1 + turn},{lane} L{x2 - turn},{lane} L{x2},{y2}"
         else:
             shape = f"M{x1},{y1} L{x2},{y2}"
-        dash = ' stroke-dasharray="6,4"' if dead_letter else ""
+        line = {
+            ITEMS: "",
+            CHAINED: ' stroke-width="3"',
+            DEAD_LETTERS: ' stroke-dasharray="6,4"',
+        }[kind]
+        title = f"{sender}->{receiver}" + (" (chained)" if kind == CHAINED else "")
         edges.append(
-            f'<g class="edge"><title>{html.escape(f"{sender}->{receiver}")}</title>'
-            f'<path d="{shape}" fill="none" stroke="black"{dash} marker-end="url(#arrow)"/></g>'
+            f'<g class="edge"><title>{html.escape(title)}</title>'
+            f'<path d="{shape}" fill="none" stroke="black"{line} marker-end="url(#arrow)"/></g>'
         )
     boxes = []
     for node in graph:
@@ -312,17 +325,23 @@ def layered_svg(graph: NanoStreamGraph, counters: Counters | None = None) -> str
 def _label_lines(node: Node, counters: Counters | None) -> list[str]:
     lines = [node.name, type(node.processor).__name__]
     if counters and node.name in counters:
-        lines += counters[node.name].lines()
+        lines += counters[node.name].lines(node.is_source)
     return lines
 
 
-def _edges(graph: NanoStreamGraph) -> Iterator[tuple[str, str, bool]]:
-    """``(sender, receiver, is_dead_letter)`` for every edge, in node order."""
+#: The kinds of edge: items through a channel, items handed on within one
+#: task (operator chaining, see ``nanostream._runtime._chaining``), dead letters.
+ITEMS, CHAINED, DEAD_LETTERS = "items", "chained", "dead letters"
+
+
+def _edges(graph: NanoStreamGraph) -> Iterator[tuple[str, str, str]]:
+    """``(sender, receiver, kind)`` for every edge, in node order."""
+    chained = chained_parents(graph)
     for node in graph:
         for parent in node.parents:
-            yield parent, node.name, False
+            yield parent, node.name, CHAINED if chained.get(node.name) == parent else ITEMS
         if node.options.dead_letter:
-            yield node.name, node.options.dead_letter, True
+            yield node.name, node.options.dead_letter, DEAD_LETTERS
 
 
 def _mermaid_ids(graph: NanoStreamGraph) -> dict[str, str]:

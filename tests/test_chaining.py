@@ -1,0 +1,215 @@
+"""Operator chaining: which nodes chain, and that chained nodes behave as unchained ones.
+
+The behaviour tests of the runtime (acks, batching, errors, executors, ...)
+also run with chaining on and off (see conftest.py); these tests pin what
+chaining itself promises.
+"""
+
+import pytest
+import trio
+import trio.testing
+
+import nanostream as ns
+from nanostream import NanoStreamGraph, NanoStreamProcessor, NodeError, SequenceEmitter, run_graph
+from nanostream._runtime._chaining import chained_parents
+from nanostream.testing import Collector
+
+
+class Step(NanoStreamProcessor):
+    """Adds one, and notes the task it ran in and its lifecycle in ``log``."""
+
+    def __init__(self, name, log):
+        self.name = name
+        self.log = log
+        self.tasks = set()
+
+    def setup(self):
+        self.log.append(("setup", self.name))
+
+    def process_item(self, message):
+        if message < 1000:  # an item of the source, not one sent by a finish
+            self.tasks.add(trio.lowlevel.current_task())
+        return message + 1
+
+    def finish(self):
+        self.log.append(("finish", self.name))
+        return 1000
+
+    def teardown(self):
+        self.log.append(("teardown", self.name))
+
+
+def line(steps, log, **options):
+    """numbers -> a -> b -> ... -> sink, every step with ``options``."""
+    graph = NanoStreamGraph("line")
+    graph.add("numbers", SequenceEmitter(list(range(100))))
+    parent = "numbers"
+    nodes = {}
+    for name in steps:
+        nodes[name] = graph.add(name, Step(name, log), [parent], **options)
+        parent = name
+    sink = graph.add("sink", Collector(), [parent], **options)
+    return graph, nodes, sink
+
+
+def test_a_linear_run_of_loop_nodes_is_chained_from_below_the_source():
+    graph, _, _ = line("abc", [])
+    assert chained_parents(graph) == {"b": "a", "c": "b", "sink": "c"}
+
+
+def test_fan_out_fan_in_and_dead_letters_break_a_chain():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1]))
+    graph.add("head", Step("head", []), ["numbers"])
+    graph.add("left", Step("left", []), ["head"])  # head has two children
+    graph.add("right", Step("right", []), ["head"])
+    graph.add("joined", Step("joined", []), ["left", "right"])  # two parents: heads a chain
+    graph.add("after", Step("after", []), ["joined"], on_error="skip", dead_letter="letters")
+    graph.add("end", Collector(), ["after"])
+    graph.add("letters", Collector(), ["end"])  # its input takes dead letters too
+    assert chained_parents(graph) == {"after": "joined", "end": "after"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"chain": False}, {"executor": "thread"}, {"workers": 2}],
+    ids=["chain false", "thread executor", "two workers"],
+)
+def test_a_node_that_cannot_chain_links_neither_to_its_parent_nor_its_child(options):
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1]))
+    for name, parent in zip("abcde", ["numbers", *"abcd"], strict=True):
+        graph.add(name, Step(name, []), [parent], **(options if name == "c" else {}))
+    assert chained_parents(graph) == {"b": "a", "e": "d"}
+
+
+def test_a_node_holding_items_back_is_not_chained():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1]))
+    graph.add("a", Step("a", []), ["numbers"])
+    graph.add("batches", ns.Batcher(count=2), ["a"])
+    graph.add("b", Step("b", []), ["batches"])
+    assert chained_parents(graph) == {}
+
+
+async def test_a_chain_handles_its_items_in_one_task_and_unchained_nodes_each_in_their_own():
+    graph, chained, _ = line("abc", [])
+    await run_graph(graph)
+    assert len(set().union(*(step.tasks for step in chained.values()))) == 1
+
+    graph, unchained, _ = line("abc", [], chain=False)
+    await run_graph(graph)
+    assert len(set().union(*(step.tasks for step in unchained.values()))) == 3
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["chained", "unchained"])
+async def test_results_counters_finish_and_teardown_are_the_same_chained_or_not(chain):
+    log = []
+    graph, _, sink = line("abc", log, chain=chain)
+    run = await run_graph(graph)
+    # Each finish sends 1000 through the nodes after it, which add one each.
+    assert sink.items == [n + 3 for n in range(100)] + [1002, 1001, 1000]
+    assert [(s.received, s.emitted, s.state) for s in map(run.stats.get, "abc")] == [
+        (100, 101, "finished"),
+        (101, 102, "finished"),
+        (102, 103, "finished"),
+    ]
+    assert run.stats["sink"].received == 103
+    assert all(stats.in_flight == 0 for stats in run.stats.values())
+    ends = [event for event in log if event[0] != "setup"]
+    assert ends == [(kind, name) for name in "abc" for kind in ("finish", "teardown")]
+
+
+class FailOn(NanoStreamProcessor):
+    def __init__(self, bad):
+        self.bad = bad
+
+    def process_item(self, message):
+        if message == self.bad:
+            raise ValueError(f"no {message}")
+        return message
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["chained", "unchained"])
+async def test_a_failing_chained_node_is_the_node_that_fails(chain):
+    log = []
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter(list(range(10))))
+    graph.add("a", Step("a", log), ["numbers"], chain=chain)
+    graph.add("b", FailOn(5), ["a"], chain=chain)
+    graph.add("c", Step("c", log), ["b"], chain=chain)
+    graph.add("sink", Collector(), ["c"], chain=chain)
+    with pytest.raises(NodeError) as caught:
+        await run_graph(graph)
+    assert caught.value.node == "b"
+    assert "no 5" in str(caught.value)
+    assert {name for kind, name in log if kind == "teardown"} == {"a", "c"}
+
+
+async def test_skipped_and_dead_lettered_items_count_on_the_chained_node_that_dropped_them():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter(list(range(10))))
+    graph.add("a", Step("a", []), ["numbers"])
+    graph.add("b", FailOn(5), ["a"], on_error="skip", dead_letter="letters")
+    sink = graph.add("sink", Collector(), ["b"])
+    letters = graph.add("letters", Collector(), [])
+    assert chained_parents(graph) == {"b": "a", "sink": "b"}
+    run = await run_graph(graph)
+    assert sink.items == [n for n in range(1, 11) if n != 5] + [1000]
+    assert [(letter.node, letter.item) for letter in letters.items] == [("b", 5)]
+    assert (run.stats["b"].skipped, run.stats["b"].dead_lettered) == (1, 1)
+    assert (run.stats["b"].received, run.stats["b"].emitted) == (11, 10)
+
+
+class Gate(NanoStreamProcessor):
+    """A sink that takes nothing until ``opened`` is set."""
+
+    def __init__(self):
+        self.opened = trio.Event()
+        self.items = []
+
+    async def process_item(self, message):
+        await self.opened.wait()
+        self.items.append(message)
+
+
+async def test_a_slow_chained_sink_holds_the_source_back():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter(list(range(100_000))), max_batch=10)
+    graph.add("a", Step("a", []), ["numbers"], buffer_size=2, max_batch=10)
+    gate = graph.add("gate", Gate(), ["a"])
+    assert chained_parents(graph) == {"gate": "a"}
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await trio.testing.wait_all_tasks_blocked()
+        # The chain holds a batch of at most ten in hand, its input two
+        # more, and the source waits with a fourth.
+        assert run.stats["numbers"].emitted <= 4 * 10
+        gate.opened.set()
+    assert len(gate.items) == 100_001
+
+
+class NurseryOf(NanoStreamProcessor):
+    """Notes the node nursery its setup and its items see."""
+
+    def __init__(self):
+        self.seen = []
+
+    def setup(self):
+        self.seen.append(ns.node_nursery())
+
+    def process_item(self, message):
+        self.seen.append(ns.node_nursery())
+        return message
+
+
+async def test_a_chained_nodes_code_sees_its_own_node_nursery():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1, 2]))
+    parent = graph.add("parent", NurseryOf(), ["numbers"])
+    child = graph.add("child", NurseryOf(), ["parent"])
+    assert chained_parents(graph) == {"child": "parent"}
+    await run_graph(graph)
+    assert len(child.seen) == 3
+    assert len(set(child.seen)) == 1
+    assert set(child.seen).isdisjoint(parent.seen)
