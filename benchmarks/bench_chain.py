@@ -45,7 +45,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import attrs
 import trio
 
 import nanostream as ns
@@ -72,13 +71,6 @@ BATCH = 256
 BUFFER = 16
 STAGES = (1, 3, 10)
 CHAINED, UNCHAINED = "NanoStream, chained", "NanoStream, unchained"
-#: Whether this NanoStream has operator chaining (the ``chain`` runtime key);
-#: without it every NanoStream run is unchained.
-HAS_CHAINING = "chain" in attrs.fields_dict(ns.NodeOptions)
-
-
-def chain_option(chain: bool) -> dict[str, bool]:
-    return {"chain": chain} if HAS_CHAINING else {}
 
 
 PLAIN_CSV = "plain `csv.DictReader` loop"
@@ -296,15 +288,15 @@ def chain_graph(stages: int, source, sink, chain: bool = True) -> ns.NanoStreamG
     graph.add("source", source)
     previous = "source"
     for index in range(stages):
-        graph.add(f"stage{index}", Increment(), [previous], **chain_option(chain))
+        graph.add(f"stage{index}", Increment(), [previous], chain=chain)
         previous = f"stage{index}"
-    graph.add("sink", sink, [previous], **chain_option(chain))
+    graph.add("sink", sink, [previous], chain=chain)
     return graph
 
 
 def nanostream_chain(items: int, stages: int, chain: bool = True) -> tuple[int, int, int]:
     tally = Tally()
-    graph = chain_graph(stages, Count(items), CallSink(tally.add_all), **chain_option(chain))
+    graph = chain_graph(stages, Count(items), CallSink(tally.add_all), chain=chain)
     trio.run(ns.run_graph, graph)
     return tally.result()
 
@@ -350,7 +342,7 @@ def nanostream_latency(samples: int, chain: bool = True) -> list[float]:
                 yield latencies.emit()
 
     sink = CallSink(latencies.receive_all)
-    trio.run(ns.run_graph, chain_graph(LATENCY_STAGES, Ticks(), sink, **chain_option(chain)))
+    trio.run(ns.run_graph, chain_graph(LATENCY_STAGES, Ticks(), sink, chain=chain))
     return latencies.result()
 
 
@@ -466,10 +458,10 @@ def csv_plain(source: str, target: str) -> None:
 def csv_nanostream(source: str, target: str, chain: bool = True) -> None:
     graph = ns.NanoStreamGraph("csv")
     graph.add("files", ns.SequenceEmitter([source]))
-    graph.add("rows", FileReader(mode="csv"), ["files"], **chain_option(chain))
-    graph.add("wanted", Filter(f"{__name__}:wanted_record"), ["rows"], **chain_option(chain))
-    graph.add("converted", Map(f"{__name__}:converted_record"), ["wanted"], **chain_option(chain))
-    graph.add("jsonl", FileWriter(path=target, fsync=False), ["converted"], **chain_option(chain))
+    graph.add("rows", FileReader(mode="csv"), ["files"], chain=chain)
+    graph.add("wanted", Filter(f"{__name__}:wanted_record"), ["rows"], chain=chain)
+    graph.add("converted", Map(f"{__name__}:converted_record"), ["wanted"], chain=chain)
+    graph.add("jsonl", FileWriter(path=target, fsync=False), ["converted"], chain=chain)
     trio.run(ns.run_graph, graph)
 
 
@@ -571,28 +563,28 @@ def main() -> None:
     }
     if bytewax_version:
         throughput[f"bytewax {bytewax_version}, `batch_size={BATCH}`"] = bytewax_chain
-    modes = (CHAINED, UNCHAINED) if HAS_CHAINING else (UNCHAINED,)
-    if HAS_CHAINING:
-        throughput[CHAINED] = nanostream_chain
+    modes = (CHAINED, UNCHAINED)
+    throughput[CHAINED] = nanostream_chain
     throughput[UNCHAINED] = nanostream_unchained
-    latency = {CHAINED: nanostream_latency} if HAS_CHAINING else {}
-    latency[UNCHAINED] = nanostream_unchained_latency
-    latency["trio, lists"] = trio_latency
-    latency["asyncio, lists"] = asyncio_latency
+    latency = {
+        CHAINED: nanostream_latency,
+        UNCHAINED: nanostream_unchained_latency,
+        "trio, lists": trio_latency,
+        "asyncio, lists": asyncio_latency,
+    }
     if bytewax_version:
         latency[f"bytewax {bytewax_version}"] = bytewax_latency
-    csv_runs = {PLAIN_CSV: csv_plain}
-    if HAS_CHAINING:
-        csv_runs[CHAINED] = csv_nanostream
-    csv_runs[UNCHAINED] = csv_nanostream_unchained
+    csv_runs = {
+        PLAIN_CSV: csv_plain,
+        CHAINED: csv_nanostream,
+        UNCHAINED: csv_nanostream_unchained,
+    }
 
     print(f"# bench_chain, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     print(f"command: {' '.join(['python', *sys.argv])}")
     if not bytewax_version:
         print("bytewax is not installed (pip install -e '.[bench]'): its rows are left out")
-    if not HAS_CHAINING:
-        print("this NanoStream has no operator chaining: every NanoStream run is unchained")
     print(
         f"{rounds} interleaved rounds; throughput over {items:,} items "
         f"(threads: {thread_items:,}); latency {samples} samples a round; CSV {csv_rows:,} rows"
