@@ -14,6 +14,10 @@ bench *args:
 bench-kafka *args:
     python benchmarks/bench_kafka.py {{args}}
 
+# Measure consume -> CPU-bound stage -> produce on 1 process against 2 in one consumer group.
+bench-scale *args:
+    python benchmarks/bench_scale.py {{args}}
+
 # Measure files per second through a watched folder against a bare watchdog script.
 bench-files *args:
     python benchmarks/bench_files.py {{args}}
@@ -26,6 +30,10 @@ bench-observe *args:
 bench-nodes *args:
     python benchmarks/bench_nodes.py {{args}}
 
+# Measure each connector (stdio, HTTP, SQL) against a hand-written loop with the same library.
+bench-connectors *args:
+    python benchmarks/bench_connectors.py {{args}}
+
 # Lint and check formatting.
 lint:
     ruff check nanostream tests benchmarks examples
@@ -35,10 +43,15 @@ lint:
 demo:
     python examples/quickstart.py
 
-# Regenerate the JSON Schema of pipeline files from the node declarations.
+# Regenerate the JSON Schemas of pipeline files (from the node declarations) and of test files.
 schema:
     python -m nanostream schema -o schemas/nanostream.schema.json
+    python -m nanostream test --schema -o schemas/nanostream-tests.schema.json
 
 # Regenerate the node reference (docs/reference.md) from the node declarations.
-docs:
+reference:
     python -m nanostream nodes --markdown -o docs/reference.md
+
+# Regenerate the node reference, then build the documentation site into docs/_build/html (warnings are errors).
+docs: reference
+    python -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -45,11 +45,16 @@ from nanostream.nodes.files import FileData, FileReader, FileWriter
 
 def drop_files(inbox: Path, files: int, size: int) -> None:
     """Write ``files`` files into ``inbox``, each closed once written."""
-    line = b"the quick brown fox jumps over the lazy dog\n"
-    body = (line * (size // len(line) + 1))[:size]
+    content = body(size)
     for i in range(files):
         with open(inbox / f"f{i:05}.txt", "wb") as f:
-            f.write(body)
+            f.write(content)
+
+
+def body(size: int) -> bytes:
+    """What each dropped file holds: ``size`` bytes of text."""
+    line = b"the quick brown fox jumps over the lazy dog\n"
+    return (line * (size // len(line) + 1))[:size]
 
 
 def write_synced(directory: Path, name: str, payload: bytes) -> None:
@@ -153,10 +158,25 @@ def measure(which: str, synced: bool, files: int, size: int) -> float:
             seconds = trio.run(nanostream, inbox, outbox, files, size, synced)
         else:
             seconds = bare(inbox, outbox, files, size, synced, closes_only=which != "script")
-        produced = len(os.listdir(outbox))
-        if produced != files:
-            raise RuntimeError(f"{which}: {produced} files in the out folder, not {files}")
+        check_output(which, outbox, files, size)
         return files / seconds
+
+
+def check_output(which: str, outbox: Path, files: int, size: int) -> None:
+    """Raise unless ``outbox`` holds each file dropped, upper-cased, once."""
+    expected = body(size).upper()
+    names = sorted(os.listdir(outbox))
+    if names != [f"f{i:05}.txt" for i in range(files)]:
+        raise RuntimeError(f"{which}: {len(names)} files in the out folder, not {files}")
+    wrong = [name for name in names if (outbox / name).read_bytes() != expected]
+    if wrong:
+        raise RuntimeError(f"{which}: {len(wrong)} files with wrong content, such as {wrong[0]}")
+
+
+def spread(ours: list[float], theirs: list[float]) -> str:
+    """The median and range of the ratios ``ours / theirs`` of each round."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+    return f"{statistics.median(ratios):.0%} [{ratios[0]:.0%}..{ratios[-1]:.0%}]"
 
 
 def main() -> None:
@@ -172,16 +192,20 @@ def main() -> None:
     for _ in range(args.repeat):
         for pair, which in rates:
             rates[pair, which].append(measure(which, pairs[pair], args.files, args.size))
-    print(f"{args.files} files of {args.size} bytes, files/s, median of {args.repeat} runs")
+    print(
+        f"{args.files} files of {args.size} bytes, files/s, median of {args.repeat} runs;"
+        " ratios: median [min..max] of the ratios within each round"
+    )
     print(
         f"{'':10} {'script':>8} {'script*':>8} {'NanoStream':>11}"
-        f" {'vs script':>10} {'vs script*':>11}"
+        f" {'vs script':>18} {'vs script*':>18}"
     )
     for pair in pairs:
-        script, strict, ours = (statistics.median(rates[pair, which]) for which in CONTENDERS)
+        script, strict, ours = (rates[pair, which] for which in CONTENDERS)
+        medians = (f"{statistics.median(r):8.0f}" for r in (script, strict))
         print(
-            f"{pair:10} {script:8.0f} {strict:8.0f} {ours:11.0f}"
-            f" {ours / script:10.0%} {ours / strict:11.0%}"
+            f"{pair:10} {' '.join(medians)} {statistics.median(ours):11.0f}"
+            f" {spread(ours, script):>18} {spread(ours, strict):>18}"
         )
     print("script*: the script with watchdog's event_filter, asking inotify for closes only")
 

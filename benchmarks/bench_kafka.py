@@ -3,7 +3,8 @@
 Both read the same topic of small JSON messages from the start in a fresh
 consumer group, turn each ``{"n": ...}`` into ``{"n": ..., "double": ...}``
 and write it to a fresh output topic, committing offsets only for messages
-whose results the broker has confirmed (at-least-once). The bare loop is the
+whose results the broker has confirmed (at-least-once); after each run the
+output topic is read back and checked. The bare loop is the
 textbook one: poll, send each result, flush, commit. NanoStream runs
 KafkaConsumer -> a process_item node -> KafkaProducer.
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python's import
     import kafka
-from kafka_testbed import create_topic, produce_json, tansu_broker, unique_name
+from kafka_testbed import TopicReader, create_topic, produce_json, tansu_broker, unique_name
 
 # Tansu completes a group join only after the rebalance timeout, which
 # kafka-python takes from max_poll_interval_ms.
@@ -44,6 +45,18 @@ GROUP = {"max_poll_interval_ms": 3000, "session_timeout_ms": 6000, "heartbeat_in
 
 def transform(message: dict) -> dict:
     return {"n": message["n"], "double": message["n"] * 2}
+
+
+def check_output(broker: str, output: str, messages: int) -> None:
+    """Fail unless ``output`` holds every number's result (repeats allowed:
+    delivery is at least once)."""
+    reader = TopicReader(broker, output)
+    try:
+        values = reader.read_to_the_end()
+    finally:
+        reader.close()
+    assert {value["n"] for value in values} == set(range(messages)), "a result is missing"
+    assert all(value["double"] == 2 * value["n"] for value in values), "a wrong result"
 
 
 def bare_loop(broker: str, source: str, messages: int) -> float:
@@ -72,10 +85,12 @@ def bare_loop(broker: str, source: str, messages: int) -> float:
                 done += len(records)
             producer.flush()
             consumer.commit()
-        return messages / (time.perf_counter() - started)
+        rate = messages / (time.perf_counter() - started)
     finally:
         producer.close()
         consumer.close(autocommit=False)
+    check_output(broker, output, messages)
+    return rate
 
 
 class Transform(ns.NanoStreamProcessor):
@@ -116,7 +131,9 @@ def nanostream_pipeline(broker: str, source: str, messages: int) -> float:
         assert step.started is not None
         return messages / (finished - step.started)
 
-    return trio.run(main)
+    rate = trio.run(main)
+    check_output(broker, output, messages)
+    return rate
 
 
 def main() -> None:

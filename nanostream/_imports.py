@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import traceback
 from typing import Any
 
@@ -44,3 +46,35 @@ def import_object(path: str, what: str = "object") -> Any:
             )
         target = getattr(target, part)
     return target
+
+
+def forget_modules(folder: str | os.PathLike[str]) -> list[str]:
+    """Drop from ``sys.modules`` the user's modules loaded from files under ``folder``.
+
+    The next import of such a module reads its file again: a pipeline
+    reloaded after an edit gets the edited code, and two pipelines in
+    different folders may each have a module of the same name. Installed
+    packages stay, even inside ``folder`` (a virtual environment there, a
+    checkout of NanoStream itself): reloading them would give their classes
+    a second identity. Returns the names of the modules dropped.
+    """
+    root = os.path.realpath(folder)
+    dropped = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or name == "nanostream" or name.startswith("nanostream."):
+            continue
+        relative = os.path.relpath(os.path.realpath(file), root)
+        parts = relative.split(os.sep)
+        if parts[0] == os.pardir or any(
+            part.startswith(".") or part in _INSTALLED for part in parts[:-1]
+        ):
+            continue
+        del sys.modules[name]
+        dropped.append(name)
+    importlib.invalidate_caches()
+    return dropped
+
+
+#: Folders that hold installed packages, never the user's own modules.
+_INSTALLED = {"site-packages", "dist-packages"}

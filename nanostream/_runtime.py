@@ -50,6 +50,9 @@ logger = logging.getLogger("nanostream")
 #: How long a node's teardown may take once the graph is cancelled.
 TEARDOWN_TIMEOUT = 10.0
 
+#: How long past the drain deadline a teardown may still take.
+TEARDOWN_GRACE = 0.5
+
 _NO_ITEM = object()
 
 #: The nursery of the node whose task is running; see :func:`node_nursery`.
@@ -157,6 +160,7 @@ class GraphRun:
         self._scope = trio.CancelScope()
         self._source_scopes: list[trio.CancelScope] = []
         self._teardown_scopes: set[trio.CancelScope] = set()
+        self._teardown_deadline = math.inf
         self._waiting_for_setup = len(graph)
         self._all_set_up = trio.Event()
         self._consumers_running = sum(not node.is_source for node in graph)
@@ -178,12 +182,16 @@ class GraphRun:
         Every node then finishes as at a normal end of stream. If
         ``drain_timeout`` passes first, the rest is cancelled.
         """
+        if not self._all_set_up.is_set():
+            self.cancel()  # nothing flows yet: nothing to drain
+            return
         self._stopping = True
         for scope in self._source_scopes:
             scope.cancel()
         if self.drain_timeout is not None:
             deadline = trio.current_time() + self.drain_timeout
             self._scope.deadline = min(self._scope.deadline, deadline)
+            self._teardown_deadline = self._scope.deadline + TEARDOWN_GRACE
 
     def cancel(self) -> None:
         """Stop everything at once; teardowns are cut short too."""
@@ -219,6 +227,8 @@ class GraphRun:
                     await self._all_set_up.wait()
                     task_status.started(self)
                 watchers.cancel_scope.cancel()
+        if not self._all_set_up.is_set() and not self.errors:  # stopped while setting up
+            task_status.started(self)
         self._skip_log.flush()
         if self._scope.cancelled_caught and not self.errors:
             self.drained = False
@@ -427,7 +437,9 @@ class _NodeTask:
 
     async def _teardown(self) -> None:
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + TEARDOWN_TIMEOUT
+            scope.deadline = min(
+                trio.current_time() + TEARDOWN_TIMEOUT, self.graph_run._teardown_deadline
+            )
             if self.graph_run._cancelled:
                 scope.cancel()
             self.graph_run._teardown_scopes.add(scope)

@@ -1,4 +1,4 @@
-"""The ``nanostream`` command: run, check, schema, nodes, graph."""
+"""The ``nanostream`` command: run, test, init, check, schema, nodes, graph."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, _scaffold
 from ._graph import NanoStreamGraph
 from .config import ConfigErrors, check_pipeline, load_pipeline, resolve_class
 from .config._loader import on_sys_path, secrets_of
@@ -75,6 +76,44 @@ def _parser() -> argparse.ArgumentParser:
         help="no live table on a terminal and no summary at exit; logs only",
     )
 
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="on a change to the file or a module beside it, check the new version; "
+        "if it is good, drain the pipeline and start the new one, else keep running",
+    )
+
+    test = commands.add_parser("test", help="run the test cases (NAME.test.yaml) of pipelines")
+    test.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="*",
+        help="test files, pipeline files (their NAME.test.yaml) or folders to search "
+        "(default: the current folder)",
+    )
+    test.add_argument(
+        "-k", metavar="TEXT", dest="selected", help="run only the cases whose name contains TEXT"
+    )
+    test.add_argument(
+        "--junit-xml",
+        metavar="FILE",
+        help="also write the results to FILE as a JUnit XML report, for CI servers",
+    )
+    test.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of test files instead"
+    )
+    test.add_argument("-o", "--output", metavar="FILE", help="with --schema: write to FILE")
+
+    init = commands.add_parser("init", help="make a new pipeline folder that passes its tests")
+    init.add_argument("folder", metavar="FOLDER", help="the folder to make (new, or empty)")
+    init.add_argument(
+        "--template",
+        choices=_scaffold.TEMPLATES,
+        default="files",
+        help="the pipeline's shape (default files): "
+        + "; ".join(f"{name}: {what}" for name, what in _scaffold.TEMPLATES.items()),
+    )
+
     check = commands.add_parser("check", help="report every error in pipeline files")
     check.add_argument("configs", metavar="CONFIG", nargs="+", help="pipeline YAML files")
 
@@ -124,9 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # a bare ``nanostream``: what it can do
         parser.print_help()
         return 0
-    handler = {"run": _run, "check": _check, "schema": _schema, "nodes": _nodes, "graph": _graph}[
-        args.command
-    ]
+    handler = {
+        "run": _run,
+        "test": _test,
+        "init": _init,
+        "check": _check,
+        "schema": _schema,
+        "nodes": _nodes,
+        "graph": _graph,
+    }[args.command]
     try:
         return handler(args)
     except BrokenPipeError:
@@ -159,6 +204,8 @@ def _run(args: argparse.Namespace) -> int:
     from .observe import RunHolder, configure_logging, summary_text
 
     handler = configure_logging(args.log_level, args.log_format)
+    if args.watch:
+        return _run_watching(args, handler)
     graph = _load(args.config)
     if graph is None:
         return 1
@@ -248,6 +295,25 @@ async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool)
     return 0
 
 
+def _run_watching(args: argparse.Namespace, handler: logging.Handler) -> int:
+    import trio
+    from rich.console import Console
+
+    from ._watch import Observers, run_watching
+
+    live = not args.quiet and sys.stderr.isatty()
+    observers = Observers(
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        console=Console(stderr=True) if live else None,
+        summaries=not args.quiet and not live,
+        log_handler=handler,
+    )
+    return trio.run(
+        partial(run_watching, args.config, drain_timeout=args.drain_timeout, observers=observers)
+    )
+
+
 def _log_stop(holder: RunHolder) -> None:
     """The pipeline's end as one log record, with every node's counts."""
     graph = holder.graph
@@ -269,6 +335,60 @@ def _log_stop(holder: RunHolder) -> None:
         holder.elapsed(),
         extra={"pipeline": graph.name, "event": phase.replace(" ", "_"), "counts": counts},
     )
+
+
+def _test(args: argparse.Namespace) -> int:
+    from . import _pipeline_tests as pipeline_tests
+
+    if args.schema:
+        _write(pipeline_tests.schema_text(), args.output)
+        return 0
+    try:
+        paths = pipeline_tests.find_test_files(args.paths or ["."])
+    except FileNotFoundError as error:
+        print(f"nanostream test: {error}", file=sys.stderr)
+        return 2
+    if not paths:
+        where = ", ".join(args.paths or ["."])
+        wanted = f"*{pipeline_tests.SUFFIX}"
+        print(f"nanostream test: no test files ({wanted}) in {where}", file=sys.stderr)
+        return 2
+    outcomes = []
+    broken = {}
+    for path in paths:
+        try:
+            test_file, graph = pipeline_tests.read_test_file(path)
+        except pipeline_tests.TestFileError as error:
+            _print_errors(error.errors)
+            broken[path] = error.errors
+            continue
+        for outcome in pipeline_tests.run_test_file(test_file, graph, args.selected):
+            outcomes.append(outcome)
+            place = f"{path}:{outcome.case.line}: {outcome.case.name}"
+            print(f"{'PASS' if outcome.passed else 'FAIL'} {place}")
+            for failure in outcome.failures:
+                print(textwrap.indent(failure, "    "))
+            sys.stdout.flush()
+    failed = sum(not outcome.passed for outcome in outcomes)
+    summary = f"{len(outcomes) - failed} passed, {failed} failed"
+    if broken:
+        summary += f", {len(broken)} test file{'s' if len(broken) != 1 else ''} with errors"
+    print(summary)
+    if args.junit_xml:
+        _write(pipeline_tests.junit_xml(outcomes, broken), args.junit_xml)
+    return 1 if failed or broken else 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        written = _scaffold.scaffold(args.folder, args.template)
+    except _scaffold.ScaffoldError as error:
+        print(f"nanostream init: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(_scaffold.next_steps(args.folder))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

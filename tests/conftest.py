@@ -19,3 +19,13 @@ def broker():
 
     with tansu_broker() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the whole session (see pg_testbed)."""
+    pytest.importorskip("pgserver", reason="pgserver (in the dev extra) runs PostgreSQL")
+    from pg_testbed import postgres_server
+
+    with postgres_server() as server:
+        yield server

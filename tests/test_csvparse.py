@@ -163,3 +163,29 @@ node_sequence:
             " character, not ';;'"
         )
     )
+
+
+async def test_the_dialect_options_and_a_byte_order_mark():
+    parser = CsvParser(delimiter=";", quotechar="'", skipinitialspace=True)
+    text = "\ufeffid; name\n1; 'a; b'\n"
+    assert await process_items(parser, [text]) == [{"id": "1", "name": "a; b"}]
+    excel = b"\xef\xbb\xbfid,name\r\n1,a\r\n"
+    assert await process_items(CsvParser(), [excel]) == [{"id": "1", "name": "a"}]
+    # Line by line, the mark is dropped from the first line of each stream.
+    lines = [FileData("/x.csv", "\ufeffid,name", 0), FileData("/x.csv", "1,a", 1)]
+    assert [row.data for row in await process_items(CsvParser(), lines)] == [
+        {"id": "1", "name": "a"}
+    ]
+
+
+async def test_line_items_join_a_quoted_field_over_several_lines():
+    lines = ["id,note", '1,"first', "second", 'third"', "2,plain"]
+    assert await process_items(CsvParser(), lines) == [
+        {"id": "1", "note": "first\nsecond\nthird"},
+        {"id": "2", "note": "plain"},
+    ]
+
+
+async def test_a_quoted_field_never_closed_is_an_error_at_the_end():
+    with pytest.raises(Exception, match="line 2: a quoted field is never closed"):
+        await process_items(CsvParser(), ["id,note", '1,"open', "more"])

@@ -35,7 +35,8 @@ def test_the_yaml_quickstart_prints_each_number():
 
 def test_every_yaml_example_passes_check_and_the_json_schema():
     schema = json.loads((EXAMPLES.parent / "schemas" / "nanostream.schema.json").read_text())
-    examples = sorted(EXAMPLES.rglob("*.yaml"))
+    # NAME.test.yaml files are test cases, checked by `nanostream test`.
+    examples = sorted(p for p in EXAMPLES.rglob("*.yaml") if not p.name.endswith(".test.yaml"))
     assert examples
     for path in examples:
         assert check_pipeline(path) == [], path
@@ -253,3 +254,121 @@ async def test_the_websocket_relay_broadcasts_what_it_hears_shouted():
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
+
+
+def test_the_webhook_example_stores_each_order_once_in_postgresql(tmp_path, postgres):
+    import os
+    import re
+    import shutil
+    import signal
+
+    import httpx
+    import sqlalchemy as sa
+
+    folder = tmp_path / "webhook_to_postgres"
+    shutil.copytree(EXAMPLES / "webhook_to_postgres", folder)
+    engine = sa.create_engine(postgres.url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS orders"))
+        connection.execute(sa.text((folder / "schema.sql").read_text()))
+    env = {"DATABASE_URL": postgres.url, "PORT": "0", "WEBHOOK_TOKEN": "s3cret"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml", "--log-level", "info"],
+        cwd=folder,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in process.stderr:
+            served = re.search(r"serving POST /orders on (http://\S+)", line)
+            if served:
+                break
+        else:
+            raise AssertionError(process.communicate())
+        url = served.group(1) + "/orders"
+        auth = {"authorization": "Bearer s3cret"}
+        order = {"id": 7, "customer": "Ann", "items": [{"price": "2.50", "quantity": 2}]}
+        statuses = [
+            httpx.post(url, json=order, headers=auth).status_code,
+            httpx.post(url, json=order, headers=auth).status_code,  # sent again: stored once
+            httpx.post(url, json={"id": 8, "items": []}, headers=auth).status_code,
+            httpx.post(url, content=b"{oops", headers=auth).status_code,
+            httpx.post(url, json={"customer": "no id"}, headers=auth).status_code,
+            httpx.post(url, json=order).status_code,
+        ]
+        # Each 200 came once its row was written.
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT * FROM orders ORDER BY order_id"))
+            assert [tuple(row) for row in rows] == [("7", "Ann", 2, 500), ("8", "", 0, 0)]
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        engine.dispose()
+    assert statuses == [200, 200, 200, 400, 200, 401]
+    assert process.returncode == 0, errors
+    rejects = [json.loads(line) for line in (folder / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["node"], r["error"].split(":")[0]) for r in rejects] == [
+        ("hooks", "ValueError"),
+        ("order", "KeyError"),
+    ]
+
+
+def test_the_api_example_prints_each_page_once_across_runs(tmp_path):
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    events = [{"id": n, "type": "created" if n % 2 else "paid"} for n in range(1, 24)]
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):
+            query = parse_qs(urlsplit(self.path).query)
+            after = int(query.get("after", ["0"])[0])
+            page = [event for event in events if event["id"] > after][:5]
+            cursor = str(page[-1]["id"]) if page else str(after)
+            body = json.dumps({"data": page, "next_cursor": cursor}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        env = {
+            **os.environ,
+            "API_URL": f"http://127.0.0.1:{server.server_address[1]}/events",
+            "STATE": str(tmp_path / "cursor.json"),
+        }
+
+        def printed() -> list:
+            done = subprocess.run(
+                [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+                cwd=EXAMPLES / "api_to_stdout",
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            return [json.loads(line) for line in done.stdout.splitlines()]
+
+        assert printed() == events
+        assert printed() == []
+        events.append({"id": 24, "type": "refunded"})
+        assert printed() == [{"id": 24, "type": "refunded"}]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

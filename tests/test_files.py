@@ -244,19 +244,37 @@ async def read_with_policy(paths: list[str], reader: FileReader, **options) -> d
     return {"read": read.items, "rejects": rejects.items}
 
 
-async def test_a_vanished_file_fails_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["text", "lines"])
+async def test_a_file_gone_before_it_is_read_sends_nothing_and_is_logged(
+    tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     good = [tmp_path / "1.txt", tmp_path / "3.txt"]
     for path in good:
         path.write_text(path.name)
     gone = str(tmp_path / "2.txt")
     paths = [str(good[0]), gone, str(good[1])]
-    out = await read_with_policy(paths, FileReader(), on_error="skip")
+    with caplog.at_level("DEBUG", logger="nanostream"):
+        out = await read_with_policy(paths, FileReader(mode=mode))
     assert [item.data for item in out["read"]] == ["1.txt", "3.txt"]
+    assert [r.path for r in caplog.records if getattr(r, "event", "") == "file_gone"] == [gone]
+
+
+async def test_a_file_that_cannot_be_read_fails_alone(tmp_path: Path) -> None:
+    good = tmp_path / "1.txt"
+    good.write_text("1")
+    folder = str(tmp_path)  # not a file: IsADirectoryError
+    out = await read_with_policy([folder, str(good)], FileReader(), on_error="skip")
+    assert [item.data for item in out["read"]] == ["1"]
     (letter,) = out["rejects"]
-    assert letter.item == gone and isinstance(letter.error, FileNotFoundError)
-    assert gone in str(letter.error)
-    with pytest.raises(ns.NodeError, match=r"/2\.txt"):
-        await read_with_policy(paths, FileReader())
+    assert letter.item == folder and isinstance(letter.error, IsADirectoryError)
+    with pytest.raises(ns.NodeError, match=re.escape(folder)):
+        await read_with_policy([folder], FileReader())
+
+
+async def test_a_missing_fixed_path_is_an_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(ns.NodeError, match=re.escape(missing)):
+        await read_with_policy(["x"], FileReader(mode="csv", path=missing))
 
 
 @pytest.mark.parametrize(
@@ -282,6 +300,24 @@ async def test_bad_content_is_an_error_naming_file_and_line(
     (letter,) = out["rejects"]
     assert str(letter.error) == f"{bad}:{where}: {why}"
     assert out["read"][-1].path == str(good)
+
+
+@contextlib.contextmanager
+def running(cwd: Path, command: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """``nanostream run pipeline.yaml`` in ``cwd`` (or ``command``), in the
+    background, output piped; killed on the way out if still running."""
+    if command is None:
+        process = start_nanostream_run(cwd)
+    else:
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 async def watching(listener, body):
@@ -692,16 +728,6 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
     for name, content in inputs.items():
         (inbox / name).write_text(content)
 
-    @contextlib.contextmanager
-    def running() -> Iterator[subprocess.Popen]:
-        process = start_nanostream_run(tmp_path)
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-
     def written() -> set[str]:
         """The contents in the out folder (a file written twice is there twice)."""
         return {path.read_text() for path in outbox.glob("*")} if outbox.exists() else set()
@@ -709,7 +735,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
     def left() -> set[str]:
         return set(os.listdir(inbox))
 
-    with running() as process:
+    with running(tmp_path) as process:
         # Killed mid-stream: some files done, many not yet. The listener
         # emits a hundred files at a time, and each hundred is done as a
         # whole: the nodes after it take 20 at a time, never two hundreds
@@ -729,7 +755,7 @@ def test_an_inbox_pipeline_killed_and_restarted_loses_no_file(
         inputs[f"f{i:03}.txt"] = f"file {i}\n"
         (inbox / f"f{i:03}.txt").write_text(inputs[f"f{i:03}.txt"])
 
-    with running() as process:
+    with running(tmp_path) as process:
         wait_while_running(process, lambda: not left(), "the inbox to empty")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
@@ -745,3 +771,216 @@ def test_fields_are_yaml_parameters() -> None:
 
     assert load_builtin("DirectoryListener") is WatchdogDirectoryListener
     assert json.dumps(FileReader().mode) == '"text"'
+
+
+async def test_workers_writing_one_name_never_replace_each_other(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = [f"item {i}" for i in range(1000)]
+    graph = ns.NanoStreamGraph("write")
+    graph.add("items", ns.SequenceEmitter(items), max_batch=10)
+    writer = FileWriter(path=str(out) + "/", file_name="out.txt", fsync=False)
+    graph.add("write", writer, ["items"], workers=4, max_batch=10)
+    with trio.fail_after(60):
+        await ns.run_graph(graph)
+    written = [path.read_text() for path in out.iterdir()]
+    assert sorted(written) == sorted(items)
+
+
+@pytest.mark.parametrize("claim", ["renameat2", "link"])
+def test_threads_claiming_one_name_each_get_their_own(
+    tmp_path: Path, claim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writers that share nothing (threads here, processes alike) and race
+    # for the same free name: the claim is one rename that cannot replace,
+    # or, where the filesystem lacks that, a hard link.
+    import threading
+
+    if claim == "link":
+        monkeypatch.setattr(files, "_renameat2", None)
+
+    def write(worker: int) -> None:
+        after = 0
+        for i in range(100):
+            _, after = files._write_atomically(
+                str(tmp_path), "x.txt", f"{worker}-{i}", replace=False, after=after
+            )
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = sorted(path.read_text() for path in tmp_path.iterdir())
+    assert written == sorted(f"{w}-{i}" for w in range(8) for i in range(100))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that fills up for real."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr!r}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+async def test_a_line_write_on_a_full_disk_leaves_no_partial_line(small_disk: Path) -> None:
+    out = small_disk / "rows.jsonl"
+    writer = FileWriter(path=str(out))
+    await process_items(writer, [{"row": 1}, {"row": 2}])
+    with pytest.raises(OSError, match="No space left"):
+        await writer.process_batch([{"big": "x" * 100_000}])
+    assert out.read_text() == '{"row": 1}\n{"row": 2}\n'
+    await process_items(writer, [{"row": 3}])
+    assert out.read_text() == '{"row": 1}\n{"row": 2}\n{"row": 3}\n'
+
+
+async def test_a_file_write_on_a_full_disk_fails_alone_and_leaves_nothing(
+    small_disk: Path,
+) -> None:
+    items = [FileData("/in/a.txt", "A"), FileData("/in/big.txt", "x" * 100_000)]
+    items.append(FileData("/in/c.txt", "C"))
+    out = await read_with_policy_writer(items, FileWriter(path=str(small_disk) + "/"))
+    assert out == ["/in/big.txt"]
+    assert {p.name: p.read_text() for p in small_disk.iterdir()} == {"a.txt": "A", "c.txt": "C"}
+
+
+async def read_with_policy_writer(items: list, writer: FileWriter) -> list:
+    """Write ``items`` under on_error: skip; the paths of those given up on."""
+    graph = ns.NanoStreamGraph("write")
+    graph.add("items", ns.SequenceEmitter(items))
+    rejects = graph.add("rejects", Collector())
+    graph.add("write", writer, ["items"], on_error="skip", dead_letter="rejects")
+    with trio.fail_after(30):
+        await ns.run_graph(graph)
+    return [letter.item.path for letter in rejects.items]
+
+
+async def test_line_mode_makes_the_parent_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "deeper" / "rows.jsonl"
+    await process_items(FileWriter(path=str(out)), [{"a": 1}])
+    assert out.read_text() == '{"a": 1}\n'
+
+
+async def test_names_up_to_the_filesystem_limit_are_written_and_numbered(tmp_path: Path) -> None:
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long = "é" * ((name_max - 4) // 2) + ".txt"  # two bytes a character in UTF-8
+    assert len(os.fsencode(long)) <= name_max
+    writer = FileWriter(path=str(tmp_path / "out") + "/")
+    await process_items(writer, [FileData(f"/in/{long}", "one"), FileData(f"/in/{long}", "two")])
+    names = sorted(os.listdir(tmp_path / "out"))
+    assert len(names) == 2 and long in names
+    (numbered,) = set(names) - {long}
+    assert numbered.endswith(".1.txt") and len(os.fsencode(numbered)) <= name_max
+    assert (tmp_path / "out" / long).read_text() == "one"
+    assert (tmp_path / "out" / numbered).read_text() == "two"
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "expected"),
+    [
+        ("text", BOM + b"id,name\r\n1,a\r\n", ["id,name\r\n1,a\r\n"]),
+        ("lines", BOM + b"first\nsecond\n", ["first", "second"]),
+        ("jsonl", BOM + b'{"a": 1}\n{"a": 2}\n', [{"a": 1}, {"a": 2}]),
+        ("csv", BOM + b"id,name\r\n1,a\r\n", [{"id": "1", "name": "a"}]),
+    ],
+)
+async def test_a_utf8_byte_order_mark_is_dropped(
+    tmp_path: Path, mode: str, content: bytes, expected: list
+) -> None:
+    path = tmp_path / "excel.txt"
+    path.write_bytes(content)
+    out = await process_items(FileReader(mode=mode), [str(path)])
+    assert [item.data for item in out] == expected
+    # Another encoding is still the user's to choose.
+    kept = await process_items(FileReader(mode="lines", encoding="latin-1"), [str(path)])
+    assert kept[0].data.startswith("ï»¿")
+
+
+async def test_csv_mode_takes_the_dialect(tmp_path: Path) -> None:
+    path = tmp_path / "semicolons.csv"
+    path.write_text("id; name; note\n1; 'a; b'; 'it''s'\n2; c; 'multi\nline'\n")
+    reader = FileReader(mode="csv", delimiter=";", quotechar="'", skipinitialspace=True)
+    out = await process_items(reader, [str(path)])
+    assert [item.data for item in out] == [
+        {"id": "1", "name": "a; b", "note": "it's"},
+        {"id": "2", "name": "c", "note": "multi\nline"},
+    ]
+    escaped = tmp_path / "escaped.csv"
+    escaped.write_text("a,b\nx\\,y,z\n")
+    reader = FileReader(mode="csv", escapechar="\\", quoting="none")
+    assert [i.data for i in await process_items(reader, [str(escaped)])] == [{"a": "x,y", "b": "z"}]
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        ("delimiter: ';;'", "delimiter must be one character"),
+        ("encoding: klingon", "encoding 'klingon' is not an encoding Python knows"),
+        ("max_line_bytes: 0", "max_line_bytes must be greater than 0"),
+    ],
+)
+def test_reader_options_are_checked_where_they_are(
+    tmp_path: Path, option: str, complaint: str
+) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"node_sequence:\n  - name: read\n    class: FileReader\n    mode: csv\n    {option}\n"
+    )
+    (message,) = [str(error) for error in check_pipeline(str(config))]
+    assert "pipeline.yaml:5:" in message and complaint in message, message
+
+
+async def test_a_line_longer_than_max_line_bytes_is_bad_input_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "one-line.txt"
+    with open(path, "wb") as f:
+        f.write(b"short\n")
+        for _ in range(64):
+            f.write(b"x" * 1_000_000)
+        f.write(b"\nafter\n")
+    reader = FileReader(mode="lines", max_line_bytes=1_000_000)
+    tracemalloc.start()
+    try:
+        out = await read_with_policy([str(path)], reader, on_error="skip")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The line before it was read in the same chunk, and goes with the failed item.
+    assert out["read"] == []
+    (letter,) = out["rejects"]
+    assert str(letter.error) == f"{path}:2: a line longer than max_line_bytes (1000000 bytes)"
+    assert peak < 8_000_000  # the file is 64 MB
+    # A line of exactly max_line_bytes is read.
+    exact = tmp_path / "exact.txt"
+    exact.write_bytes(b"y" * 1000 + b"\n")
+    (item,) = await process_items(FileReader(mode="lines", max_line_bytes=1000), [str(exact)])
+    assert item.data == "y" * 1000
+
+
+async def test_csv_mode_streams_a_big_file_in_bounded_memory(tmp_path: Path) -> None:
+    big = tmp_path / "big.csv"
+    with open(big, "w") as f:
+        f.write("id;text\n")
+        for i in range(30_000):
+            f.write(f'{i};"row {i}, with a delimiter; and ""quotes"""\n')
+    count = 0
+    tracemalloc.start()
+    try:
+        async for item in FileReader(mode="csv", delimiter=";").process_item(str(big)):
+            count += item.data["id"] == str(count)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 30_000
+    assert peak < 1_500_000  # the file is 1.3 MB, its rows as dicts ten times that

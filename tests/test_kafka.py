@@ -2,7 +2,9 @@
 
 import collections
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +14,13 @@ import kafka
 import pytest
 import trio
 import trio.testing
-from kafka_testbed import TopicReader, create_topic, produce_json, unique_name
+from kafka_testbed import (
+    TopicReader,
+    create_topic,
+    produce_json,
+    tansu_broker_process,
+    unique_name,
+)
 
 from nanostream import (
     BlackHole,
@@ -22,6 +30,7 @@ from nanostream import (
     SequenceEmitter,
     run_graph,
 )
+from nanostream.config import check_text
 from nanostream.config._schema import schema_text
 from nanostream.nodes.kafka import KafkaConsumer, KafkaProducer, KafkaRecord, _OffsetTracker
 from nanostream.nodes.memory import ChannelSink
@@ -76,37 +85,65 @@ async def _consume(broker, topic, count, *, timeout=20, **options):
     return got
 
 
+def _committable(tracker, owned=("p", "q")):
+    """What ``tracker`` would commit now, as partition -> offset, each commit confirmed."""
+    taken = tracker.take_committable(owned)
+    tracker.commit_done(taken, True)
+    return {partition: offset for partition, (_, offset) in taken.items()}
+
+
 def test_offset_tracker_commits_only_contiguous_acks():
     tracker = _OffsetTracker()
     # 7 is missing (compacted away): still contiguous as delivered.
     ack = dict(zip((5, 6, 8, 9), tracker.deliver("p", [5, 6, 8, 9]), strict=True))
     ack[6]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     ack[5]()
-    assert tracker.take_committable() == {"p": 7}
+    assert _committable(tracker) == {"p": 7}
     ack[9]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     ack[8]()
-    assert tracker.take_committable() == {"p": 10}
+    assert _committable(tracker) == {"p": 10}
+    assert tracker.uncommitted() == {}
 
 
-def test_a_revoked_partition_hands_over_its_acknowledged_offsets_and_is_forgotten():
+def test_a_failed_commit_is_made_again_and_one_under_way_is_not_repeated():
+    tracker = _OffsetTracker()
+    for ack in tracker.deliver("p", [0, 1]):
+        ack()
+    taken = tracker.take_committable(["p"])
+    assert tracker.take_committable(["p"]) == {}  # under way
+    tracker.commit_done(taken, False)
+    assert tracker.uncommitted() == {"p": 2}
+    assert _committable(tracker) == {"p": 2}
+    assert tracker.uncommitted() == {}
+
+
+def test_a_partition_not_owned_is_never_committed():
+    tracker = _OffsetTracker()
+    [ack] = tracker.deliver("p", [0])
+    ack()
+    assert _committable(tracker, owned=["q"]) == {}
+    assert _committable(tracker, owned=["p"]) == {"p": 1}
+
+
+def test_a_partition_moved_away_hands_over_its_acknowledged_offsets_and_is_forgotten():
     tracker = _OffsetTracker()
     ack = tracker.deliver("p", list(range(5)))
     [other] = tracker.deliver("q", [0])
     ack[0]()
     ack[1]()
     ack[3]()
-    assert tracker.revoke(["p", "unknown"]) == {"p": 2}
-    # Late acknowledgements for the revoked partition commit nothing...
+    assert tracker.forget(["p", "unknown"]) == {"p": 2}
+    # Late acknowledgements for the forgotten partition commit nothing...
     ack[2]()
     ack[4]()
-    assert tracker.take_committable() == {}
+    assert _committable(tracker) == {}
     # ...and do not disturb the records delivered again once it is reassigned.
     [again] = tracker.deliver("p", [2])
     other()
     again()
-    assert tracker.take_committable() == {"p": 3, "q": 1}
+    assert _committable(tracker) == {"p": 3, "q": 1}
 
 
 async def test_produce_then_consume_json(broker):
@@ -232,7 +269,7 @@ def _committed(broker, group, topic):
         consumer.close()
 
 
-async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_last_poll(broker):
+async def test_what_is_handled_while_the_consumer_waits_for_records_is_committed(broker):
     topic, group = create_topic(broker, 1), unique_name("group")
     await _produce(broker, topic, [{"n": n} for n in range(5)])
     opened = trio.Event()
@@ -242,8 +279,8 @@ async def test_a_stopped_consumer_commits_at_close_what_was_handled_since_its_la
             run = await nursery.start(run_graph, graph)
             while run.stats["in"].emitted < 5:
                 await trio.sleep(0.01)
-            # The consumer committed (nothing) and is waiting in its next poll:
-            # what is handled now is committed only when the consumer closes.
+            # The consumer has handed out everything and polls on, finding
+            # nothing: what is handled now is committed all the same.
             opened.set()
             while run.stats["in"].acknowledged < 5:
                 await trio.sleep(0.01)
@@ -325,6 +362,46 @@ async def test_a_stopped_pipeline_commits_what_drained_after_the_stop(broker):
     assert _committed(broker, group, topic) == {0: 5}
 
 
+async def test_a_pipeline_slower_than_the_poll_interval_keeps_its_group_and_commits(broker, caplog):
+    """Each poll's 10 records take 2 s to go through, longer than the 1.5 s
+    max_poll_interval_ms: the consumer pauses and polls on rather than being
+    dropped from its group, so every record is processed once, and the
+    offsets are committed while the pipeline runs, not only at its end."""
+    topic, group = create_topic(broker, 2), unique_name("group")
+    total = 40
+    produce_json(broker, topic, ({"n": n} for n in range(total)), partitions=2)
+    processed = []
+    consumer = KafkaConsumer(
+        topics=[topic],
+        bootstrap_servers=broker,
+        group_id=group,
+        auto_offset_reset="earliest",
+        consumer_config={
+            "max_poll_records": 10,
+            "max_poll_interval_ms": 1500,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 500,
+        },
+    )
+    graph = NanoStreamGraph("slow")
+    graph.add("in", consumer)
+    graph.add("slow", SlowDouble(processed, 0.2), parents=["in"], buffer_size=1)
+    graph.add("sink", BlackHole(), parents=["slow"])
+    everything = {0: total // 2, 1: total // 2}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            run = await nursery.start(run_graph, graph)
+            while run.stats["in"].acknowledged < total:
+                await trio.sleep(0.05)
+            # Committed while running: the stop has not been asked for yet.
+            while await trio.to_thread.run_sync(_committed, broker, group, topic) != everything:
+                await trio.sleep(0.2)
+            run.stop()
+    assert sorted(processed) == list(range(total))
+    assert "moved on without this consumer" not in caplog.text
+    assert _committed(broker, group, topic) == everything
+
+
 def _sending_too_large_a_value(broker, **options):
     """A graph whose producer is given a value larger than kafka-python's
     default max_request_size of 1 MB."""
@@ -371,6 +448,62 @@ async def test_a_send_the_client_refuses_fails_the_pipeline(broker):
         await run_graph(_sending_too_large_a_value(broker))
     assert caught.value.node == "out"
     assert isinstance(caught.value.__cause__, kafka.errors.MessageSizeTooLargeError)
+
+
+# ------------------------------------------------------- pass-through settings
+
+SETTINGS_PIPELINE = """\
+pipeline_name: settings
+node_sequence:
+  - name: in
+    class: KafkaConsumer
+    topics: [a]
+    consumer_config:
+      max_poll_records: 10
+      sasl_plain_pasword: hunter2-secret
+  - name: out
+    class: KafkaProducer
+    topic: b
+    parents: [in]
+    producer_config:
+      bootstrap_servers: elsewhere:9092
+"""
+
+
+def test_misspelt_settings_are_found_by_check_at_their_key_without_their_value():
+    errors = check_text(SETTINGS_PIPELINE, "settings.yaml")
+    assert [str(error) for error in errors] == [
+        "settings.yaml:8:7: error: node 'in': parameter 'consumer_config': "
+        "'sasl_plain_pasword' is not a kafka-python KafkaConsumer setting; "
+        "did you mean 'sasl_plain_password'?",
+        "settings.yaml:14:7: error: node 'out': parameter 'producer_config': "
+        "'bootstrap_servers' cannot be set here: it is the node's parameter 'bootstrap_servers'",
+    ]
+
+
+def test_a_setting_error_never_shows_the_value():
+    with pytest.raises(ValueError) as caught:
+        KafkaConsumer(topics=["a"], consumer_config={"sasl_plain_pasword": "hunter2-secret"})
+    assert "hunter2" not in str(caught.value)
+    assert "did you mean 'sasl_plain_password'?" in str(caught.value)
+    with pytest.raises(ValueError, match="the node commits offsets itself"):
+        KafkaConsumer(topics=["a"], consumer_config={"enable_auto_commit": True})
+
+
+def test_every_refused_setting_is_named():
+    with pytest.raises(ValueError) as caught:
+        KafkaProducer(topic="t", producer_config={"lingr_ms": 5, "acks": 1, "retrys": 3})
+    assert str(caught.value) == (
+        "'lingr_ms' is not a kafka-python KafkaProducer setting; did you mean 'linger_ms'? "
+        "(and 'retrys', also refused)"
+    )
+
+
+def test_the_scaling_guide_shows_the_example_pipeline_as_it_is():
+    guide = (TESTS.parent / "docs" / "scaling.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", guide, re.DOTALL)
+    example = TESTS.parent / "examples" / "kafka_to_kafka" / "pipeline.yaml"
+    assert block == example.read_text()
 
 
 # ------------------------------------------------------- bootstrap_servers
@@ -428,7 +561,7 @@ node_sequence:
 class _Doubler:
     """``nanostream run`` of DOUBLE_PIPELINE in its own process."""
 
-    def __init__(self, broker, tmp_path, source, output, group):
+    def __init__(self, broker, tmp_path, source, output, group, *options):
         config = tmp_path / "double.yaml"
         config.write_text(DOUBLE_PIPELINE)
         environment = dict(
@@ -443,7 +576,7 @@ class _Doubler:
         self.log = tmp_path / f"{unique_name('double')}.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nanostream", "run", str(config)],
+                [sys.executable, "-m", "nanostream", "run", *options, str(config)],
                 env=environment,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -515,25 +648,138 @@ def test_a_killed_pipeline_restarted_in_its_group_loses_nothing(broker, tmp_path
     assert len(values) < total + len(done_before_the_kill)
 
 
-def test_two_processes_in_one_group_share_the_partitions(broker, tmp_path, doubling):
+def test_members_joining_and_leaving_with_items_in_flight_lose_nothing(broker, tmp_path, doubling):
     total = 600
     source, output, group, reader = doubling(total)
 
     # The second process joins while the first is under way: the rebalance
     # revokes a partition from the first, which must commit what it has done
-    # with it and let go of what it has not.
+    # with it and let go of what it has not. Then the first leaves, items in
+    # flight, and the second takes over its partition.
     first = _Doubler(broker, tmp_path, source, output, group)
     doublers = [first]
     try:
         reader.read_until(
             lambda values: len(values) >= 20, "20 outputs", [d.process for d in doublers]
         )
-        doublers.append(_Doubler(broker, tmp_path, source, output, group))
-        reader.read_until(_every_number(total), "every number", [d.process for d in doublers])
+        second = _Doubler(broker, tmp_path, source, output, group)
+        doublers.append(second)
+        reader.read_until(
+            lambda values: any(value["pid"] == second.process.pid for value in values),
+            "an output of the second process",
+            [d.process for d in doublers],
+        )
+        done_by_both = len({value["n"] for value in reader.values})
+        first.drain()
+        assert done_by_both < total, "the first left after the work was done"
+        reader.read_until(_every_number(total), "every number", [second.process])
     finally:
         for doubler in doublers:
-            doubler.drain()
+            if doubler.process.poll() is None:
+                doubler.drain()
     values = reader.read_to_the_end()
     assert {value["n"] for value in values} == set(range(total))
     shares = collections.Counter(value["pid"] for value in values)
     assert set(shares) == {doubler.process.pid for doubler in doublers}
+
+
+# ------------------------------------------------------- a broker that fails
+
+
+@pytest.mark.parametrize("outage", ["frozen", "gone"])
+def test_a_stop_is_bounded_and_quiet_whatever_the_broker_does(tmp_path, outage):
+    """SIGINT with the broker frozen (SIGSTOP) or killed: the run ends within
+    its drain timeout (+1 s, and a margin for a loaded machine), without a
+    traceback, saying what was not committed or confirmed, and fails."""
+    drain_timeout = 2
+    with tansu_broker_process() as (broker, process):
+        source, output = create_topic(broker, 2), create_topic(broker, 1)
+        produce_json(broker, source, ({"n": n} for n in range(300)), partitions=2)
+        reader = TopicReader(broker, output)
+        doubler = _Doubler(
+            broker,
+            tmp_path,
+            source,
+            output,
+            unique_name("group"),
+            "--drain-timeout",
+            str(drain_timeout),
+        )
+        try:
+            reader.read_until(lambda values: len(values) >= 20, "20 outputs", [doubler.process])
+            reader.close()
+            if outage == "frozen":
+                process.send_signal(signal.SIGSTOP)
+            else:
+                process.kill()
+                process.wait()
+            stopped = time.monotonic()
+            doubler.process.send_signal(signal.SIGINT)
+            doubler.process.wait(timeout=60)
+            took = time.monotonic() - stopped
+        finally:
+            if doubler.process.poll() is None:
+                doubler.kill()
+    stderr = doubler.log.read_text()
+    assert took < drain_timeout + 1 + 1.5, stderr
+    assert doubler.process.returncode != 0, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    failures = [line for line in stderr.splitlines() if line.startswith("nanostream: node")]
+    assert failures, stderr
+    assert all("not committed" in line or "not confirmed" in line for line in failures), stderr
+
+
+def _run_dir_to_kafka(tmp_path, bootstrap_servers):
+    """``nanostream run`` of examples/dir_to_kafka, publishing to ``bootstrap_servers``."""
+    example = TESTS.parent / "examples" / "dir_to_kafka"
+    environment = dict(
+        os.environ, BOOTSTRAP_SERVERS=bootstrap_servers, INBOX=str(tmp_path), TOPIC="files"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
+        cwd=example,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_an_unreachable_broker_is_one_clear_error_naming_its_address(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    run = _run_dir_to_kafka(tmp_path, address)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1
+    [error] = [line for line in stderr.splitlines() if line.startswith("nanostream:")]
+    assert error == (
+        "nanostream: node 'publish' failed in setup: ConnectionError: no Kafka broker "
+        f"reachable at {address} (bootstrap_servers): Connection refused"
+    )
+    assert "Traceback" not in stderr
+    assert "kafka." not in stderr  # no kafka-python log line
+
+
+def test_ctrl_c_while_a_broker_keeps_the_client_waiting_stops_at_once(tmp_path):
+    # Something that accepts connections and never answers: kafka-python
+    # would wait 30 s (bootstrap_timeout_ms) for it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(60)
+        run = _run_dir_to_kafka(tmp_path, f"127.0.0.1:{silent.getsockname()[1]}")
+        try:
+            accepted = [silent.accept()[0] for _ in range(2)]  # the reachability probe, then kafka
+            interrupted = time.monotonic()
+            run.send_signal(signal.SIGINT)
+            _, stderr = run.communicate(timeout=60)
+            took = time.monotonic() - interrupted
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        for connection in accepted:
+            connection.close()
+    assert took < 3, stderr
+    assert "Traceback" not in stderr, stderr

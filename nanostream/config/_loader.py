@@ -371,7 +371,10 @@ def _report_init_error(
     """An error raised by the class itself (an attrs validator, ``__attrs_post_init__``)."""
     name = _attribute_of(error, [field.name for field in attrs.fields(cls) if field.name in data])
     if name is not None:
-        source.error(value_position(where, name), f"{prefix}{what} {name!r}: {_message(error)}")
+        # A validator may name the key of a mapping parameter at fault: args[2].
+        path = [name, *getattr(error, "args", ())[2:3]]
+        position = path_position(where, path, key=len(path) > 1)
+        source.error(position, f"{prefix}{what} {name!r}: {_message(error)}")
     else:
         source.error(_start(where), f"{prefix}{_message(error)}")
 

@@ -30,6 +30,13 @@ BUILTIN_NODES: dict[str, str] = {
     "Sampler": "nanostream.nodes.sampling:Sampler",
     "WebsocketListener": "nanostream.nodes.websocket:WebsocketListener",
     "WebsocketSender": "nanostream.nodes.websocket:WebsocketSender",
+    "StdinReader": "nanostream.nodes.stdio:StdinReader",
+    "StdoutWriter": "nanostream.nodes.stdio:StdoutWriter",
+    "HttpServer": "nanostream.nodes.http:HttpServer",
+    "HttpClient": "nanostream.nodes.http:HttpClient",
+    "HttpPoller": "nanostream.nodes.http:HttpPoller",
+    "SqlWriter": "nanostream.nodes.sql:SqlWriter",
+    "SqlReader": "nanostream.nodes.sql:SqlReader",
 }
 
 #: Built-in nodes for programs that embed NanoStream (``run_graph`` in a trio

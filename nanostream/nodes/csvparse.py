@@ -12,20 +12,28 @@ import attrs
 
 from .._params import collection
 from .._processor import NanoStreamProcessor
-from .files import FileData
+from . import _csv
+from .files import FileData, _known_encoding
 
 #: How many line streams (files read line by line) keep their header and
 #: line count at once; the least recently seen is forgotten first.
 _MAX_LINE_SOURCES = 1024
 
 
-def _one_character(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if len(value) != 1:
-        raise ValueError(f"{attribute.name} must be one character, not {value!r}")
+@attrs.define
+class _LineSource:
+    """What CsvParser keeps of one stream of lines: its column names (None
+    while its header is still to come), its lines so far, and the start of
+    a row whose quoted field goes on over the next line."""
+
+    names: list[str] | None
+    lines: int = 0
+    pending: str | None = None
+    pending_from: int = 0
 
 
 @attrs.define
-class CsvParser(NanoStreamProcessor):
+class CsvParser(_csv.CsvDialect, NanoStreamProcessor):
     """Parses CSV text into rows: dicts keyed by the header (or ``fieldnames``),
     or lists of strings without either.
 
@@ -33,26 +41,20 @@ class CsvParser(NanoStreamProcessor):
     ``text`` mode) is a complete CSV text and its first row is its header.
     An item of one line (``FileReader`` in ``lines`` mode, a message from a
     socket) is a row of a longer text: with ``header``, the first line of
-    each file (of the whole stream, for plain strings) is the header. A
-    ``FileData`` item gives ``FileData(path, row)`` rows, so the file's name
-    travels on. Bytes are decoded with ``encoding``.
+    each file (of the whole stream, for plain strings) is the header, and a
+    quoted field that goes on over several lines is joined up (with a
+    newline) before its row is sent. A ``FileData`` item gives
+    ``FileData(path, row)`` rows, so the file's name travels on. Bytes are
+    decoded with ``encoding``. A byte order mark at the start of a text (or
+    of the first line of a stream) is dropped.
 
     A row whose field count differs from the header's, or with broken
     quoting, is an error naming its line, handled by the node's
     ``on_error``; an item of several lines with a bad row sends none of its
-    rows.
+    rows. For a large file, ``FileReader`` in ``csv`` mode, with the same
+    dialect options, streams rows without holding the file in memory.
     """
 
-    delimiter: str = attrs.field(
-        default=",",
-        validator=_one_character,
-        metadata={"description": "The character between fields."},
-    )
-    quotechar: str = attrs.field(
-        default='"',
-        validator=_one_character,
-        metadata={"description": "The character that quotes a field holding delimiters."},
-    )
     header: bool = attrs.field(
         default=True,
         metadata={
@@ -66,18 +68,22 @@ class CsvParser(NanoStreamProcessor):
         metadata={"description": "The column names; rows are then dicts even without a header."},
     )
     encoding: str = attrs.field(
-        default="utf-8", metadata={"description": "How bytes items are decoded."}
+        default="utf-8",
+        validator=_known_encoding,
+        metadata={
+            "description": "How bytes items are decoded; with UTF-8, a byte order mark"
+            " at the start is dropped."
+        },
     )
-    # For one-line items: per source (a path, or None), its column names (or
-    # None while its header line is still to come) and its lines so far.
-    _line_sources: OrderedDict[str | None, list[Any]] = attrs.field(
+    # For one-line items: per source (a path, or None), what it has told so far.
+    _line_sources: OrderedDict[str | None, _LineSource] = attrs.field(
         factory=OrderedDict, init=False, repr=False, eq=False
     )
 
     def process_item(self, message: Any) -> Iterator[Any]:
         path, text = self._text_of(message)
         if "\n" in text or "\r" in text:
-            rows = self._parse_text(text, path)
+            rows = self._parse_text(text.removeprefix(_csv.BOM), path)
         else:
             row = self._parse_line(text, path)
             rows = [] if row is None else [row]
@@ -92,7 +98,7 @@ class CsvParser(NanoStreamProcessor):
             (message.path, message.data) if isinstance(message, FileData) else (None, message)
         )
         if isinstance(data, bytes):
-            data = data.decode(self.encoding)
+            data = data.decode(_csv.text_codec(self.encoding))
         if not isinstance(data, str):
             what = "FileData holding " if path is not None else ""
             raise TypeError(
@@ -102,7 +108,7 @@ class CsvParser(NanoStreamProcessor):
         return path, data
 
     def _reader(self, lines: Any) -> Any:
-        return csv.reader(lines, delimiter=self.delimiter, quotechar=self.quotechar, strict=True)
+        return _csv.csv_reader(self, lines)
 
     def _parse_text(self, text: str, path: str | None) -> list[Any]:
         """Every row of a complete CSV text, or an error naming the bad line."""
@@ -125,27 +131,47 @@ class CsvParser(NanoStreamProcessor):
             rows.append(self._row(row, names, path, reader.line_num))
 
     def _parse_line(self, line: str, path: str | None) -> Any:
-        """The row of one line of a longer text, or None for its header."""
+        """The row of one line of a longer text, or None for its header (or
+        for a line that ends inside a quoted field, whose row comes with a
+        later line)."""
         state = self._line_sources.get(path)
         if state is None:
-            state = [None if self.header else self.fieldnames, 0]
+            state = _LineSource(None if self.header else self.fieldnames)
             self._line_sources[path] = state
             if len(self._line_sources) > _MAX_LINE_SOURCES:
                 self._line_sources.popitem(last=False)
         else:
             self._line_sources.move_to_end(path)
-        state[1] += 1
-        number = state[1]
+        state.lines += 1
+        if state.lines == 1:
+            line = line.removeprefix(_csv.BOM)
+        if state.pending is not None:
+            line, number = state.pending + "\n" + line, state.pending_from
+            state.pending = None
+        else:
+            number = state.lines
         try:
             row = next(self._reader([line]), [])
         except csv.Error as error:
+            if str(error) == "unexpected end of data" and self.quoting != "none":
+                # A quoted field goes on over the next line.
+                state.pending, state.pending_from = line, number
+                return None
             raise ValueError(f"{_where(path, number)}: {error}") from error
         if not row:
             return None
         if self.header and number == 1:
-            state[0] = self.fieldnames or row
+            state.names = self.fieldnames or row
             return None
-        return self._row(row, state[0], path, number)
+        return self._row(row, state.names, path, number)
+
+    def finish(self) -> None:
+        """A stream of lines that ends inside a quoted field is an error
+        naming the line where the field began."""
+        for path, state in self._line_sources.items():
+            if state.pending is not None:
+                where = _where(path, state.pending_from)
+                raise ValueError(f"{where}: a quoted field is never closed")
 
     def _row(self, row: list[str], names: list[str] | None, path: str | None, line: int) -> Any:
         if names is None:

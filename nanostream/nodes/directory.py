@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import logging
@@ -11,15 +12,20 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from fnmatch import fnmatch
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import trio
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from .._params import collection
-from .._processor import NanoStreamProcessor, WithAck
-from .files import _untaken_name
+from .._processor import NanoStreamProcessor, Rejected, WithAck
+from ._inotify import WatchLimitError, folders_below, start_observer
+from .files import _move_under_free_name
 
 logger = logging.getLogger("nanostream")
 
@@ -29,16 +35,44 @@ _ACK_BATCH = 100
 #: What a file's identity is: device, inode, size, modification and change times.
 Identity = tuple[int, ...]
 
+#: The names editors and other tools give the files they write beside the
+#: one being saved, never that file itself: hidden files (vim's swap files
+#: ``.notes.txt.swp``, emacs' locks ``.#notes.txt``, the temporaries gedit,
+#: rsync and FileWriter rename into place), backups (``notes.txt~``), emacs'
+#: autosaves (``#notes.txt#``), Office's locks (``~$report.docx``) and the
+#: file vim writes to test a folder (``4913``).
+DEFAULT_IGNORE_PATTERNS = (".*", "*~", "#*#", "~$*", "4913", "*.swp", "*.swx")
+
+# What the observer thread reports, each with a path: a file closed or moved
+# in; a folder to scan (created or moved in, or the root at start); the root
+# to scan again after events were lost; a folder the watch limit left unwatched.
+_FILE, _FOLDER, _RESCAN, _OVER_LIMIT = "file", "folder", "rescan", "over limit"
+
 
 @attrs.define
 class WatchdogDirectoryListener(NanoStreamProcessor):
     """Emits the absolute path of each file written (and closed) or moved into a directory.
 
     A file is never emitted while it is still being written; a file written
-    again and closed again is emitted again. With ``existing``, the files
-    already there come first, each once even if it is closed while the
-    pipeline starts; a file still open for writing then is emitted by the
-    scan and again once it is closed.
+    again and closed again is emitted again. The names editors give their
+    backups, swap and temporary files are ignored by default
+    (``ignore_patterns``). With ``existing``, the files already there come
+    first, each once even if it is closed while the pipeline starts; a file
+    still open for writing then is emitted once it is closed (told by a
+    refused read lease, which only its owner or root may ask for; a file
+    of another user is emitted by the scan and again once closed). With
+    ``recursive``, the files of a folder created or moved in are emitted
+    too, once each, even those written before its watch.
+
+    A file gone before it is emitted is logged at debug level and counted;
+    one the pipeline may not read is :class:`Rejected` with a
+    PermissionError, under this node's ``on_error``. If the kernel's inotify
+    queue overflows (events were lost), the tree is scanned again and the
+    files not yet emitted in their present version are emitted, with a
+    warning saying how many. A folder that cannot be watched because the
+    inotify watch limit is reached fails the start (or, for a folder made
+    later, the running pipeline) with an error naming the
+    ``fs.inotify.max_user_watches`` sysctl.
 
     With ``when_done`` ``delete`` or ``move``, each file is deleted, or
     moved into ``done_dir``, once the pipeline has handled everything made
@@ -54,11 +88,14 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         metadata={"description": "Glob patterns of file names to emit."},
     )
     ignore_patterns: list[str] = attrs.field(
-        factory=lambda: [".*"],
+        factory=lambda: list(DEFAULT_IGNORE_PATTERNS),
         validator=collection,
         metadata={
             "description": "Glob patterns of file names never to emit. The default leaves"
-            " out hidden files, such as the temporary files FileWriter and editors write."
+            " out hidden files (the temporary files FileWriter, gedit and rsync rename into"
+            " place, vim's swap files) and editors' backups and autosaves: "
+            + ", ".join(DEFAULT_IGNORE_PATTERNS)
+            + "."
         },
     )
     recursive: bool = attrs.field(
@@ -94,39 +131,26 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             fnmatch(name, p) for p in self.ignore_patterns
         )
 
-    def _existing_files(self, root: str) -> dict[str, Identity]:
-        """The wanted files in ``root`` now, in name order, each with its identity."""
-        found = Path(root).rglob("*") if self.recursive else Path(root).iterdir()
-        present = {}
-        for path in sorted(str(p) for p in found):
-            if self._wanted(path):
-                with contextlib.suppress(OSError):  # gone since it was listed
-                    status = os.stat(path)
-                    if stat.S_ISREG(status.st_mode):
-                        present[path] = _identity(status)
-        return present
+    def _files_below(self, folder: str) -> list[str]:
+        """The wanted names in ``folder`` (and below it when recursive), in
+        name order; whether each is a file is seen when it is looked at."""
+        found = []
+        for directory in folders_below(folder) if self.recursive else [folder]:
+            with contextlib.suppress(OSError):  # gone, or not listable
+                found += [e.path for e in os.scandir(directory) if self._wanted(e.path)]
+        return sorted(found)
 
     # What runs while the pipeline does; set in setup.
     _watch: _Watch | None = attrs.field(default=None, init=False, repr=False, alias="_watch")
 
     async def setup(self) -> None:
         from watchdog.events import (
+            DirCreatedEvent,
             DirMovedEvent,
             FileClosedEvent,
             FileMovedEvent,
             FileSystemEventHandler,
         )
-
-        try:
-            # Reports a file moved in from outside the watched tree as a move,
-            # not as a creation, so it can be told apart from a file opened
-            # for writing (which is emitted when it is closed).
-            from watchdog.observers.inotify import InotifyObserver
-
-            def make_observer() -> Any:
-                return InotifyObserver(generate_full_events=True)
-        except ImportError:  # pragma: no cover - not Linux
-            from watchdog.observers import Observer as make_observer
 
         root = os.path.abspath(self.watchdog_path)
         if not os.path.isdir(root):
@@ -134,25 +158,25 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         if self.when_done == "move":
             await trio.to_thread.run_sync(self._make_done_dir, root)
         token = trio.lowlevel.current_trio_token()
-        # The observer thread collects paths under a lock and wakes the trio
-        # thread only for the first path of a batch: a burst of events costs
+        # The observer thread collects reports under a lock and wakes the
+        # trio thread only for the first of a batch: a burst of events costs
         # one trip into the run loop, not one per file. The channel carries
         # the collected lists; unbounded, so handing one over never blocks.
-        send, receive = trio.open_memory_channel[list[str]](float("inf"))
-        collected: list[str] = []
+        send, receive = trio.open_memory_channel[list[tuple[str, str]]](float("inf"))
+        collected: list[tuple[str, str]] = []
         lock = threading.Lock()
         wanted, recursive = self._wanted, self.recursive
 
         def deliver() -> None:
             with lock:
-                paths = collected.copy()
+                reports = collected.copy()
                 collected.clear()
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                send.send_nowait(paths)
+                send.send_nowait(reports)
 
-        def hand_over(path: str) -> None:
+        def hand_over(kind: str, path: str) -> None:
             with lock:
-                collected.append(path)
+                collected.append((kind, path))
                 first = len(collected) == 1
             if first:
                 with contextlib.suppress(trio.RunFinishedError):
@@ -162,7 +186,14 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             def on_closed(self, event: FileClosedEvent) -> None:
                 path = os.fsdecode(event.src_path)
                 if not event.is_directory and wanted(path):
-                    hand_over(os.path.abspath(path))
+                    hand_over(_FILE, os.path.abspath(path))
+
+            def on_created(self, event: DirCreatedEvent) -> None:
+                # A folder made in the tree may have files closed before its
+                # watch was added, which no event will report: they are
+                # looked for as a scan would.
+                if event.is_directory:
+                    hand_over(_FOLDER, os.path.abspath(os.fsdecode(event.src_path)))
 
             def on_moved(self, event: FileMovedEvent | DirMovedEvent) -> None:
                 path = os.fsdecode(event.dest_path)
@@ -170,27 +201,28 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                     return
                 if not event.is_directory:
                     if wanted(path):
-                        hand_over(os.path.abspath(path))
+                        hand_over(_FILE, os.path.abspath(path))
                 elif recursive:
                     # A folder moved in brings its files whole, and no event
-                    # of their own: they are emitted as files moved in.
-                    for folder, _, names in os.walk(path):
-                        for name in sorted(names):
-                            inner = os.path.join(folder, name)
-                            if wanted(inner) and os.path.isfile(inner):
-                                hand_over(os.path.abspath(inner))
+                    # of their own.
+                    hand_over(_FOLDER, os.path.abspath(path))
 
-        observer = make_observer()
-        # Only the events handled here: the observer then asks inotify for
-        # closes and moves alone, not for every open, write and attribute
-        # change, which costs its threads several events per file.
-        observer.schedule(
-            Handler(),
-            root,
-            recursive=self.recursive,
-            event_filter=[FileClosedEvent, FileMovedEvent, DirMovedEvent],
+        events: list[Any] = [FileClosedEvent, FileMovedEvent, DirMovedEvent]
+        if self.recursive:
+            # Costs no more events: inotify reports creations anyway to
+            # watch new folders when recursive.
+            events.append(DirCreatedEvent)
+        observer = await trio.to_thread.run_sync(
+            functools.partial(
+                start_observer,
+                Handler(),
+                root,
+                recursive=self.recursive,
+                event_filter=events,
+                on_overflow=lambda: hand_over(_RESCAN, root),
+                on_unwatched=functools.partial(_unwatched, hand_over),
+            )
         )
-        await trio.to_thread.run_sync(observer.start)
         self._watch = _Watch(root, observer, send, receive)
 
     def _make_done_dir(self, root: str) -> None:
@@ -209,57 +241,97 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         watch = self._watch
         assert watch is not None
         # The observer runs before the scan, so that no file is missed in
-        # between; a file closed meanwhile is then both scanned and reported.
-        # Each scanned file stays here, with its identity, until the observer
-        # reports it: if it has not changed since the scan, that report is
-        # the same file again and is dropped.
-        scanned: dict[str, Identity] = {}
-        if self.existing:
-            scanned = await trio.to_thread.run_sync(self._existing_files, watch.root)
-            for items in self._batches(watch, list(scanned.items())):
-                yield items
-        keep = self.when_done == "keep"
+        # between; a file closed meanwhile is then both scanned and reported,
+        # and emitted once (see _Watch.look_at).
+        reports = [(_FOLDER, watch.root)] if self.existing else []
         while True:
-            batch = await watch.receive.receive()
+            if not reports:
+                reports = await watch.receive.receive()
             while True:
                 try:
-                    batch += watch.receive.receive_nowait()
+                    reports += watch.receive.receive_nowait()
                 except trio.WouldBlock:
                     break
-            if keep:
-                if scanned and not scanned.keys().isdisjoint(batch):
-                    found = await trio.to_thread.run_sync(_identified, batch, scanned)
-                    batch = [path for path, _ in found]
-                if batch:
-                    yield batch
-            elif batch or watch.finished:
-                # One trip for both: the files done with, and the new ones.
-                found = await trio.to_thread.run_sync(self._finish_and_identify, batch, scanned)
-                for items in self._batches(watch, found):
-                    yield items
+            if not reports and not watch.finished:
+                continue
+            # One trip for both: the files done with, and the new ones.
+            found, unreadable = await trio.to_thread.run_sync(self._examine, reports)
+            reports = []
+            for items in self._batches(watch, found, unreadable):
+                yield items
+                # A long scan is finished a batch at a time, as its batches
+                # are acknowledged, not once it has all been emitted: a
+                # crash then repeats only what was in flight.
+                if watch.finished:
+                    await trio.to_thread.run_sync(self._finish)
+
+    def _examine(
+        self, reports: list[tuple[str, str]]
+    ) -> tuple[list[tuple[str, Identity]], list[tuple[str, Identity]]]:
+        """Finish the files done with, then look at what ``reports`` name:
+        the files to emit, and those that cannot be read. Raises
+        WatchLimitError for a folder left unwatched by the watch limit."""
+        watch = self._watch
+        assert watch is not None
+        if self.when_done != "keep":
+            self._finish()
+        found: list[tuple[str, Identity]] = []
+        unreadable: list[tuple[str, Identity]] = []
+        # Every event here came before any file is looked at: a file
+        # reported twice (written twice, an editor's save) is looked at
+        # once, in the version it has now.
+        reported: set[str] = set()
+        for kind, path in reports:
+            if kind == _FILE:
+                if path not in reported:
+                    reported.add(path)
+                    watch.look_at(path, False, found, unreadable)
+            elif kind == _OVER_LIMIT:
+                raise WatchLimitError(path)
+            else:
+                before = len(found) + len(unreadable)
+                present = self._files_below(path)
+                if kind == _RESCAN:
+                    watch.forget_all_but(set(present))
+                for name in present:
+                    watch.look_at(name, True, found, unreadable)
+                if kind == _RESCAN:
+                    recovered = len(found) + len(unreadable) - before
+                    logger.warning(
+                        "the inotify queue overflowed and events were lost: %s scanned"
+                        " again, %d files found that were not emitted yet",
+                        path,
+                        recovered,
+                        extra={"event": "inotify_overflow", "recovered": recovered},
+                    )
+        return found, unreadable
 
     def _batches(
-        self, watch: _Watch, found: list[tuple[str, Identity | None]]
+        self,
+        watch: _Watch,
+        found: list[tuple[str, Identity]],
+        unreadable: list[tuple[str, Identity]],
     ) -> Iterator[list[Any]]:
         """What to emit for ``found``: the paths, or, unless files are kept,
         each path with an acknowledgement that finishes its file, in batches
         of at most ``_ACK_BATCH``: a batch is acknowledged as a whole, so the
         files of a large scan are finished a batch at a time, not all at the
-        end. A file gone since it was reported is not emitted then: deleting
-        or moving it again would have nothing to do, and reading it would fail."""
-        if self.when_done == "keep":
-            if found:
-                yield [path for path, _ in found]
+        end. An unreadable file is a Rejected, finished like the others once
+        the error policy has handled it."""
+        keep = self.when_done == "keep"
+        items: list[Any] = [
+            path if keep else watch.with_ack(path, identity) for path, identity in found
+        ]
+        for path, identity in unreadable:
+            error = PermissionError(errno.EACCES, "this pipeline may not read the file", path)
+            ack = None if keep else watch.with_ack(path, identity).ack
+            items.append(Rejected(path, error, ack))
+        if keep:
+            if items:
+                yield items
             return
-        items = [watch.with_ack(path, ident) for path, ident in found if ident is not None]
         for start in range(0, len(items), _ACK_BATCH):
             yield items[start : start + _ACK_BATCH]
-
-    def _finish_and_identify(
-        self, batch: list[str], scanned: dict[str, Identity]
-    ) -> list[tuple[str, Identity | None]]:
-        self._finish()
-        return _identified(batch, scanned)
 
     def _finish(self) -> None:
         """Delete or move the files whose items have been acknowledged.
@@ -279,8 +351,9 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                     os.unlink(path)
                 else:
                     self._move_to_done(watch.root, path)
+                watch.forget(path)
             except FileNotFoundError:
-                continue
+                watch.forget(path)
             except OSError as error:
                 logger.warning(
                     "could not %s %s, which stays where it is: %s",
@@ -297,8 +370,7 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         relative = os.path.relpath(path, root)
         directory = os.path.join(self.done_dir, os.path.dirname(relative))
         os.makedirs(directory, exist_ok=True)
-        name, _ = _untaken_name(directory, os.path.basename(relative))
-        os.rename(path, os.path.join(directory, name))
+        _move_under_free_name(path, directory, os.path.basename(relative))
 
     async def teardown(self) -> None:
         watch = self._watch
@@ -313,27 +385,95 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         # last): the files whose items it finished are finished here.
         if watch.finished:
             await trio.to_thread.run_sync(self._finish)
+        if watch.gone:
+            logger.info(
+                "%d files in %s were gone before they could be emitted",
+                watch.gone,
+                watch.root,
+                extra={"event": "files_gone", "count": watch.gone},
+            )
         self._watch = None
 
 
 @attrs.define
 class _Watch:
-    """A running listener: its root, observer and channel, and the files
-    acknowledged but not yet deleted or moved.
+    """A running listener: its root, observer and channel; what it has
+    emitted; and the files acknowledged but not yet deleted or moved.
 
-    Acknowledgements come on the trio thread, the deletes and moves are
-    made on a worker thread: hence the lock."""
+    ``emitted`` holds the identity each file had when it was last emitted,
+    ``scanned`` those emitted by a scan (at start, in a new folder, after an
+    overflow) and not reported by an event since. Both are used on one
+    worker thread at a time. Acknowledgements come on the trio thread, the
+    deletes and moves are made on a worker thread: hence the lock."""
 
     root: str
     observer: Any
-    send: trio.MemorySendChannel[list[str]]
-    receive: trio.MemoryReceiveChannel[list[str]]
+    send: trio.MemorySendChannel[list[tuple[str, str]]]
+    receive: trio.MemoryReceiveChannel[list[tuple[str, str]]]
     finished: list[tuple[str, Identity]] = attrs.field(factory=list)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
     # The latest emission of each path in flight, numbered: only its
     # acknowledgement finishes the file (on the trio thread, no lock).
     latest: dict[str, int] = attrs.field(factory=dict)
     numbers: Iterator[int] = attrs.field(factory=itertools.count)
+    emitted: dict[str, Identity] = attrs.field(factory=dict)
+    scanned: dict[str, Identity] = attrs.field(factory=dict)
+    gone: int = 0
+
+    def look_at(
+        self,
+        path: str,
+        from_scan: bool,
+        found: list[tuple[str, Identity]],
+        unreadable: list[tuple[str, Identity]],
+    ) -> None:
+        """Add ``path`` to ``found`` (or ``unreadable``) unless it is not a
+        file now, or is a version already emitted.
+
+        A scan skips a file emitted in the version it has now, and one still
+        open for writing: the watch is in place before any scan, so its
+        close will be reported, and it is emitted then. An event
+        always stands for a new version (a close, a move in), except for
+        the first event of a file a scan emitted, which may be the close
+        the scan already saw: it is dropped if the file has not changed."""
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            self.gone += 1
+            self.forget(path)
+            logger.debug(
+                "%s is gone before it was emitted",
+                path,
+                extra={"event": "file_gone", "path": path},
+            )
+            return
+        except OSError:
+            unreadable.append((path, ()))
+            return
+        if not stat.S_ISREG(status.st_mode):
+            return
+        identity = _identity(status)
+        readable = os.access(path, os.R_OK)
+        if from_scan:
+            if self.emitted.get(path) == identity or (readable and _being_written(path)):
+                return
+            self.scanned[path] = identity
+        elif self.scanned.pop(path, None) == identity:
+            return
+        self.emitted[path] = identity
+        if readable:
+            found.append((path, identity))
+        else:
+            unreadable.append((path, identity))
+
+    def forget(self, path: str) -> None:
+        self.emitted.pop(path, None)
+        self.scanned.pop(path, None)
+
+    def forget_all_but(self, present: set[str]) -> None:
+        """Forget the files no longer in the tree."""
+        for path in [path for path in self.emitted if path not in present]:
+            self.forget(path)
 
     def with_ack(self, path: str, identity: Identity) -> WithAck:
         """``path`` to emit, with the acknowledgement that finishes its file."""
@@ -361,6 +501,21 @@ class _Watch:
         return finished
 
 
+def _unwatched(hand_over: Callable[[str, str], None], folder: str, error: OSError) -> None:
+    """A folder the observer could not watch: past the watch limit, an error
+    of the running listener; otherwise (no permission, a path too long) a
+    warning, from the observer's thread."""
+    if error.errno == errno.ENOSPC:
+        hand_over(_OVER_LIMIT, folder)
+        return
+    logger.warning(
+        "cannot watch %s, whose files are not emitted: %s",
+        folder,
+        error,
+        extra={"event": "folder_not_watched", "path": folder},
+    )
+
+
 def _check_done_dir(node: WatchdogDirectoryListener, resolve: Callable[[str], str]) -> None:
     """Raise ValueError unless ``done_dir`` goes with ``when_done`` and is a
     folder a done file can leave the watch for."""
@@ -385,25 +540,30 @@ def _check_done_dir(node: WatchdogDirectoryListener, resolve: Callable[[str], st
         )
 
 
+def _being_written(path: str) -> bool:
+    """Whether some process has ``path`` open for writing now.
+
+    Told by a read lease (``fcntl(F_SETLEASE, F_RDLCK)``), which Linux
+    refuses with EAGAIN while the file is open for writing anywhere. Only
+    the file's owner (or a process with CAP_LEASE) may take one; where it
+    cannot be taken, or the filesystem has no leases, the answer is no."""
+    if getattr(fcntl, "F_SETLEASE", None) is None:  # pragma: no cover - not Linux
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError as error:
+        return error.errno == errno.EAGAIN
+    finally:
+        os.close(fd)
+
+
 def _identity(status: os.stat_result) -> Identity:
     """What tells one version of a file from another. The change time is
     set by every write and cannot be set back, as the modification time can."""
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-
-
-def _identified(
-    batch: list[str], scanned: dict[str, Identity]
-) -> list[tuple[str, Identity | None]]:
-    """Each path of ``batch`` with its identity now (``None`` if it is gone),
-    less the scanned files that have not changed since the scan; each
-    scanned file is looked at once, on its first report."""
-    found = []
-    for path in batch:
-        try:
-            now: Identity | None = _identity(os.stat(path))
-        except OSError:
-            now = None
-        if path in scanned and scanned.pop(path) == now:
-            continue
-        found.append((path, now))
-    return found

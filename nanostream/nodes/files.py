@@ -5,9 +5,13 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import ctypes
+import errno
 import itertools
 import json
+import logging
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
@@ -15,10 +19,22 @@ from typing import Any, Literal
 import attrs
 import trio
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: appends are not locked
+    fcntl = None  # type: ignore[assignment]
+
+from .._options import _positive
 from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
+from . import _csv
+
+logger = logging.getLogger("nanostream")
 
 #: How many records a streaming read hands over per trip from its thread.
 _CHUNK = 1000
+
+#: The default longest line the streaming modes read: 16 MiB.
+_MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 @attrs.frozen
@@ -53,23 +69,28 @@ def _whole(path: str, mode: str, encoding: str) -> str | bytes:
     if mode == "bytes":
         return raw
     try:
-        return raw.decode(encoding)
+        return raw.decode(_csv.text_codec(encoding))
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise _undecodable(path, line, encoding, error) from None
 
 
-def _lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
+def _lines(path: str, encoding: str, max_line_bytes: int) -> Iterator[tuple[int, str]]:
     """Each line of a text file with its number (from 1), line ending kept.
 
     Decoded line by line so that an invalid byte is reported on its own line,
-    which a buffered text file, decoding ahead, cannot tell.
+    which a buffered text file, decoding ahead, cannot tell. A line is read
+    at most ``max_line_bytes`` (and its newline) at a time, so a file with
+    no line breaks is an error, not a read of the whole file into memory.
     """
-    decoder = codecs.getincrementaldecoder(encoding)()
+    decoder = codecs.getincrementaldecoder(_csv.text_codec(encoding))()
     number = 0
     pending = ""
     with open(path, "rb") as f:
-        for raw in f:
+        while raw := f.readline(max_line_bytes + 1):
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                why = f"a line longer than max_line_bytes ({max_line_bytes} bytes)"
+                raise _bad_input(path, number + 1, why)
             try:
                 text = pending + decoder.decode(raw)
             except UnicodeDecodeError as error:
@@ -83,12 +104,13 @@ def _lines(path: str, encoding: str) -> Iterator[tuple[int, str]]:
         yield number + 1, pending
 
 
-def _records(path: str, mode: str, encoding: str) -> Iterator[Any]:
-    if mode == "lines":
-        for _, line in _lines(path, encoding):
+def _records(reader: FileReader, path: str) -> Iterator[Any]:
+    lines = _lines(path, reader.encoding, reader.max_line_bytes)
+    if reader.mode == "lines":
+        for _, line in lines:
             yield line.rstrip("\r\n")
-    elif mode == "jsonl":
-        for number, line in _lines(path, encoding):
+    elif reader.mode == "jsonl":
+        for number, line in lines:
             if not line.strip():
                 continue
             try:
@@ -99,17 +121,19 @@ def _records(path: str, mode: str, encoding: str) -> Iterator[Any]:
             if record is None:  # None is never an item: it would vanish
                 raise _bad_input(path, number, "null, and None is never an item")
             yield record
-    elif mode == "csv":
-        yield from _csv_rows(path, encoding)
+    elif reader.mode == "csv":
+        yield from _csv_rows(reader, path, lines)
     else:  # pragma: no cover - attrs validator
-        raise ValueError(f"unknown mode {mode!r}")
+        raise ValueError(f"unknown mode {reader.mode!r}")
 
 
-def _csv_rows(path: str, encoding: str) -> Iterator[dict[str, str]]:
+def _csv_rows(
+    reader: FileReader, path: str, lines: Iterator[tuple[int, str]]
+) -> Iterator[dict[str, str]]:
     """The rows after the header line, as dicts. A row with more or fewer
     fields than the header, or a header naming a column twice, is an error,
     not a row padded, cut or merged silently."""
-    rows = csv.reader((line for _, line in _lines(path, encoding)), strict=True)
+    rows = _csv.csv_reader(reader, (line for _, line in lines))
     try:
         header = next(rows, None)
         if header is None:
@@ -137,8 +161,15 @@ def _take(records: Iterator[Any], count: int) -> list[Any]:
     return chunk
 
 
+def _known_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
+
+
 @attrs.define
-class FileReader(NanoStreamProcessor):
+class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     """Reads the file each item names and emits its content, whole or record by record.
 
     The content goes out as ``FileData(path, data, index)``: the whole text or
@@ -146,10 +177,14 @@ class FileReader(NanoStreamProcessor):
     dict, checked against the header), streamed without holding the file in
     memory. With ``path`` set, that file is read for every item.
 
-    A file that cannot be read (gone, or not valid text, JSON or CSV) is an
-    error of that one item, handled by the node's ``on_error``; the message
-    names the file and, for bad content, the line. Records sent on before
-    the bad line stay sent; those not yet sent go with the failed item."""
+    Text is decoded with ``encoding``; for UTF-8 (the default), a byte order
+    mark at the start of the file is dropped. A line longer than
+    ``max_line_bytes`` is bad input, as is text that is not valid in
+    ``encoding``, JSON or CSV: an error of that one item, handled by the
+    node's ``on_error``, whose message names the file and line. Records sent
+    on before the bad line stay sent; those not yet sent go with the failed
+    item. A file gone before it is read (deleted or renamed since its path
+    was emitted) sends nothing and is logged at debug level."""
 
     mode: Literal["text", "bytes", "lines", "jsonl", "csv"] = attrs.field(
         default="text",
@@ -160,11 +195,24 @@ class FileReader(NanoStreamProcessor):
         },
     )
     encoding: str = attrs.field(
-        default="utf-8", metadata={"description": "Encoding of text files."}
+        default="utf-8",
+        validator=_known_encoding,
+        metadata={
+            "description": "Encoding of text files. With UTF-8, a byte order mark at the"
+            " start of a file is dropped."
+        },
     )
     path: str | None = attrs.field(
         default=None,
         metadata={"description": "Read this file for every item instead of the path it names."},
+    )
+    max_line_bytes: int = attrs.field(
+        default=_MAX_LINE_BYTES,
+        validator=[attrs.validators.instance_of(int), _positive],
+        metadata={
+            "description": "lines, jsonl, csv: the longest line read, in bytes; a longer"
+            " one is bad input, so a file without line breaks cannot fill the memory."
+        },
     )
 
     @property
@@ -181,21 +229,42 @@ class FileReader(NanoStreamProcessor):
         return await trio.to_thread.run_sync(self._read_files, messages)
 
     def _read_files(self, messages: list[Any]) -> list[FileData]:
-        return _each_alone(self._read_file, messages)
+        return [data for data in _each_alone(self._read_file, messages) if data is not None]
 
-    def _read_file(self, message: Any) -> FileData:
+    def _read_file(self, message: Any) -> FileData | None:
         path = self._path_of(message)
-        return FileData(path, _whole(path, self.mode, self.encoding))
+        try:
+            return FileData(path, _whole(path, self.mode, self.encoding))
+        except FileNotFoundError:
+            if not self._may_be_gone(path):
+                raise
+            return None
+
+    def _may_be_gone(self, path: str) -> bool:
+        """Whether ``path``, not found, is a file gone since its path was
+        emitted (logged at debug level), rather than a fixed ``path`` that
+        is missing (an error)."""
+        if self.path is not None:
+            return False
+        logger.debug(
+            "%s is gone before it was read", path, extra={"event": "file_gone", "path": path}
+        )
+        return True
 
     async def process_item(self, message: Any) -> AsyncIterator[FileData]:
         # The records leave the thread a chunk at a time and are yielded one
         # by one, so the runtime can send them on before the file is done.
         path = self._path_of(message)
-        records = _records(path, self.mode, self.encoding)
+        records = _records(self, path)
         index = 0
         try:
             while True:
-                chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
+                try:
+                    chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
+                except FileNotFoundError:
+                    if index or not self._may_be_gone(path):
+                        raise
+                    return
                 for record in chunk:
                     yield FileData(path, record, index)
                     index += 1
@@ -284,20 +353,70 @@ def _each_alone(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return results
 
 
-def _untaken_name(directory: str, name: str, after: int = 0) -> tuple[str, int]:
-    """``name`` if nothing in ``directory`` has it, else the first free
-    ``{stem}.{n}{suffix}`` with ``n`` above ``after``; and that ``n``, or 0
-    for ``name`` itself. Files that take a taken name this way never replace
-    another."""
-    if not os.path.lexists(os.path.join(directory, name)):
-        return name, 0
+def _rename_without_replacing(source: str, target: str) -> None:
+    """Rename ``source`` to ``target``, or raise FileExistsError if ``target``
+    exists: one step, so two writers can never both take one name.
+
+    Linux's ``renameat2(RENAME_NOREPLACE)`` does it, reported to inotify as
+    a move like any rename. Where the filesystem (or system) lacks it, a
+    hard link, which fails on a taken name, then the unlink of ``source``
+    do it; a watcher sees that file created, not moved in."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), 1) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+            raise OSError(code, os.strerror(code), target)
+    os.link(source, target)
+    os.unlink(source)
+
+
+def _load_renameat2() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc 2.28+ or musl 1.2.2+
+        return None
+    path, number = ctypes.c_char_p, ctypes.c_int
+    function.argtypes = [number, path, number, path, ctypes.c_uint]
+    return function
+
+
+_AT_FDCWD = -100
+_renameat2 = _load_renameat2()
+
+
+def _numbered(name: str, number: int, name_max: int) -> str:
+    """``{stem}.{number}{suffix}``, the stem cut short (whole characters) if
+    the name would be longer than ``name_max`` bytes."""
     stem, suffix = os.path.splitext(name)
-    number = after
-    while True:
-        number += 1
-        candidate = f"{stem}.{number}{suffix}"
-        if not os.path.lexists(os.path.join(directory, candidate)):
+    tail = f".{number}{suffix}"
+    room = name_max - len(os.fsencode(tail))
+    encoded = os.fsencode(stem)
+    if len(encoded) > room > 0:
+        stem = encoded[:room].decode(sys.getfilesystemencoding(), errors="ignore")
+    return stem + tail
+
+
+def _move_under_free_name(
+    source: str, directory: str, name: str, after: int = 0
+) -> tuple[str, int]:
+    """Move ``source`` into ``directory`` as ``name``, or, if that is taken,
+    as the first free ``{stem}.{n}{suffix}`` with ``n`` above ``after``;
+    return the name and ``n`` (0 for ``name`` itself). Each name is claimed
+    atomically, so nothing taken is ever replaced, whoever else is writing."""
+    name_max = 0
+    for number in itertools.chain([0], itertools.count(after + 1)):
+        if number == 0:
+            candidate = name
+        else:
+            name_max = name_max or os.pathconf(directory, "PC_NAME_MAX")
+            candidate = _numbered(name, number, name_max)
+        try:
+            _rename_without_replacing(source, os.path.join(directory, candidate))
             return candidate, number
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _write_atomically(
@@ -306,23 +425,26 @@ def _write_atomically(
     data: Any,
     *,
     fsync: bool = True,
-    free_name: Callable[[str], str] | None = None,
-) -> None:
+    replace: bool = True,
+    after: int = 0,
+) -> tuple[str, int]:
     """Write ``data`` as the file ``name`` in ``directory`` so that no reader
     ever sees it half written: into a temporary file there, then renamed.
 
-    The file of that name is replaced, unless ``free_name`` is given: it
-    turns ``name`` into one not taken yet, and is called just before the
-    rename, so the name is still free when it is taken (unless another
-    process takes it in between).
+    The file of that name is replaced; without ``replace``, a taken name
+    is left alone and the data goes under the first free numbered name
+    (see :func:`_move_under_free_name`, which ``after`` is passed to).
+    Returns the name written and its number.
     """
     payload = _payload(data)
     # Created like any new file (0o666 less the umask), which mkstemp's
-    # 0o600 is not. The name is this process's own (its pid and a count);
-    # O_EXCL makes sure of it, against a file left by an earlier process
-    # of the same pid, by taking the next number.
+    # 0o600 is not. The name is this process's own (its pid and a count),
+    # short whatever ``name`` is, hidden, and ends in .tmp; O_EXCL makes
+    # sure of it, against a file left by an earlier process of the same
+    # pid, by taking the next number.
+    prefix = name[:_TEMPORARY_PREFIX]
     while True:
-        temporary = os.path.join(directory, f".{name}.{os.getpid()}-{next(_temporaries)}.tmp")
+        temporary = os.path.join(directory, f".{prefix}.{os.getpid()}-{next(_temporaries)}.tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             break
@@ -330,24 +452,54 @@ def _write_atomically(
             continue
     try:
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, payload)
             if fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if free_name is not None:
-            name = free_name(name)
+        if not replace:
+            return _move_under_free_name(temporary, directory, name, after)
         os.replace(temporary, os.path.join(directory, name))
+        return name, 0
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
 
 
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 #: Numbers the temporary files of this process (``next`` is atomic under the GIL).
 _temporaries = itertools.count()
+
+#: How much of a file's name its temporary file's name repeats, in characters.
+_TEMPORARY_PREFIX = 32
+
+
+def _append_lines(path: str, payload: bytes, fsync: bool) -> None:
+    """Append ``payload`` to the file ``path`` whole or not at all.
+
+    The file is locked (``flock``) against other writers of this process or
+    any other; if a write fails (a full disk), the file is cut back to its
+    length before, so no half line is left for the next one to be glued to."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        length = os.fstat(fd).st_size
+        try:
+            _write_all(fd, payload)
+            if fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, length)
+            raise
+    finally:
+        os.close(fd)
 
 
 @attrs.define
@@ -362,10 +514,15 @@ class FileWriter(NanoStreamProcessor):
     anything else gets a new unique name; ``file_name`` sets a template
     instead. A name already taken is never overwritten unless ``overwrite``
     is set: the item gets the first free ``{stem}.{n}{suffix}``
-    (``report.1.txt``).
+    (``report.1.txt``), each name claimed by a rename that cannot replace a
+    file (Linux's ``renameat2`` with ``RENAME_NOREPLACE``), so concurrent
+    workers and processes never take the same one.
 
-    Otherwise ``path`` is a file and each item is appended to it as one line
-    (JSON for dicts and lists)."""
+    Otherwise ``path`` is a file (its folder made if missing) and each item
+    is appended to it as one line (JSON for dicts and lists), a batch at a
+    time under an exclusive ``flock``; a batch that cannot be written whole
+    (a full disk) is cut back off, so the file holds whole lines only. An
+    item or batch that cannot be written raises OSError, under ``on_error``."""
 
     path: str = attrs.field(metadata={"description": "A directory, or a file to append lines to."})
     file_name: str | None = attrs.field(
@@ -394,7 +551,7 @@ class FileWriter(NanoStreamProcessor):
         },
     )
     # The last number given to a taken name, so that many items of one name
-    # do not test every number again; only ever a starting point.
+    # do not try every number again; only ever a starting point.
     _renamed: dict[str, int] = attrs.field(factory=dict, init=False, repr=False, alias="_renamed")
 
     def _is_directory(self) -> bool:
@@ -410,20 +567,18 @@ class FileWriter(NanoStreamProcessor):
             return "{stem}-{index}{suffix}".format(**fields)
         return fields["name"]
 
-    def _free_name(self, name: str) -> str:
-        free, number = _untaken_name(self.path, name, self._renamed.get(name, 0))
-        if number:
-            self._renamed[name] = number
-        return free
-
     def _write_file(self, item: Any) -> None:
-        _write_atomically(
+        name = self._name_for(item)
+        _, number = _write_atomically(
             self.path,
-            self._name_for(item),
+            name,
             item.data if isinstance(item, FileData) else item,
             fsync=self.fsync,
-            free_name=None if self.overwrite else self._free_name,
+            replace=self.overwrite,
+            after=self._renamed.get(name, 0),
         )
+        if number:
+            self._renamed[name] = number
 
     def _write_batch(self, messages: list[Any]) -> None:
         if self._is_directory():
@@ -432,11 +587,11 @@ class FileWriter(NanoStreamProcessor):
             # stay written when one cannot be.
             _each_alone(self._write_file, messages)
         else:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(_as_line(item) + "\n" for item in messages))
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
+            folder = os.path.dirname(self.path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            lines = "".join(_as_line(item) + "\n" for item in messages)
+            _append_lines(self.path, lines.encode("utf-8"), self.fsync)
 
     async def process_batch(self, messages: list[Any]) -> None:
         await trio.to_thread.run_sync(self._write_batch, messages)

@@ -1,13 +1,17 @@
 """Kafka nodes: a consumer source with at-least-once acknowledgements, and a producer sink.
 
-kafka-python clients are blocking and not thread-safe, so each node makes its
-calls in a worker thread, one call at a time: a commit-and-poll per batch
-for the consumer, a send-and-flush per batch for the producer.
+kafka-python clients are blocking, so each node keeps them off the trio
+thread. The consumer runs its whole poll loop in a thread of its own, so
+that it keeps polling, and stays in its group, however long the pipeline
+behind it takes: when the pipeline is full it pauses its partitions instead
+of ceasing to poll. The producer sends and flushes a batch per trip to a
+worker thread.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
+import difflib
 import functools
 import json
 import logging
@@ -25,6 +29,35 @@ from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
 logger = logging.getLogger(__name__)
 
 ValueFormat = Literal["bytes", "text", "json"]
+
+#: How long one step of the poll loop waits for records, at most: a stop,
+#: or room in the pipeline, is noticed within it.
+_POLL_STEP_MS = 200
+
+#: How long before its deadline a teardown gives up waiting for the broker,
+#: so that it can still say what was not committed or confirmed.
+_TEARDOWN_MARGIN = 0.2
+
+#: kafka-python settings whose defaults the consumer changes, unless
+#: ``consumer_config`` gives them. The poll loop polls several times a
+#: second whatever the pipeline does, so the poll interval can be short;
+#: it is also how long a rebalance waits for members to rejoin, so a short
+#: one makes joining quick. A member that dies is replaced after the
+#: session timeout.
+_CONSUMER_DEFAULTS = {
+    "max_poll_interval_ms": 10_000,
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 3_000,
+}
+
+#: The keys of ``consumer_config`` that the node sets itself, and why.
+_CONSUMER_OWNED = {
+    "bootstrap_servers": "it is the node's parameter 'bootstrap_servers'",
+    "group_id": "it is the node's parameter 'group_id'",
+    "auto_offset_reset": "it is the node's parameter 'auto_offset_reset'",
+    "enable_auto_commit": "the node commits offsets itself, once records are handled",
+}
+_PRODUCER_OWNED = {"bootstrap_servers": "it is the node's parameter 'bootstrap_servers'"}
 
 
 def _bootstrap_servers_field() -> Any:
@@ -47,6 +80,112 @@ def _resolve_bootstrap_servers(configured: str | None) -> str:
     if configured:
         return configured
     return os.environ.get("BOOTSTRAP_SERVERS") or "localhost:9092"
+
+
+class _SettingError(ValueError):
+    """A pass-through setting that cannot be used: ``args`` are ``(message,
+    attribute, key)``, so that a configuration file's error can point at
+    the key itself."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _settings_validator(client: str, owned: dict[str, str]) -> Callable[[Any, Any, Any], None]:
+    """An attrs validator for a pass-through settings mapping: every key must
+    be one of kafka-python's ``client.DEFAULT_CONFIG`` (and not one the node
+    sets itself). The error names the key, never its value: settings hold
+    passwords."""
+
+    def validate(_instance: Any, attribute: Any, settings: Any) -> None:
+        if not isinstance(settings, dict):
+            raise TypeError(f"{attribute.name} must be a mapping of kafka-python settings")
+        import kafka
+
+        known = getattr(kafka, client).DEFAULT_CONFIG
+        problems = {}
+        for key in settings:
+            if key in owned:
+                problems[key] = f"{key!r} cannot be set here: {owned[key]}"
+            elif key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems[key] = f"{key!r} is not a kafka-python {client} setting{hint}"
+        if problems:
+            first, *others = problems
+            more = f" (and {', '.join(map(repr, others))}, also refused)" if others else ""
+            raise _SettingError(problems[first] + more, attribute, first)
+
+    return validate
+
+
+def _broker_addresses(servers: str) -> list[tuple[str, int]]:
+    addresses = []
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(
+                f"bootstrap_servers: {server.strip()!r} is not host:port (in {servers!r})"
+            )
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+async def _connect(servers: str, make: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """``make()`` (a kafka-python client), once a broker of ``servers`` accepts
+    a connection; raises ``ConnectionError`` naming ``servers`` otherwise.
+
+    The connection is tried from trio first, so that an unreachable broker is
+    one clear error at once rather than kafka-python's retries and log lines.
+
+    Cancellation: abandons a client still being made.
+    """
+    reasons = []
+    for host, port in _broker_addresses(servers):
+        try:
+            with trio.fail_after(timeout):
+                stream = await trio.open_tcp_stream(host, port)
+            await stream.aclose()
+            break
+        except (OSError, trio.TooSlowError) as error:
+            reasons.append(f"{host}:{port}: {_reason(error)}")
+    else:
+        if len(reasons) == 1:
+            reasons = [reasons[0].rpartition(": ")[2]]
+        raise ConnectionError(
+            f"no Kafka broker reachable at {servers} (bootstrap_servers): {'; '.join(reasons)}"
+        )
+    import kafka.errors
+
+    try:
+        return await trio.to_thread.run_sync(make, abandon_on_cancel=True)
+    except kafka.errors.KafkaTimeoutError:
+        raise ConnectionError(
+            f"no Kafka broker answered at {servers} (bootstrap_servers): something "
+            "accepts connections there, but did not answer as Kafka in time"
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """Why a connection failed, in a few words (``Connection refused``)."""
+    if isinstance(error, trio.TooSlowError):
+        return "no answer in time"
+    cause = error.__cause__
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    for candidate in (cause, error):
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate.strerror
+    return str(error)
+
+
+def _quiet_kafka_logs() -> None:
+    """Keep kafka-python's own log lines (one per failed reconnection, say)
+    out of a run's output unless it logs at debug level: the nodes report
+    what matters themselves. A level set on the ``kafka`` logger is kept."""
+    kafka_logger = logging.getLogger("kafka")
+    if kafka_logger.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        kafka_logger.setLevel(logging.CRITICAL)
 
 
 def _decode(record: Any, value_format: str) -> Any:
@@ -89,30 +228,48 @@ class KafkaRecord:
     headers: list[tuple[str, bytes]]
 
 
-class _PartitionOffsets:
-    """The offsets of one partition handed out and acknowledged since it was assigned."""
+def _describe_offsets(offsets: dict[Any, int]) -> str:
+    """``orders[0] up to 57, orders[1] up to 12``: what a commit would have covered."""
+    return ", ".join(
+        f"{partition.topic}[{partition.partition}] up to {offset}"
+        for partition, offset in sorted(offsets.items())
+    )
 
-    __slots__ = ("acked", "committable", "delivered")
+
+class _PartitionOffsets:
+    """The offsets of one partition handed out, acknowledged and committed
+    since it was assigned.
+
+    ``committable`` is one past the highest offset below which every offset
+    handed out is acknowledged; ``sent`` the one a commit is under way for;
+    ``committed`` the one the broker last confirmed.
+    """
+
+    __slots__ = ("acked", "committable", "committed", "delivered", "sent")
 
     def __init__(self) -> None:
-        self.delivered: collections.deque[int] = collections.deque()
+        self.delivered: list[int] = []
         self.acked: set[int] = set()
         self.committable: int | None = None
+        self.sent: int | None = None
+        self.committed: int | None = None
 
 
 class _OffsetTracker:
-    """Per partition, the offsets handed out and the ones acknowledged.
+    """Per partition, the offsets handed out, the ones acknowledged, and the
+    ones committed.
 
     The committable offset of a partition is one past the highest offset
     below which every handed-out offset has been acknowledged, so a commit
-    never skips a record still in flight.
+    never skips a record still in flight. A commit that fails leaves its
+    offsets to be sent again.
 
-    When a rebalance takes partitions away, :meth:`revoke` hands over what
-    is committable for them and forgets them: acknowledgements that arrive
-    later for records of a revoked partition change nothing, so they can
-    never commit an offset over the one its new owner commits. Rebalances
-    run on kafka-python's IO thread, commits on a worker thread, and
-    acknowledgements arrive on trio's: hence the lock.
+    When a rebalance takes partitions away, :meth:`forget` hands over what
+    is not yet committed for them and stops tracking them: acknowledgements
+    that arrive later for records of those partitions change nothing, so
+    they can never commit an offset over the one their new owner commits.
+    Rebalances run on kafka-python's IO thread, the poll loop on its own,
+    and acknowledgements arrive on trio's: hence the lock.
     """
 
     def __init__(self) -> None:
@@ -133,33 +290,65 @@ class _OffsetTracker:
         with self._lock:
             delivered, acked = state.delivered, state.acked
             acked.add(offset)
-            while delivered and delivered[0] in acked:
-                done = delivered.popleft()
-                acked.discard(done)
-                state.committable = done + 1
+            done = 0
+            while done < len(delivered) and delivered[done] in acked:
+                acked.discard(delivered[done])
+                done += 1
+            if done:
+                state.committable = delivered[done - 1] + 1
+                del delivered[:done]
 
-    def take_committable(self) -> dict[Any, int]:
-        """The offsets to commit since the last call (and forget them)."""
+    def take_committable(self, owned: Iterable[Any]) -> dict[Any, tuple[_PartitionOffsets, int]]:
+        """The offsets of the ``owned`` partitions to commit now (committable,
+        and no commit of them under way), each with its partition's state;
+        marks them as under way."""
         with self._lock:
-            return self._take(list(self._partitions))
+            taken = {}
+            for partition in owned:
+                state = self._partitions.get(partition)
+                if state is not None and state.committable not in (
+                    None,
+                    state.sent,
+                    state.committed,
+                ):
+                    state.sent = state.committable
+                    taken[partition] = (state, state.committable)
+            return taken
 
-    def revoke(self, partitions: Iterable[Any]) -> dict[Any, int]:
-        """The offsets to commit for ``partitions``, which are then forgotten."""
+    def commit_done(self, taken: dict[Any, tuple[_PartitionOffsets, int]], ok: bool) -> None:
+        """Record the outcome of committing ``taken``; on failure its offsets
+        are committed again next time."""
         with self._lock:
-            partitions = [p for p in partitions if p in self._partitions]
-            committable = self._take(partitions)
+            for state, offset in taken.values():
+                if ok and (state.committed is None or offset > state.committed):
+                    state.committed = offset
+                if state.sent == offset:
+                    state.sent = None
+
+    def uncommitted(self) -> dict[Any, int]:
+        """Per partition, the committable offset the broker has not confirmed."""
+        with self._lock:
+            return {
+                partition: state.committable
+                for partition, state in self._partitions.items()
+                if state.committable is not None and state.committable != state.committed
+            }
+
+    def tracked(self) -> set[Any]:
+        """The partitions with records handed out since they were assigned."""
+        with self._lock:
+            return set(self._partitions)
+
+    def forget(self, partitions: Iterable[Any]) -> dict[Any, int]:
+        """Stop tracking ``partitions`` (a rebalance took them away); returns
+        their offsets not yet committed."""
+        with self._lock:
+            offsets = {}
             for partition in partitions:
-                del self._partitions[partition]
-            return committable
-
-    def _take(self, partitions: list[Any]) -> dict[Any, int]:
-        committable = {}
-        for partition in partitions:
-            state = self._partitions[partition]
-            if state.committable is not None:
-                committable[partition] = state.committable
-                state.committable = None
-        return committable
+                state = self._partitions.pop(partition, None)
+                if state is not None and state.committable not in (None, state.committed):
+                    offsets[partition] = state.committable
+            return offsets
 
 
 def _commit_request(offsets: dict[Any, int]) -> dict[Any, Any]:
@@ -168,34 +357,177 @@ def _commit_request(offsets: dict[Any, int]) -> dict[Any, Any]:
     return {partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()}
 
 
-def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker) -> Any:
-    """A rebalance listener that commits what is acknowledged for the
-    partitions a rebalance (or closing) takes away, then forgets them.
+def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any:
+    """A rebalance listener: commits what is acknowledged for the partitions
+    a rebalance revokes, and stops tracking those the new assignment does
+    not give back.
 
-    kafka-python runs it on its IO thread, so it commits with the awaitable
-    ``commit_async``: the blocking ``commit`` cannot run there.
+    kafka-python keeps the position (and the records fetched) of a
+    partition that a rebalance revokes and assigns back to the same
+    consumer, so its tracking must go on too; one that moves to another
+    consumer is forgotten, and its records in flight are read again by
+    the new owner, from the last commit. kafka-python runs the listener on
+    its IO thread, so it commits with the awaitable ``commit_async``: the
+    blocking ``commit`` cannot run there.
     """
     import kafka
 
     class CommitOnRevoke(kafka.AsyncConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-            offsets = tracker.revoke(revoked)
-            if not offsets:
+            taken = tracker.take_committable(revoked)
+            if not taken:
                 return
+            offsets = {partition: offset for partition, (_, offset) in taken.items()}
             try:
                 await consumer.commit_async(_commit_request(offsets))
-            except Exception:
+            except Exception as error:
+                tracker.commit_done(taken, False)
                 # The new owner starts from the last commit: records repeat, none is lost.
-                logger.warning("Kafka offset commit on revocation failed", exc_info=True)
+                logger.warning(
+                    "Kafka group %r: offsets of revoked partitions not committed (%s): %s: %s; "
+                    "their new owner reads those records again",
+                    group,
+                    _describe_offsets(offsets),
+                    type(error).__name__,
+                    error,
+                    extra={"event": "commit_failed"},
+                )
+            else:
+                tracker.commit_done(taken, True)
+
+        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+            tracker.forget(tracker.tracked() - set(consumer.assignment()))
 
         async def on_partitions_lost(self, lost: set[Any]) -> None:
             # The group has moved on without this member: a commit would be refused.
-            tracker.revoke(lost)
-
-        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-            pass
+            offsets = tracker.forget(lost)
+            logger.warning(
+                "Kafka group %r moved on without this consumer: partitions %s lost%s; "
+                "their records in flight are read again by their new owner",
+                group,
+                ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(lost)),
+                f" with offsets not committed ({_describe_offsets(offsets)})" if offsets else "",
+                extra={"event": "partitions_lost"},
+            )
 
     return CommitOnRevoke()
+
+
+class _PollLoop:
+    """The consumer's poll loop, run in a thread of its own.
+
+    It owns the kafka-python consumer: no other thread calls it. When trio
+    asks for a batch (``wanted``), it polls and hands over what it got;
+    while trio does not ask (the pipeline is full) it pauses every assigned
+    partition and polls on every ``poll_timeout_ms``, which keeps the
+    consumer in its group and lets rebalances run. Each step commits,
+    without waiting, what has been acknowledged. Stopped, it commits what
+    is left, waiting up to ``commit_timeout_ms``, and closes the consumer.
+    """
+
+    def __init__(
+        self,
+        consumer: Any,
+        tracker: _OffsetTracker,
+        make_items: Callable[[Any, list[Any], list[Callable[[], None]]], list[Any]],
+        deliver: Callable[[list[Any]], None],
+        *,
+        commits: bool,
+        poll_timeout_ms: int,
+        commit_timeout_ms: int,
+    ) -> None:
+        self.consumer = consumer
+        self.tracker = tracker
+        self.make_items = make_items
+        self.deliver = deliver
+        self.commits = commits
+        self.poll_timeout_ms = poll_timeout_ms
+        self.commit_timeout_ms = commit_timeout_ms
+        self.wanted = threading.Event()
+        self.stopping = threading.Event()
+        #: Set when the last commit could not be made: what it would have covered.
+        self.not_committed: dict[Any, int] = {}
+        self.commit_error: BaseException | None = None
+
+    def run(self) -> None:
+        """Poll until stopped; an error ends the loop and is handed to trio."""
+        try:
+            self._poll_until_stopped()
+        except Exception as error:
+            self.deliver(error)
+        finally:
+            self._close()
+
+    def _poll_until_stopped(self) -> None:
+        consumer = self.consumer
+        pending: dict[Any, list[Any]] = {}
+        while not self.stopping.is_set():
+            self._commit_async()
+            if self.wanted.wait(self.poll_timeout_ms / 1000):
+                if not pending:
+                    if paused := consumer.paused():
+                        consumer.resume(*paused)
+                    pending = self._poll(pending)
+                if pending:
+                    self.wanted.clear()
+                    self._hand_over(pending)
+                    pending = {}
+            else:
+                # The pipeline is full: poll on, paused, to stay in the group.
+                consumer.pause(*consumer.assignment())
+                pending = self._poll(pending)
+
+    def _poll(self, pending: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """``pending`` and what one poll adds to it, less the records of
+        partitions a rebalance moved away: their new owner reads them from
+        the last commit."""
+        polled = self.consumer.poll(timeout_ms=min(self.poll_timeout_ms, _POLL_STEP_MS))
+        for partition, records in polled.items():
+            pending.setdefault(partition, []).extend(records)
+        if pending:
+            owned = self.consumer.assignment()
+            pending = {p: records for p, records in pending.items() if p in owned}
+        return pending
+
+    def _hand_over(self, pending: dict[Any, list[Any]]) -> None:
+        batch = []
+        for partition, records in pending.items():
+            acks = self.tracker.deliver(partition, [record.offset for record in records])
+            batch += self.make_items(partition, records, acks)
+        self.deliver(batch)
+
+    def _commit_async(self) -> None:
+        if not self.commits:
+            return
+        taken = self.tracker.take_committable(self.consumer.assignment())
+        if not taken:
+            return
+
+        def done(_offsets: Any, response: Any) -> None:
+            self.tracker.commit_done(taken, not isinstance(response, BaseException))
+
+        self.consumer.commit_async(
+            _commit_request({p: offset for p, (_, offset) in taken.items()}), callback=done
+        )
+
+    def _close(self) -> None:
+        consumer = self.consumer
+        try:
+            if self.commits:
+                # Forgotten first, so that leaving the group has nothing to commit.
+                owned = consumer.assignment()
+                offsets = self.tracker.forget(self.tracker.tracked())
+                offsets = {p: offset for p, offset in offsets.items() if p in owned}
+                if offsets:
+                    self.not_committed = offsets
+                    try:
+                        consumer.commit(_commit_request(offsets), timeout_ms=self.commit_timeout_ms)
+                    except Exception as error:
+                        self.commit_error = error
+                    else:
+                        self.not_committed = {}
+        finally:
+            consumer.close(autocommit=False, timeout_ms=self.commit_timeout_ms)
 
 
 @attrs.define
@@ -204,7 +536,14 @@ class KafkaConsumer(NanoStreamProcessor):
 
     Each record is yielded with an acknowledgement. Only the highest offset
     below which every record has been acknowledged is committed, per
-    partition, so after a crash records may repeat but none is lost.
+    partition, so after a crash records may repeat but none is lost. While
+    the pipeline is full the consumer pauses its partitions and keeps
+    polling, so it keeps its place in its group (kafka-python's
+    ``pause``/``resume``).
+
+    Errors: setup raises ``ConnectionError`` naming ``bootstrap_servers``
+    when no broker is reachable; teardown raises ``RuntimeError`` naming the
+    offsets it could not commit, so that the run fails.
     """
 
     topics: list[str] = attrs.field(
@@ -234,38 +573,87 @@ class KafkaConsumer(NanoStreamProcessor):
         default=1000,
         metadata={"description": "How long one poll waits for records, in milliseconds."},
     )
+    commit_timeout_ms: int = attrs.field(
+        default=5000,
+        metadata={
+            "description": "How long the last commit, when the node stops, may wait for "
+            "the broker, in milliseconds."
+        },
+    )
     consumer_config: dict[str, Any] = attrs.field(
         factory=dict,
-        metadata={"description": "Further kafka-python KafkaConsumer settings, passed through."},
+        validator=_settings_validator("KafkaConsumer", _CONSUMER_OWNED),
+        metadata={
+            "description": "Further kafka-python KafkaConsumer settings, passed through. "
+            "Unless given here, max_poll_interval_ms and session_timeout_ms are 10000 "
+            "and heartbeat_interval_ms 3000."
+        },
     )
 
-    _consumer: Any = attrs.field(default=None, init=False, repr=False, alias="_consumer")
-    _tracker: _OffsetTracker = attrs.field(
-        factory=_OffsetTracker, init=False, repr=False, alias="_tracker"
+    _loop: _PollLoop | None = attrs.field(default=None, init=False, repr=False, alias="_loop")
+    _batches: Any = attrs.field(default=None, init=False, repr=False, alias="_batches")
+    _thread: threading.Thread | None = attrs.field(
+        default=None, init=False, repr=False, alias="_thread"
     )
 
     async def setup(self) -> None:
         import kafka
 
-        config = dict(self.consumer_config)
+        _quiet_kafka_logs()
+        servers = _resolve_bootstrap_servers(self.bootstrap_servers)
+        config = {**_CONSUMER_DEFAULTS, **self.consumer_config}
         config.update(
-            bootstrap_servers=_resolve_bootstrap_servers(self.bootstrap_servers),
+            bootstrap_servers=servers,
             group_id=self.group_id,
             auto_offset_reset=self.auto_offset_reset,
             enable_auto_commit=False,
         )
-        tracker = self._tracker = _OffsetTracker()
+        tracker = _OffsetTracker()
 
         def connect() -> Any:
             consumer = kafka.KafkaConsumer(**config)
-            listener = None if self.group_id is None else _commit_on_revoke(consumer, tracker)
+            listener = (
+                None
+                if self.group_id is None
+                else _commit_on_revoke(consumer, tracker, self.group_id)
+            )
             consumer.subscribe(self.topics, listener=listener)
             return consumer
 
-        self._consumer = await trio.to_thread.run_sync(connect)
+        consumer = await _connect(servers, connect)
+        # Room for a batch and the loop's failure, so that handing either never waits.
+        send, self._batches = trio.open_memory_channel(2)
+        token = trio.lowlevel.current_trio_token()
 
-    def _items(self, partition: Any, records: list[Any]) -> list[WithAck | Rejected]:
-        acks = self._tracker.deliver(partition, [record.offset for record in records])
+        def hand(batch: list[Any] | BaseException) -> None:
+            # Trio asked for this batch, so there is room; unless it stopped asking.
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                send.send_nowait(batch)
+
+        def deliver(batch: list[Any] | BaseException) -> None:
+            # Never waits for trio: the poll loop goes on whatever trio is doing.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(hand, batch)
+
+        loop = self._loop = _PollLoop(
+            consumer,
+            tracker,
+            self._items,
+            deliver,
+            commits=self.group_id is not None,
+            poll_timeout_ms=self.poll_timeout_ms,
+            commit_timeout_ms=self.commit_timeout_ms,
+        )
+        # A thread of its own, not trio's: it must outlive a cancelled node
+        # until its teardown has let it commit and close.
+        self._thread = threading.Thread(
+            target=loop.run, name=f"kafka poll loop {self.topics}", daemon=True
+        )
+        self._thread.start()
+
+    def _items(
+        self, _partition: Any, records: list[Any], acks: list[Callable[[], None]]
+    ) -> list[WithAck | Rejected]:
         items: list[WithAck | Rejected] = []
         for record, ack in zip(records, acks, strict=True):
             try:
@@ -288,42 +676,78 @@ class KafkaConsumer(NanoStreamProcessor):
             headers=list(record.headers or []),
         )
 
-    def _commit_and_poll(self) -> dict[Any, list[Any]]:
-        """Commit what is acknowledged, then poll: one trip to a worker thread.
-
-        The offsets are taken in the thread, so a trip cancelled before it
-        starts takes none, and a stopping pipeline commits them at close.
-        """
-        consumer = self._consumer
-        if self.group_id is not None and (offsets := self._tracker.take_committable()):
-            try:
-                consumer.commit(_commit_request(offsets))
-            except Exception:
-                # The records will be delivered again; at-least-once still holds.
-                logger.warning("Kafka offset commit failed", exc_info=True)
-        return consumer.poll(timeout_ms=self.poll_timeout_ms)
-
     async def generate_batches(self) -> AsyncIterator[list[WithAck]]:
+        loop, batches = self._loop, self._batches
+        assert loop is not None and batches is not None
         while True:
-            polled = await trio.to_thread.run_sync(self._commit_and_poll)
-            batch = []
-            for partition, records in polled.items():
-                batch += self._items(partition, records)
-            if batch:
-                yield batch
+            loop.wanted.set()
+            batch = await batches.receive()
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
 
     async def teardown(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is None:
+        """Stop the poll loop: it commits what is acknowledged and closes.
+
+        Raises ``RuntimeError`` naming the offsets it could not commit (the
+        broker refused, or did not answer before the teardown's deadline),
+        so that the run fails; those records are read again after a restart.
+
+        Cancellation: the loop is abandoned (it goes on in its thread until
+        its commit returns), and what it had to commit is logged.
+        """
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
             return
-        # Closing revokes every partition: the listener commits what is acknowledged.
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(lambda: consumer.close(autocommit=False))
+        loop.stopping.set()
+        try:
+            with trio.move_on_at(trio.current_effective_deadline() - _TEARDOWN_MARGIN):
+                await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+        except trio.Cancelled:
+            if offsets := loop.tracker.uncommitted() or loop.not_committed:
+                logger.warning(
+                    "Kafka consumer stopped before committing %s; "
+                    "those records are read again after a restart",
+                    _describe_offsets(offsets),
+                    extra={"event": "not_committed"},
+                )
+            raise
+        if thread.is_alive():
+            if offsets := loop.tracker.uncommitted() or loop.not_committed:
+                raise RuntimeError(
+                    f"offsets not committed ({_describe_offsets(offsets)}): the broker did "
+                    "not answer in time; those records are read again after a restart"
+                )
+        elif loop.commit_error is not None:
+            error = loop.commit_error
+            raise RuntimeError(
+                f"offsets not committed ({_describe_offsets(loop.not_committed)}): "
+                f"{type(error).__name__}: {error}; those records are read again after a restart"
+            )
+
+
+def _close_producer(producer: Any) -> None:
+    import kafka.errors
+
+    try:
+        producer.close(timeout=0)
+    except kafka.errors.KafkaTimeoutError:
+        # Records of a batch cut short are still unconfirmed: they were never
+        # acknowledged, so they are sent again after a restart. Drop them
+        # rather than wait for a broker that may be gone.
+        producer._sender.force_close()
+        producer._closed = True
 
 
 @attrs.define
 class KafkaProducer(NanoStreamProcessor):
-    """Writes each item to a Kafka topic; a batch is done once the broker confirms it."""
+    """Writes each item to a Kafka topic; a batch is done once the broker confirms it.
+
+    Errors: setup raises ``ConnectionError`` naming ``bootstrap_servers``
+    when no broker is reachable; a record the client or broker refuses is
+    reported with :class:`FailedItems`, for the node's error policy.
+    """
 
     topic: str = attrs.field(metadata={"description": "The topic to write to."})
     bootstrap_servers: str | None = _bootstrap_servers_field()
@@ -337,17 +761,24 @@ class KafkaProducer(NanoStreamProcessor):
     )
     producer_config: dict[str, Any] = attrs.field(
         factory=dict,
+        validator=_settings_validator("KafkaProducer", _PRODUCER_OWNED),
         metadata={"description": "Further kafka-python KafkaProducer settings, passed through."},
     )
 
     _producer: Any = attrs.field(default=None, init=False, repr=False, alias="_producer")
+    _unconfirmed: int = attrs.field(default=0, init=False, repr=False, alias="_unconfirmed")
 
     async def setup(self) -> None:
         import kafka
 
+        _quiet_kafka_logs()
         config = dict(self.producer_config)
-        config["bootstrap_servers"] = _resolve_bootstrap_servers(self.bootstrap_servers)
-        self._producer = await trio.to_thread.run_sync(lambda: kafka.KafkaProducer(**config))
+        servers = config["bootstrap_servers"] = _resolve_bootstrap_servers(self.bootstrap_servers)
+        producer = await _connect(servers, lambda: kafka.KafkaProducer(**config))
+        # The node closes the producer itself, within the time a stop allows;
+        # kafka-python's exit handler would wait without end for a broker gone.
+        producer._unregister_cleanup()
+        self._producer = producer
 
     def _key(self, message: Any) -> bytes | None:
         if self.key_field is None or not isinstance(message, dict):
@@ -379,22 +810,30 @@ class KafkaProducer(NanoStreamProcessor):
             raise FailedItems(errors)
 
     async def process_batch(self, messages: list[Any]) -> None:
-        # Abandoned on cancellation: a batch cut short is not acknowledged,
-        # so its records are sent again after a restart, never lost.
-        await trio.to_thread.run_sync(self._send_all, messages, abandon_on_cancel=True)
+        """Cancellation: the flush is abandoned, and the batch, not
+        acknowledged, is sent again after a restart, never lost."""
+        try:
+            await trio.to_thread.run_sync(self._send_all, messages, abandon_on_cancel=True)
+        except trio.Cancelled:
+            self._unconfirmed += len(messages)
+            raise
 
     async def teardown(self) -> None:
+        """Close the producer; every batch acknowledged was flushed already.
+
+        Raises ``RuntimeError`` when a batch was cut short before the broker
+        confirmed it, so that the run fails; its records, never
+        acknowledged, are sent again after a restart.
+
+        Cancellation: the close is abandoned.
+        """
         producer, self._producer = self._producer, None
         if producer is None:
             return
-
-        def close() -> None:
-            try:
-                producer.flush()
-            finally:
-                producer.close()
-
-        # Abandoned when the runtime cuts the teardown short (its timeout, or
-        # a cancelled run), so that a broker gone away cannot hold up the
-        # end; records still unconfirmed then were never acknowledged.
-        await trio.to_thread.run_sync(close, abandon_on_cancel=True)
+        with trio.move_on_at(trio.current_effective_deadline() - _TEARDOWN_MARGIN):
+            await trio.to_thread.run_sync(_close_producer, producer, abandon_on_cancel=True)
+        if self._unconfirmed:
+            raise RuntimeError(
+                f"{self._unconfirmed} records to {self.topic!r} not confirmed by the broker; "
+                "not acknowledged, they are sent again after a restart"
+            )

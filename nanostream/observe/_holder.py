@@ -17,6 +17,11 @@ class RunHolder:
     """
 
     def __init__(self, graph: NanoStreamGraph) -> None:
+        self.restart(graph)
+
+    def restart(self, graph: NanoStreamGraph) -> None:
+        """Hold ``graph``, not yet set up: a new version of the pipeline, for
+        observers that watch one version after another (``run --watch``)."""
         self.graph = graph
         self.run: GraphRun | None = None
         self.started_at: float | None = None
