@@ -361,3 +361,41 @@ def test_run_never_echoes_a_value_from_the_environment(tmp_path: Path) -> None:
         "nanostream: node 'login' failed in setup: PermissionError: wrong password "
         "${NANOSTREAM_CLI_PASSWORD} (value not shown)\n"
     )
+
+
+def test_nodes_lists_the_nodes_of_installed_packages(tmp_path: Path) -> None:
+    (tmp_path / "nanostream_cli_plugin.py").write_text(
+        textwrap.dedent("""\
+        import nanostream as ns
+
+        class Shout(ns.NanoStreamProcessor):
+            \"\"\"Upper-cases each item.\"\"\"
+
+            def process_item(self, message):
+                return message.upper()
+        """)
+    )
+    # A distribution's metadata on the path, as pip would install it.
+    info = tmp_path / "nanostream_cli_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nanostream-cli-plugin\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[nanostream.nodes]\nShout = nanostream_cli_plugin:Shout\nBroken = nowhere:Nothing\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    listing = subprocess.run(
+        [sys.executable, "-m", "nanostream", "nodes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert listing.returncode == 0, listing.stderr
+    section = listing.stdout.split("From installed packages (entry points 'nanostream.nodes'):\n")
+    words = " ".join(section[1].split())
+    assert words.startswith(
+        "Broken cannot load nowhere:Nothing: ModuleNotFoundError: No module named 'nowhere' "
+        "Shout (processor) Upper-cases each item."
+    )

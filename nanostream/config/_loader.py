@@ -232,7 +232,8 @@ def _interpolate(tree: Any, source: _Source, environ: typing.Mapping[str, str]) 
             raise _TooBig(
                 position,
                 f"the file holds more than {MAX_VALUES:,} values once its aliases are "
-                "expanded (aliases of aliases multiply)",
+                "expanded (aliases of aliases multiply; a large data set belongs in a "
+                "file that a source reads)",
             )
         if isinstance(node, dict | list) and depth >= MAX_DEPTH:
             raise _TooBig(position, f"mappings and lists nest more than {MAX_DEPTH} levels deep")

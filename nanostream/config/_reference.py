@@ -4,6 +4,7 @@ declarations as the schema, so none of them can drift."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import re
 import textwrap
@@ -14,6 +15,7 @@ import attrs
 
 from .._options import NodeOptions
 from ..nodes import ALIASES, BUILTIN_NODES, EMBEDDING_NODES, load_builtin
+from ._loader import ENTRY_POINT_GROUP
 from ._nodeclass import plain, role
 from ._schema import parameters, summary
 
@@ -84,6 +86,18 @@ def catalogue_text() -> str:
         lines += _entry(name, f"({role(cls)}) {plain(summary(cls))}", width)
     lines += ["", "Aliases:"]
     lines += [f"  {alias:<{width}}  {target}" for alias, target in sorted(ALIASES.items())]
+    installed = sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
+    )
+    if installed:
+        lines += ["", f"From installed packages (entry points {ENTRY_POINT_GROUP!r}):"]
+    for entry_point in installed:
+        try:
+            cls = entry_point.load()
+            text = f"({role(cls)}) {plain(summary(cls))}"
+        except Exception as error:  # a broken plugin must not hide the others
+            text = f"cannot load {entry_point.value}: {type(error).__name__}: {error}"
+        lines += _entry(entry_point.name, text, width)
     lines += ["", "nanostream nodes CLASS describes one, with an example."]
     return "\n".join(lines) + "\n"
 
