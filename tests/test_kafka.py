@@ -402,6 +402,39 @@ async def test_a_pipeline_slower_than_the_poll_interval_keeps_its_group_and_comm
     assert _committed(broker, group, topic) == everything
 
 
+async def test_a_member_joining_while_another_is_paused_loses_nothing(broker, caplog):
+    """The first member is paused behind a slow stage, items in flight, when
+    a second joins: the rebalance moves a partition with records polled and
+    in flight; the new owner reads them from the last commit."""
+    topic, group = create_topic(broker, 2), unique_name("group")
+    total = 60
+    produce_json(broker, topic, ({"n": n} for n in range(total)), partitions=2)
+    slow, quick = [], []
+
+    def member(processed, delay):
+        graph = NanoStreamGraph("member")
+        graph.add("in", _consumer(broker, topic, max_poll_records=5, group_id=group))
+        graph.add("work", SlowDouble(processed, delay), parents=["in"], buffer_size=1)
+        graph.add("sink", BlackHole(), parents=["work"])
+        return graph
+
+    everything = {0: total // 2, 1: total // 2}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            first = await nursery.start(run_graph, member(slow, 0.1))
+            while len(slow) < 5:
+                await trio.sleep(0.05)
+            second = await nursery.start(run_graph, member(quick, 0.01))
+            while set(slow) | set(quick) != set(range(total)):
+                await trio.sleep(0.05)
+            while await trio.to_thread.run_sync(_committed, broker, group, topic) != everything:
+                await trio.sleep(0.2)
+            first.stop()
+            second.stop()
+    assert quick, "the second member never got a partition"
+    assert "moved on without this consumer" not in caplog.text
+
+
 def _sending_too_large_a_value(broker, **options):
     """A graph whose producer is given a value larger than kafka-python's
     default max_request_size of 1 MB."""
@@ -479,6 +512,9 @@ def test_misspelt_settings_are_found_by_check_at_their_key_without_their_value()
         "settings.yaml:14:7: error: node 'out': parameter 'producer_config': "
         "'bootstrap_servers' cannot be set here: it is the node's parameter 'bootstrap_servers'",
     ]
+    # The source line shown under the error stars the value out.
+    assert "sasl_plain_pasword: **************" in errors[0].format()
+    assert "hunter2" not in "".join(error.format() for error in errors)
 
 
 def test_a_setting_error_never_shows_the_value():

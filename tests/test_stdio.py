@@ -119,6 +119,22 @@ def test_logs_and_the_summary_never_reach_stdout(tmp_path):
     assert b"pipeline 'stdio' started" in done.stderr
 
 
+def close_after_one_line(command: list[str]) -> tuple[int, bytes]:
+    """Run ``command``, read one line of its stdout ("7") and close it, as
+    ``| head -1`` does; its exit status and what it wrote to stderr."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == b"7\n"
+        process.stdout.close()
+        _, errors = process.communicate(timeout=PATIENCE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    return process.returncode, errors
+
+
 def test_a_closed_stdout_ends_the_run_cleanly(tmp_path):
     path = tmp_path / "pipeline.yaml"
     path.write_text(
@@ -133,21 +149,10 @@ node_sequence:
     parents: [numbers]
 """
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "run", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    returncode, errors = close_after_one_line(
+        [sys.executable, "-m", "nanostream", "run", str(path)]
     )
-    try:
-        assert process.stdout.readline() == b"7\n"
-        process.stdout.close()  # as `| head -1` does once it has its line
-        _, errors = process.communicate(timeout=PATIENCE)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
-    assert process.returncode == 0, errors
+    assert returncode == 0, errors
     assert b"Traceback" not in errors
     assert b"stdout was closed by its reader" in errors
 
@@ -181,3 +186,26 @@ def test_stdin_json_to_jsonl_keeps_unicode(tmp_path):
     path = pipeline(tmp_path, reader="    format: jsonl\n", writer="    format: jsonl\n")
     done = run(path, json.dumps({"name": "Zoë"}).encode() + b"\n")
     assert done.stdout.decode() == '{"name": "Zoë"}\n'
+
+
+def test_a_closed_stdout_is_the_writers_error_in_a_program_that_handles_no_signals(tmp_path):
+    script = tmp_path / "embedded.py"
+    script.write_text(
+        """\
+import trio
+import nanostream as ns
+from nanostream.nodes.stdio import StdoutWriter
+
+graph = ns.NanoStreamGraph("embedded")
+graph.add("numbers", ns.ConstantEmitter(7))
+graph.add("write", StdoutWriter(), parents=["numbers"])
+try:
+    trio.run(ns.run_graph, graph)
+except ns.NodeError as error:
+    raise SystemExit(f"stopped: {error}")
+"""
+    )
+    returncode, errors = close_after_one_line([sys.executable, str(script)])
+    assert returncode == 1
+    assert b"stopped: node 'write' failed" in errors
+    assert b"BrokenPipeError: stdout was closed by its reader" in errors

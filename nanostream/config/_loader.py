@@ -106,7 +106,12 @@ class _Source:
         self.secrets = env.Secrets()
         self.from_environment: set[tuple[int, int]] = set()
 
-    def error(self, position: tuple[int, int], message: str, *, unset: bool = False) -> None:
+    def error(
+        self, position: tuple[int, int], message: str, *, unset: bool = False, hide: bool = False
+    ) -> None:
+        """Record an error at ``position``; with ``hide``, the value of the
+        key there is starred out of the source line shown (a setting that
+        may be a password)."""
         if unset:
             self.unset.add(position)
         elif position in self.unset:
@@ -117,6 +122,9 @@ class _Source:
         source_line = self.lines[line - 1] if 0 < line <= len(self.lines) else None
         if source_line is not None:
             source_line = env.hide_passwords(source_line)
+            key, colon, value = source_line.partition(":")
+            if hide and colon and len(key) >= col - 1:
+                source_line = key + colon + re.sub(r"\S", "*", value)
         error = ConfigError(self.path, line, col, message, source_line)
         if error not in self.errors:
             self.errors.append(error)
@@ -370,10 +378,11 @@ def _report_init_error(
     """An error raised by the class itself (an attrs validator, ``__attrs_post_init__``)."""
     name = _attribute_of(error, [field.name for field in attrs.fields(cls) if field.name in data])
     if name is not None:
-        # A validator may name the key of a mapping parameter at fault: args[2].
+        # A validator may name the key of a mapping parameter at fault, args[2]:
+        # the error points at the key, and its value (a password?) is not shown.
         path = [name, *getattr(error, "args", ())[2:3]]
         position = path_position(where, path, key=len(path) > 1)
-        source.error(position, f"{prefix}{what} {name!r}: {_message(error)}")
+        source.error(position, f"{prefix}{what} {name!r}: {_message(error)}", hide=len(path) > 1)
     else:
         source.error(_start(where), f"{prefix}{_message(error)}")
 

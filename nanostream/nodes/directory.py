@@ -8,6 +8,7 @@ import functools
 import itertools
 import logging
 import os
+import signal
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -546,7 +547,14 @@ def _being_written(path: str) -> bool:
     Told by a read lease (``fcntl(F_SETLEASE, F_RDLCK)``), which Linux
     refuses with EAGAIN while the file is open for writing anywhere. Only
     the file's owner (or a process with CAP_LEASE) may take one; where it
-    cannot be taken, or the filesystem has no leases, the answer is no."""
+    cannot be taken, or the filesystem has no leases, the answer is no.
+
+    The lease is let go at once. A process opening the file for writing
+    in between waits for that, and breaks the lease: Linux then signals
+    the holder, with SIGIO unless ``F_SETSIG`` says otherwise, and SIGIO
+    ends a process that does not handle it. SIGURG, which is ignored
+    unless handled (and Python handles it only if told to), is asked for
+    instead."""
     if getattr(fcntl, "F_SETLEASE", None) is None:  # pragma: no cover - not Linux
         return False
     try:
@@ -554,6 +562,7 @@ def _being_written(path: str) -> bool:
     except OSError:
         return False
     try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return False

@@ -777,7 +777,8 @@ class KafkaProducer(NanoStreamProcessor):
         producer = await _connect(servers, lambda: kafka.KafkaProducer(**config))
         # The node closes the producer itself, within the time a stop allows;
         # kafka-python's exit handler would wait without end for a broker gone.
-        producer._unregister_cleanup()
+        if unregister := getattr(producer, "_unregister_cleanup", None):
+            unregister()
         self._producer = producer
 
     def _key(self, message: Any) -> bytes | None:
