@@ -55,3 +55,7 @@ reference:
 # Regenerate the node reference, then build the documentation site into docs/_build/html (warnings are errors).
 docs: reference
     python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# Measure the loop, thread and process executors against each other and multiprocessing.Pool.
+bench-executors *args:
+    python benchmarks/bench_executors.py {{args}}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import pickle
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from ._options import NodeOptions
-from ._processor import NanoStreamProcessor, is_source
+from ._processor import NanoStreamProcessor, _defines, call_style, is_source
 
 
 class GraphError(ValueError):
@@ -147,6 +148,7 @@ class NanoStreamGraph:
                         "workers",
                     )
                 )
+            found += _executor_problems(node)
             if not node.is_source and not self.inputs(node.name):
                 found.append(
                     GraphProblem(
@@ -235,3 +237,58 @@ def _unknown_option_message(key: str) -> str:
 
 def _holds_items(processor: NanoStreamProcessor) -> bool:
     return any(callable(getattr(processor, hook, None)) for hook in ("holding", "deadline"))
+
+
+def _executor_problems(node: Node) -> list[GraphProblem]:
+    """What stops ``node`` from running on its executor."""
+    executor = node.options.executor
+    if executor == "loop":
+        return []
+    kind = type(node.processor).__name__
+    if node.is_source:
+        return [GraphProblem(node.name, f"{kind} is a source and runs on the loop", "executor")]
+    handler = "process_batch" if _defines(node.processor, "process_batch") else "process_item"
+    function = getattr(node.processor, handler, None)
+    if function is not None and call_style(function) in ("async", "async generator"):
+        return [
+            GraphProblem(
+                node.name,
+                f"{kind}.{handler} is async and runs on the loop; executor {executor!r} "
+                "runs plain functions (async code waits without blocking: use workers)",
+                "executor",
+            )
+        ]
+    if executor == "process":
+        if _holds_items(node.processor):
+            return [
+                GraphProblem(
+                    node.name,
+                    f"{kind} holds items back, which worker processes cannot share; "
+                    "use executor 'thread'",
+                    "executor",
+                )
+            ]
+        reason = unpicklable(node.processor)
+        if reason is not None:
+            return [GraphProblem(node.name, reason, "executor")]
+    return []
+
+
+def unpicklable(processor: NanoStreamProcessor) -> str | None:
+    """Why ``processor`` cannot be sent to a worker process (naming the
+    attribute that cannot be pickled when one can be found), or ``None``."""
+    try:
+        pickle.dumps(processor)
+    except Exception as error:
+        kind = type(processor)
+        names = [f.name for f in attrs.fields(kind)] if attrs.has(kind) else vars(processor)
+        for attribute in names:
+            try:
+                pickle.dumps(getattr(processor, attribute))
+            except Exception as cause:
+                return (
+                    f"attribute {attribute!r} of {type(processor).__name__} cannot be "
+                    f"pickled for executor 'process': {cause}"
+                )
+        return f"{type(processor).__name__} cannot be pickled for executor 'process': {error}"
+    return None

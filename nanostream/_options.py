@@ -20,7 +20,7 @@ def _not_negative(instance: object, attribute: attrs.Attribute, value: float) ->
 
 @attrs.frozen(kw_only=True)
 class NodeOptions:
-    """How the runtime runs one node: its error policy, input buffer and workers.
+    """How the runtime runs one node: its error policy, input buffer, executor and workers.
 
     These sit beside ``name``, ``class`` and ``parents`` in a YAML node, and
     are the keyword arguments of :meth:`NanoStreamGraph.add`.
@@ -73,12 +73,31 @@ class NodeOptions:
             "its parents wait (back-pressure)."
         },
     )
+    executor: Literal["loop", "thread", "process"] = attrs.field(
+        default="loop",
+        validator=v.in_(("loop", "thread", "process")),
+        metadata={
+            "description": "Where this node's process_item or process_batch runs: 'loop' "
+            "on the event loop (async code, cheap sync code), 'thread' in worker threads "
+            "(blocking sync code), 'process' in worker processes (CPU-bound sync code)."
+        },
+    )
     workers: int = attrs.field(
         default=1,
         validator=[v.instance_of(int), _positive],
         metadata={
-            "description": "How many copies of this node's loop take batches from its "
-            "input at once; for nodes that wait on I/O. Items then leave out of order."
+            "description": "How many parts of this node's input are handled at once: "
+            "copies of its loop sharing that input, each with its own thread or process "
+            "under executor 'thread' or 'process'. What waits is split so that every "
+            "worker has a part."
+        },
+    )
+    ordered: bool = attrs.field(
+        default=True,
+        validator=v.instance_of(bool),
+        metadata={
+            "description": "With several workers: results leave in input order (true), "
+            "or as each worker finishes (false)."
         },
     )
     max_batch: int = attrs.field(

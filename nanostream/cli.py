@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long in-flight items may drain (default 30)",
+        help="on SIGINT/SIGTERM, how long in-flight items and teardowns may take to "
+        "drain (default 30); then, or on a second signal, the run stops within a second "
+        "and exits with 128 + the signal number",
     )
     run.add_argument(
         "--metrics-port",
@@ -226,7 +228,17 @@ def _run(args: argparse.Namespace) -> int:
             print(summary_text(holder), file=sys.stderr)
     for failure in failures:
         print(f"nanostream: {secrets.hide(str(failure), everywhere=False)}", file=sys.stderr)
-    return 1 if failures else status
+    if failures:
+        return 1
+    run = holder.run
+    if status == 0 and run is not None and not run.drained:
+        how = f"{run.signal.name}: " if run.signal is not None else ""
+        print(
+            f"nanostream: {how}stopped before draining, with {run.abandoned} items in flight",
+            file=sys.stderr,
+        )
+        return run.exit_status
+    return status
 
 
 async def _run_observed(holder: RunHolder, args: argparse.Namespace, live: bool) -> int:

@@ -81,7 +81,9 @@ async def test_a_full_queue_before_one_with_room_is_the_bottleneck(nursery):
     assert text.splitlines()[0].endswith(f" · sources sent {emitted} of 100 items ({emitted}%)")
     assert row(text, "numbers")[:4] == ["numbers", "SequenceEmitter", "running", f"{emitted}/100"]
     gated = row(text, "gated")
-    assert gated[:5] == ["gated", "Gated", "running", "1", "0"]
+    # Items count as received once handled: the one the gate holds is in progress.
+    assert gated[:5] == ["gated", "Gated", "running", "0", "0"]
+    assert holder.run.stats["gated"].in_progress == 1
     assert "2/2" in gated
     assert row(text, "sink")[:5] == ["sink", "BlackHole", "running", "0", "0"]
     assert "bottleneck: gated (input queue full)" in text
@@ -386,3 +388,26 @@ def test_on_a_terminal_the_table_replaces_the_summary(tmp_path: Path) -> None:
     assert last.startswith("finished · ")
     assert row(last, "sink")[:5] == ["sink", "BlackHole", "finished", "3", "0"]
     assert "items from the sources" not in text
+
+
+async def test_a_node_with_workers_shows_the_least_and_most_busy_worker(nursery):
+    class Pause(ns.NanoStreamProcessor):
+        async def process_item(self, message):
+            await trio.sleep(0.001)
+            return message
+
+    graph = ns.NanoStreamGraph("viewed")
+    graph.add("numbers", ns.SequenceEmitter(list(range(40))))
+    graph.add("pause", Pause(), ["numbers"], workers=4)
+    graph.add("sink", ns.BlackHole(), ["pause"])
+    holder, finished = await start(nursery, graph)
+    with trio.fail_after(30):
+        await finished.wait()
+    view = StatusView(holder)
+    cells = row(draw(view), "pause")
+    assert re.fullmatch(r"\d+%", cells[-2])
+    assert re.fullmatch(r"\(\d+%\.\.\d+%\)", cells[-1])
+    assert len(view.worker_busy["pause"]) == 4
+    assert all(share > 0 for share in view.worker_busy["pause"])
+    # One worker: its share alone.
+    assert re.fullmatch(r"\d+%", row(draw(view), "sink")[-1])

@@ -372,3 +372,24 @@ def test_the_api_example_prints_each_page_once_across_runs(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_the_executors_example_prints_each_hash_in_order():
+    import hashlib
+
+    def digest(number: int) -> str:
+        value = str(number).encode()
+        for _ in range(20_000):
+            value = hashlib.sha256(value).digest()
+        return value.hex()[:12]
+
+    folder = EXAMPLES / "executors"
+    done = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{n}: {digest(n)}" for n in range(20)]

@@ -132,6 +132,38 @@ async def test_counters_are_exact_after_a_known_input(nursery):
         assert samples["nanostream_node_running", node] == 0
 
 
+async def test_each_worker_has_its_busy_seconds(nursery):
+    graph = ns.NanoStreamGraph("metered")
+    graph.add("numbers", ns.SequenceEmitter(list(range(100))))
+    graph.add("check", RejectMultiplesOfThree(), ["numbers"], on_error="skip", workers=3)
+    finished = trio.Event()
+
+    async def run_to_the_end(task_status):
+        await ns.run_graph(graph, task_status=task_status)
+        finished.set()
+
+    run = await nursery.start(run_to_the_end)
+    port = await nursery.start(ns.serve_metrics, run, 0)
+    with trio.fail_after(30):
+        await finished.wait()
+    _, _, body = await get(port, "/metrics")
+    [family] = [
+        family
+        for family in text_string_to_metric_families(body)
+        if family.name == "nanostream_worker_busy_seconds"
+    ]
+    spent = {
+        (sample.labels["node"], sample.labels["worker"]): sample.value for sample in family.samples
+    }
+    assert spent == {
+        ("numbers", "0"): 0.0,
+        **{
+            ("check", str(worker)): run.stats["check"].worker_busy_seconds[worker]
+            for worker in range(3)
+        },
+    }
+
+
 @attrs.define
 class GatedSink(ns.NanoStreamProcessor):
     """A sink whose setup waits until the test opens the gate."""

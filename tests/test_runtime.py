@@ -1,4 +1,5 @@
 import itertools
+from functools import partial
 
 import pytest
 import trio
@@ -16,6 +17,7 @@ from nanostream import (
     SequenceEmitter,
     run_graph,
 )
+from nanostream._runtime import TEARDOWN_GRACE
 from nanostream.testing import Collector
 
 
@@ -979,3 +981,28 @@ async def test_a_failing_node_nursery_task_fails_the_node():
 def test_node_nursery_outside_a_node_is_an_error():
     with pytest.raises(RuntimeError, match="only available in a node's own code"):
         ns.node_nursery()
+
+
+async def test_a_drain_ends_teardowns_included_within_the_drain_timeout(autojump_clock):
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", [], [1], then_wait=True))
+    graph.add("stuck", StuckTeardown(), ["src"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(partial(run_graph, graph, drain_timeout=3))
+        start = trio.current_time()
+        run.stop()
+    # Teardowns may take a short grace past the drain deadline, no more.
+    assert trio.current_time() - start == pytest.approx(3 + TEARDOWN_GRACE)
+    assert not run.drained
+    assert run.exit_status == 1
+
+
+async def test_a_clean_drain_has_exit_status_0(autojump_clock):
+    graph = NanoStreamGraph()
+    graph.add("src", RecordSource("src", [], [1, 2], then_wait=True))
+    graph.add("sink", ns.BlackHole(), ["src"])
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(partial(run_graph, graph, drain_timeout=3))
+        run.stop()
+    assert run.drained
+    assert (run.exit_status, run.abandoned) == (0, 0)

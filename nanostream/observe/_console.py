@@ -98,22 +98,26 @@ class StatusView:
 
     def __init__(self, holder: RunHolder) -> None:
         self.holder = holder
-        self._samples: deque[tuple[float, dict[str, tuple[int, float]]]] = deque()
+        self._samples: deque[tuple[float, dict[str, tuple[int, tuple[float, ...]]]]] = deque()
+        #: Each worker's busy share of each node, as of the last render.
+        self.worker_busy: dict[str, list[float]] = {}
         # Each column's widest cell so far, by heading: columns only ever
         # widen, so the table does not jitter as numbers grow and shrink.
         self._widths: dict[str, int] = {}
 
     def _rates(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Items per second and busy fraction of each node."""
+        """Items per second and busy fraction of each node (of what its
+        workers could do together); each worker's in :attr:`worker_busy`."""
         run = self.holder.run
         assert run is not None
         graph = run.graph
         current = {
-            name: (throughput(graph, name, stats), stats.busy_seconds)
+            name: (throughput(graph, name, stats), tuple(stats.worker_busy_seconds))
             for name, stats in run.stats.items()
         }
         if self.holder.finished_at is not None:
-            then, before = self.holder.started_at or now, dict.fromkeys(current, (0, 0.0))
+            then = self.holder.started_at or now
+            before = {name: (0, (0.0,) * len(spent)) for name, (_, spent) in current.items()}
             now = self.holder.finished_at
         else:
             self._samples.append((now, current))
@@ -124,8 +128,19 @@ class StatusView:
         if span <= 0:
             return {}, {}
         rates = {name: (count - before[name][0]) / span for name, (count, _) in current.items()}
-        busy = {name: (spent - before[name][1]) / span for name, (_, spent) in current.items()}
+        self.worker_busy = {
+            name: [(a - b) / span for a, b in zip(spent, before[name][1], strict=True)]
+            for name, (_, spent) in current.items()
+        }
+        busy = {name: sum(shares) / len(shares) for name, shares in self.worker_busy.items()}
         return rates, busy
+
+    def _busy(self, name: str, busy: dict[str, float]) -> str:
+        """A node's busy share; with several workers, the least and most busy one's too."""
+        shares = self.worker_busy.get(name, [])
+        if len(shares) < 2:
+            return f"{busy[name]:.0%}"
+        return f"{busy[name]:.0%} ({min(shares):.0%}..{max(shares):.0%})"
 
     def render(self, now: float) -> Text:
         """The table as of ``now`` (trio's clock).
@@ -180,7 +195,7 @@ class StatusView:
                     f"{row.skipped:,}",
                     f"{row.errors:,}",
                     *(f"{getattr(stats, field):,}" for _, field in extra),
-                    "" if node.is_source or row.name not in busy else f"{busy[row.name]:.0%}",
+                    "" if node.is_source or row.name not in busy else self._busy(row.name, busy),
                 ]
             )
         for heading, width in zip(rows[0], column_widths(rows), strict=True):

@@ -70,6 +70,15 @@ class StatsCollector(Collector):
             for node, node_stats in stats:
                 counter.add_metric((pipeline, node), getattr(node_stats, attribute))
             yield counter
+        worker_busy = CounterMetricFamily(
+            "nanostream_worker_busy_seconds_total",
+            "Seconds each worker of a node spent in the node's own code.",
+            labels=(*LABELS, "worker"),
+        )
+        for node, node_stats in stats:
+            for worker, spent in enumerate(node_stats.worker_busy_seconds):
+                worker_busy.add_metric((pipeline, node, str(worker)), spent)
+        yield worker_busy
         depth = GaugeMetricFamily(
             "nanostream_queue_depth", "Batches waiting in a node's input queue.", labels=LABELS
         )

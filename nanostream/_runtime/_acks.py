@@ -15,7 +15,13 @@ sources attach no acknowledgements (their batches carry ``None``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from ._errors import NodeError
+
+if TYPE_CHECKING:
+    from ._stats import NodeStats
 
 
 class Ticket:
@@ -56,3 +62,18 @@ def combine(first: Tickets, second: Tickets) -> Tickets:
     if second is None:
         return first
     return first + second
+
+
+def acknowledge(complete: list[Ticket], stats: Mapping[str, NodeStats]) -> None:
+    """Call the acknowledgements of ``complete`` tickets, counting them on
+    their sources' counters.
+
+    Raises :class:`NodeError` naming the source if an ``ack`` raises.
+    """
+    for ticket in complete:
+        try:
+            for ack in ticket.acks:
+                ack()
+        except Exception as error:
+            raise NodeError(ticket.source, "acknowledgement", error) from error
+        stats[ticket.source].acknowledged += len(ticket.acks)

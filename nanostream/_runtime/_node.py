@@ -1,0 +1,228 @@
+"""One node's life: setup, its items, finish, teardown, in a nursery of its own."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from .._graph import Node
+from .._processor import call_hook
+from ._control import TEARDOWN_TIMEOUT, RunControl
+from ._dead_letters import DeadLetterRoute
+from ._errors import NodeError, log_items
+from ._executors import ProcessExecutor, ThreadExecutor
+from ._inbox import Inbox
+from ._outbox import Outbox, Outputs
+from ._policy import ErrorPolicy
+from ._sources import Source
+from ._stats import NodeStats
+from ._styles import LoopHoldWatch, LoopStyles, OffLoopStyle, during_of
+from ._workers import Workers
+
+logger = logging.getLogger("nanostream")
+
+#: The nursery of the node whose task is running; see :func:`node_nursery`.
+_current_node_nursery: contextvars.ContextVar[trio.Nursery] = contextvars.ContextVar(
+    "nanostream node nursery"
+)
+
+
+def node_nursery() -> trio.Nursery:
+    """The nursery of the node being run, for tasks that live as long as it.
+
+    A node that serves connections or keeps one open starts those tasks
+    here from ``setup`` (or later), and they run beside its items until its
+    ``teardown`` has returned; then they are cancelled. An exception in one
+    of them fails the node, like one in ``process_item`` under ``fail``.
+    Called anywhere but in a node's own code, it raises ``RuntimeError``.
+    """
+    try:
+        return _current_node_nursery.get()
+    except LookupError:
+        raise RuntimeError("node_nursery() is only available in a node's own code") from None
+
+
+class NodePorts:
+    """A node's ends of the graph's channels (see ``_wiring``)."""
+
+    def __init__(self, all_stats: Mapping[str, NodeStats], stats: NodeStats) -> None:
+        self.inbox: trio.MemoryReceiveChannel | None = None
+        self.outputs = Outputs(all_stats, stats)
+        self.dead_letters: DeadLetterRoute | None = None
+
+    def close(self) -> None:
+        self.outputs.close()
+        if self.dead_letters is not None:
+            self.dead_letters.channel.close()
+
+
+class NodeLifecycle:
+    """Runs one node from setup to teardown, reporting to the run's control.
+
+    A source's teardown waits until every other node is done (or the graph
+    is cancelled): the items in flight are acknowledged by then, so a
+    source that commits at teardown (a Kafka consumer) commits them.
+    """
+
+    def __init__(self, control: RunControl, node: Node, stats: NodeStats, ports: NodePorts):
+        self.control = control
+        self.node = node
+        self.name = node.name
+        self.processor = node.processor
+        self.options = node.options
+        self.stats = stats
+        self.ports = ports
+        self.policy = ErrorPolicy(
+            node.name, node.options, stats, control.skip_log, ports.dead_letters
+        )
+        self.executor: ThreadExecutor | ProcessExecutor | None = None
+        if node.options.executor == "thread":
+            self.executor = ThreadExecutor(node.processor, node.options.workers)
+        elif node.options.executor == "process":
+            self.executor = ProcessExecutor(
+                node.name, node.processor, node.options.workers, TEARDOWN_TIMEOUT
+            )
+
+    async def run(self) -> None:
+        """The node's whole life, in a nursery of its own that the node's
+        code may start tasks in (:func:`node_nursery`); they are cancelled
+        once the node's teardown has returned."""
+        try:
+            async with trio.open_nursery() as nursery:
+                _current_node_nursery.set(nursery)
+                log_items.set(self.control.log_items)
+                try:
+                    await self._live()
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            failed, rest = group.split(Exception)
+            if failed is not None:
+                error = failed
+                while isinstance(error, BaseExceptionGroup):
+                    error = error.exceptions[0]
+                self.stats.state = "failed"
+                if isinstance(error, NodeError):
+                    self.control.fail(error)
+                else:
+                    failure = NodeError(self.name, "a task in its nursery", error)
+                    failure.__cause__ = error
+                    self.control.fail(failure)
+            if rest is not None:
+                raise rest from None
+
+    async def _live(self) -> None:
+        control = self.control
+        set_up = False
+        try:
+            await self._setup()
+            set_up = True
+            control.set_up()
+            await control.all_set_up.wait()
+            self.stats.state = "running"
+            if self.node.is_source:
+                source = Source(
+                    self.name, self.processor, self.options, self.ports.outputs, self.policy
+                )
+                with control.source_scope():
+                    await source.run()
+            else:
+                workers = self._workers()
+                await workers.run()
+                await workers.finish()
+            self.stats.state = "finished"
+        except NodeError as error:
+            self.stats.state = "failed"
+            control.fail(error)
+        except trio.Cancelled:
+            self.stats.state = "cancelled"
+            raise
+        except BaseExceptionGroup as group:
+            if group.split(trio.Cancelled)[1] is None:
+                self.stats.state = "cancelled"
+            raise
+        finally:
+            self.ports.close()
+            if self.node.is_source:
+                if set_up:
+                    await self._teardown_after_consumers()
+            else:
+                control.consumer_done()
+                if set_up:
+                    await self._teardown()
+
+    def _workers(self) -> Workers:
+        options = self.options
+        assert self.ports.inbox is not None
+        inbox = Inbox(self.ports.inbox, self.stats, options.max_batch, options.workers)
+        outbox = Outbox(self.ports.outputs, ordered=options.ordered and options.workers > 1)
+        holding = callable(getattr(self.processor, "holding", None))
+        styles = LoopStyles(
+            self.name,
+            self.processor,
+            self.policy,
+            outbox,
+            math.inf if holding else options.max_batch,
+            LoopHoldWatch(self.control.pipeline, self.name),
+        )
+        if self.executor is None:
+            handler = styles.handler()
+        else:
+            handler = OffLoopStyle(
+                self.name, during_of(self.processor), self.executor.run, self.policy
+            ).handler()
+        return Workers(
+            self.name,
+            self.processor,
+            inbox,
+            outbox,
+            handler,
+            styles,
+            self.stats,
+            options.workers,
+        )
+
+    async def _setup(self) -> None:
+        if isinstance(self.executor, ProcessExecutor):
+            error = await self.executor.start()
+            if error is not None:
+                raise NodeError(self.name, "setup", error) from error
+        else:
+            await self._call("setup", self.processor.setup)
+
+    async def _teardown_after_consumers(self) -> None:
+        try:
+            await self.control.consumers_done.wait()
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        with self.control.teardown_scope() as scope:
+            try:
+                if isinstance(self.executor, ProcessExecutor):
+                    await self.executor.close()
+                else:
+                    await self._call("teardown", self.processor.teardown)
+            except NodeError as error:
+                self.control.fail(error)
+        if scope.cancelled_caught:
+            logger.warning(
+                "node %r: teardown did not finish in time",
+                self.name,
+                extra={
+                    "pipeline": self.control.pipeline,
+                    "node": self.name,
+                    "event": "teardown_timeout",
+                },
+            )
+
+    async def _call(self, during: str, hook: Callable[[], Any]) -> Any:
+        try:
+            return await call_hook(hook)
+        except Exception as error:
+            raise NodeError(self.name, during, error) from error

@@ -1,0 +1,102 @@
+"""Sources: running a node's ``generate`` or ``generate_batches`` into batches."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from types import NoneType
+
+import trio
+
+from .._options import NodeOptions
+from .._processor import NanoStreamProcessor, Rejected, WithAck, call_style, rejected_if_none
+from ._acks import Ticket
+from ._batches import take
+from ._errors import NodeError
+from ._outbox import Outputs
+from ._policy import ErrorPolicy
+
+
+class Source:
+    """Sends what a source produces on, in batches.
+
+    ``generate`` items are taken up to ``max_batch`` at a time from a plain
+    generator, one at a time from an async one; each list that
+    ``generate_batches`` yields is one batch. :class:`WithAck` items get a
+    ticket per batch; :class:`Rejected` ones go to the source's policy.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        processor: NanoStreamProcessor,
+        options: NodeOptions,
+        outputs: Outputs,
+        policy: ErrorPolicy,
+    ) -> None:
+        self.name = name
+        self.processor = processor
+        self.options = options
+        self.outputs = outputs
+        self.policy = policy
+
+    async def run(self) -> None:
+        processor = self.processor
+        max_batch = self.options.max_batch
+        emit = self._emit
+        if callable(getattr(processor, "generate_batches", None)):
+            generate, during = processor.generate_batches, "generate_batches"
+        else:
+            generate, during = processor.generate, "generate"
+        style = call_style(generate)
+        try:
+            produced = generate()
+            if during == "generate_batches":
+                if style == "async generator":
+                    async with aclosing(produced):
+                        async for batch in produced:
+                            await emit(list(batch))
+                else:
+                    for batch in produced:
+                        await emit(list(batch))
+            elif style == "async generator":
+                async with aclosing(produced):
+                    async for item in produced:
+                        await emit([item])
+            elif style == "generator":
+                iterator = iter(produced)
+                while batch := take(iterator, max_batch):
+                    await emit(batch)
+            else:
+                raise TypeError(f"{during}() must be a generator or an async generator")
+        except (trio.Cancelled, NodeError):
+            raise
+        except Exception as error:
+            raise NodeError(self.name, during, error) from error
+
+    async def _emit(self, items: list) -> None:
+        tickets = None
+        kinds = set(map(type, items))
+        if NoneType in kinds or WithAck in kinds:  # None is never an item: reject it
+            items = [rejected_if_none(item) for item in items]
+            kinds = set(map(type, items))
+        if Rejected in kinds:
+            accepted = []
+            for item in items:
+                if type(item) is Rejected:
+                    await self._reject(item)
+                else:
+                    accepted.append(item)
+            items = accepted
+            kinds = set(map(type, items))
+        if WithAck in kinds or NoneType in kinds:
+            acks = [item.ack for item in items if type(item) is WithAck]
+            items = [item.item if type(item) is WithAck else item for item in items]
+            items = [item for item in items if item is not None]
+            if acks:
+                tickets = [Ticket(self.name, acks)]
+        await self.outputs.send(items, tickets)
+
+    async def _reject(self, rejected: Rejected) -> None:
+        tickets = None if rejected.ack is None else [Ticket(self.name, [rejected.ack])]
+        await self.policy.reject(rejected.raw, rejected.error, tickets)
+        await self.outputs.send([], tickets)

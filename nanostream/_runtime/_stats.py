@@ -1,0 +1,80 @@
+"""The counters of one node, read live by whatever watches the run."""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+import trio
+
+
+@attrs.define
+class NodeStats:
+    """What one node has done so far; read them live from :class:`GraphRun`.
+
+    Counts are of items, counted as each item is done (not when its batch
+    ends), so rates read live are right for slow nodes too. ``received``
+    counts the items this node has taken from its input and handled;
+    ``in_progress`` those taken and not yet handled; ``waiting`` those
+    sent to it and not yet taken. ``errors`` counts every exception the
+    node's code raised, including those a retry then overcame; ``skipped``
+    the items given up on under ``skip`` (or a retry's ``skip`` fallback),
+    of which ``dead_lettered`` were sent to a dead-letter node.
+    ``busy_seconds`` is the time spent in the node's own code, summed over
+    its workers; ``worker_busy_seconds`` is the same for each worker (one
+    entry per worker of the node). The input queue is counted in batches:
+    ``queued`` of ``queue_capacity`` (both 0 for a source). ``state`` goes
+    starting, running, then finished, failed or cancelled.
+    """
+
+    received: int = 0
+    emitted: int = 0
+    skipped: int = 0
+    retries: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+    acknowledged: int = 0
+    busy_seconds: float = 0.0
+    state: str = "starting"
+    queue_capacity: int = 0
+    in_progress: int = 0
+    waiting: int = 0
+    worker_busy_seconds: list[float] = attrs.field(factory=lambda: [0.0])
+    _inbox: trio.MemoryReceiveChannel | None = attrs.field(default=None, repr=False, eq=False)
+
+    def watch_input(self, inbox: trio.MemoryReceiveChannel, capacity: int) -> None:
+        """Report the fill of ``inbox``, which holds ``capacity`` batches, as :attr:`queued`."""
+        self._inbox = inbox
+        self.queue_capacity = capacity
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting in this node's input queue right now."""
+        if self._inbox is None:
+            return 0
+        return self._inbox.statistics().current_buffer_used
+
+    @property
+    def in_flight(self) -> int:
+        """Items sent to this node that it has not yet handled."""
+        return self.waiting + self.in_progress
+
+
+class WorkerCounter:
+    """One worker's share of its node's counters: items done and time spent."""
+
+    __slots__ = ("index", "stats")
+
+    def __init__(self, stats: NodeStats, index: int) -> None:
+        self.stats = stats
+        self.index = index
+
+    def done(self, count: int, started: float) -> None:
+        """``count`` items are handled, in work that began at ``started``
+        (a :func:`time.perf_counter` reading)."""
+        spent = time.perf_counter() - started
+        stats = self.stats
+        stats.received += count
+        stats.in_progress -= count
+        stats.busy_seconds += spent
+        stats.worker_busy_seconds[self.index] += spent

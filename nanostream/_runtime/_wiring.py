@@ -1,0 +1,35 @@
+"""Wiring: one bounded channel per node input, a send end per sender."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import trio
+
+from .._graph import NanoStreamGraph
+from ._dead_letters import DeadLetterRoute
+from ._node import NodePorts
+from ._stats import NodeStats
+
+
+def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, NodePorts]:
+    """Every node's ports: an input channel for each node with senders
+    (``buffer_size`` batches), a clone of its send end for each parent and
+    each node whose dead letters it takes."""
+    ports = {node.name: NodePorts(stats, stats[node.name]) for node in graph}
+    for name in graph.topological_order():
+        senders = graph.inputs(name)
+        if not senders:
+            continue
+        node = graph.nodes[name]
+        send, receive = trio.open_memory_channel(node.options.buffer_size)
+        ports[name].inbox = receive
+        stats[name].watch_input(receive, node.options.buffer_size)
+        for parent in node.parents:
+            ports[parent].outputs.add_child(send.clone(), stats[name])
+        for sender in senders[len(node.parents) :]:
+            ports[sender].dead_letters = DeadLetterRoute(
+                sender, send.clone(), stats[sender], stats[name]
+            )
+        send.close()
+    return ports
