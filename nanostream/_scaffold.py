@@ -8,8 +8,10 @@ module with one node of the user's own to edit, a test file of cases for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 from ._pipeline_tests import schema_text as tests_schema_text
@@ -19,6 +21,8 @@ from .config._schema import schema_text
 TEMPLATES: dict[str, str] = {
     "files": "files dropped in a folder, transformed, written to another folder",
     "kafka": "records from a Kafka topic, transformed, produced to another topic",
+    "http-sql": "JSON POSTed to an HTTP endpoint (webhooks), transformed, upserted into a "
+    "SQL table",
 }
 
 
@@ -219,6 +223,135 @@ nanostream run --watch pipeline.yaml   # the same, reloaded when you edit a file
 and `GROUP_ID` in the environment change where it reads and writes.
 """
 
+_HTTP_PIPELINE = """\
+# yaml-language-server: $schema=schemas/nanostream.schema.json
+pipeline_name: {name}
+node_sequence:
+  # Each JSON body POSTed to /events. A sender gets 200 only once its row is
+  # written, so a sender that retries until it gets a 2xx loses nothing.
+  - name: receive
+    class: HttpServer
+    port: ${PORT:-8080}
+    path: /events
+    bearer_token: ${WEBHOOK_TOKEN:-change-me}
+    on_error: skip          # a body that is not JSON: 400, and a line in rejects.jsonl
+    dead_letter: rejects
+  - name: transform
+    class: nodes:Transform
+    parents: [receive]
+    on_error: skip          # an event without an id: a line in rejects.jsonl
+    dead_letter: rejects
+  - name: store
+    class: SqlWriter
+    url: ${DATABASE_URL:-sqlite:///events.db}
+    table: events
+    mode: upsert            # an event sent twice is stored once
+    key_columns: [event_id]
+    on_error: retry         # the database is away: write the batch again
+    retries: 20
+    retry_delay: 0.5
+    parents: [transform]
+  - name: rejects
+    class: FileWriter
+    path: rejects.jsonl
+"""
+
+_HTTP_NODES = '''\
+"""The pipeline's own nodes: edit Transform, or add classes and name them
+in pipeline.yaml as ``nodes:ClassName``."""
+
+import json
+
+import attrs
+
+from nanostream import NanoStreamProcessor
+
+
+@attrs.define
+class Transform(NanoStreamProcessor):
+    """Turns one event (a JSON object POSTed to the endpoint) into a row of
+    the table ``events``: its id, its type, and the whole event as JSON.
+
+    An event without ``id_field`` raises ``KeyError``; the pipeline's
+    ``on_error: skip`` writes it to ``rejects.jsonl`` with the reason.
+    """
+
+    id_field: str = attrs.field(
+        default="id", metadata={"description": "The key of the event's unique id."}
+    )
+
+    def process_item(self, message):
+        return {
+            "event_id": str(message[self.id_field]),
+            "kind": str(message.get("type", "")),
+            "payload": json.dumps(message, sort_keys=True),
+        }
+'''
+
+_HTTP_SCHEMA = """\
+CREATE TABLE IF NOT EXISTS events (
+    event_id VARCHAR(64) PRIMARY KEY,
+    kind     VARCHAR(100) NOT NULL,
+    payload  TEXT NOT NULL
+);
+"""
+
+_HTTP_TESTS = """\
+# yaml-language-server: $schema=schemas/nanostream-tests.schema.json
+# Run with `nanostream test`: no server is started and no database written.
+# Sources not given inputs emit nothing, and the nodes under `replace` do no I/O.
+replace: [store, rejects]
+cases:
+  - name: each event becomes a row
+    inputs:
+      receive:
+        - {id: 1, type: signup, user: ann}
+        - {id: 2, type: login}
+    expect:
+      store:
+        - {event_id: "1", kind: signup, payload: '{"id": 1, "type": "signup", "user": "ann"}'}
+        - {event_id: "2", kind: login, payload: '{"id": 2, "type": "login"}'}
+      rejects: []
+  - name: an event without an id is rejected, the others go on
+    inputs:
+      receive: [{type: ping}, {id: 3}]
+    expect:
+      store: [{event_id: "3", kind: "", payload: '{"id": 3}'}]
+      rejects:
+        length: 1
+        json_schema:
+          properties:
+            node: {const: transform}
+            error: {const: "KeyError: 'id'"}
+"""
+
+_HTTP_README = """\
+# {name}
+
+Events (JSON objects) POSTed to `http://127.0.0.1:8080/events` become rows
+of the table `events` (in `events.db`, SQLite, made by `nanostream init`
+from `schema.sql`), upserted on their `id`; events without an `id`, and
+bodies that are not JSON, are written to `rejects.jsonl` with the reason.
+
+```sh
+pip install 'nanostream[sql]'      # SQLAlchemy, for SqlWriter
+nanostream check pipeline.yaml     # every error in the file, with its line
+nanostream test                    # the cases in pipeline.test.yaml
+WEBHOOK_TOKEN=s3cret nanostream run pipeline.yaml
+curl -H 'Authorization: Bearer s3cret' -d '{"id": 1, "type": "signup"}' \\
+    http://127.0.0.1:8080/events
+sqlite3 events.db 'SELECT * FROM events'
+```
+
+A sender gets `200` only once its event is in the table; while the
+database is away the writer tries again, and the senders wait. For
+PostgreSQL, make the table with `psql "$URL" -f schema.sql` and set
+`DATABASE_URL` (a SQLAlchemy URL, such as
+`postgresql+psycopg://user:password@localhost/db`; `pip install
+'psycopg[binary]'`). `PORT` and `WEBHOOK_TOKEN` change the port and the
+bearer token senders must give (default `change-me`).
+"""
+
 _FILES: dict[str, dict[str, str]] = {
     "files": {
         "pipeline.yaml": _FILES_PIPELINE,
@@ -233,7 +366,17 @@ _FILES: dict[str, dict[str, str]] = {
         "pipeline.test.yaml": _KAFKA_TESTS,
         "README.md": _KAFKA_README,
     },
+    "http-sql": {
+        "pipeline.yaml": _HTTP_PIPELINE,
+        "nodes.py": _HTTP_NODES,
+        "pipeline.test.yaml": _HTTP_TESTS,
+        "schema.sql": _HTTP_SCHEMA,
+        "README.md": _HTTP_README,
+    },
 }
+
+#: SQLite databases each template makes from its schema, so that it runs as made.
+_DATABASES = {"http-sql": ("events.db", _HTTP_SCHEMA)}
 
 
 def pipeline_name(folder: str | os.PathLike[str]) -> str:
@@ -266,7 +409,13 @@ def scaffold(folder: str | os.PathLike[str], template: str = "files") -> list[st
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             written.append(str(path))
-    except OSError as error:
+        if template in _DATABASES:
+            database, schema = _DATABASES[template]
+            path = root / database
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                connection.executescript(schema)
+            written.append(str(path))
+    except (OSError, sqlite3.Error) as error:
         raise ScaffoldError(f"cannot write {folder}: {error}") from error
     return written
 

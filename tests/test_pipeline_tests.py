@@ -377,4 +377,4 @@ def test_the_examples_pass_their_tests(capsys):
     assert main(["test", str(ROOT / "examples")]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out
-    assert out.splitlines()[-1] == "2 passed, 0 failed"
+    assert out.splitlines()[-1] == "4 passed, 0 failed"

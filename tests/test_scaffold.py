@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
+from nanostream._imports import forget_modules
 from nanostream._pipeline_tests import TESTS_SCHEMA
 from nanostream._scaffold import TEMPLATES, pipeline_name
 from nanostream.cli import main
@@ -14,12 +23,10 @@ from nanostream.config._schema import pipeline_schema
 
 
 @pytest.fixture(autouse=True)
-def fresh_modules():
+def fresh_modules(tmp_path):
     """Each scaffold has a module named ``nodes``: forget the last one's."""
-    before = set(sys.modules)
     yield
-    for name in set(sys.modules) - before:
-        del sys.modules[name]
+    forget_modules(tmp_path)
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
@@ -34,7 +41,7 @@ def test_a_new_pipeline_passes_check_and_its_own_tests(template, tmp_path, capsy
     pipeline = (folder / "pipeline.yaml").read_text()
     assert pipeline.startswith(
         "# yaml-language-server: $schema=schemas/nanostream.schema.json\n"
-        f"pipeline_name: my_{template}_pipeline\n"
+        f"pipeline_name: {pipeline_name(folder)}\n"
     )
     assert json.loads((folder / "schemas" / "nanostream.schema.json").read_text()) == (
         pipeline_schema()
@@ -68,7 +75,7 @@ def test_one_run_tests_folders_whose_modules_share_names(tmp_path, capsys):
         assert main(["init", str(tmp_path / template), "--template", template]) == 0
     assert main(["test", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == "3 passed, 0 failed"
+    assert out.splitlines()[-1] == "5 passed, 0 failed"
 
 
 def test_init_never_writes_into_a_folder_with_files(tmp_path, capsys):
@@ -94,3 +101,39 @@ def test_an_unknown_template_is_a_usage_error(tmp_path, capsys):
 def test_pipeline_names_come_from_the_folder():
     assert pipeline_name("some/Where/My Orders-2") == "my_orders_2"
     assert pipeline_name("---") == "pipeline"
+
+
+def test_the_http_sql_pipeline_runs_as_made(tmp_path):
+    folder = tmp_path / "events"
+    assert main(["init", str(folder), "--template", "http-sql"]) == 0
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nanostream", "run", "--log-level", "info", "pipeline.yaml"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PORT": "0", "WEBHOOK_TOKEN": "s3cret"},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"serving POST /events on (http://\S+)", log.read_text())):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        url = found.group(1) + "/events"
+        token = {"Authorization": "Bearer s3cret"}
+        assert httpx.post(url, json={"id": 7, "type": "signup"}, headers=token).status_code == 200
+        assert httpx.post(url, json={"type": "no id"}, headers=token).status_code == 200
+        assert httpx.post(url, json={"id": 8}).status_code == 401
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with contextlib.closing(sqlite3.connect(folder / "events.db")) as database:
+        rows = database.execute("SELECT event_id, kind, payload FROM events").fetchall()
+    assert rows == [("7", "signup", '{"id": 7, "type": "signup"}')]
+    [rejected] = [json.loads(line) for line in (folder / "rejects.jsonl").read_text().splitlines()]
+    assert rejected == {"node": "transform", "error": "KeyError: 'id'", "item": {"type": "no id"}}
