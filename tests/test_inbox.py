@@ -151,6 +151,32 @@ def test_files_deleted_before_they_are_read_do_not_stop_the_default_pipeline(
     }
 
 
+def test_a_file_written_while_a_scan_looks_at_it_is_emitted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scan takes the file's version, then asks whether it is still open
+    # for writing; written and closed in between, it is emitted by its
+    # close event alone, in the version it has, not by the scan too.
+    from nanostream.nodes import directory
+
+    path = tmp_path / "late.txt"
+    path.write_text("")
+    send, receive = trio.open_memory_channel(0)
+    watch = directory._Watch(str(tmp_path), None, send, receive)
+
+    def written_meanwhile(name: str) -> bool:
+        Path(name).write_text("late")
+        return False
+
+    monkeypatch.setattr(directory, "_being_written", written_meanwhile)
+    found: list = []
+    watch.look_at(str(path), True, found, [])
+    assert found == []
+    watch.look_at(str(path), False, found, [])
+    assert [name for name, _ in found] == [str(path)]
+    assert found[0][1][2] == len("late")
+
+
 UNREADABLE = (
     PIPELINE.format(
         listener="\n    existing: true\n    on_error: skip\n    dead_letter: rejected{when_done}"

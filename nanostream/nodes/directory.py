@@ -458,6 +458,11 @@ class _Watch:
         if from_scan:
             if self.emitted.get(path) == identity or (readable and _being_written(path)):
                 return
+            if not _unchanged(path, identity):
+                # Written and closed between the stat and the lease: after
+                # the watch was in place, so its close is reported, and the
+                # file is emitted then, in the version it has.
+                return
             self.scanned[path] = identity
         elif self.scanned.pop(path, None) == identity:
             return
@@ -570,6 +575,14 @@ def _being_written(path: str) -> bool:
         return error.errno == errno.EAGAIN
     finally:
         os.close(fd)
+
+
+def _unchanged(path: str, identity: Identity) -> bool:
+    """Whether ``path`` is still the version ``identity`` names."""
+    try:
+        return _identity(os.stat(path)) == identity
+    except OSError:
+        return False
 
 
 def _identity(status: os.stat_result) -> Identity:
