@@ -88,12 +88,10 @@ class Source:
                     accepted.append(item)
             items = accepted
             kinds = set(map(type, items))
-        if WithAck in kinds or NoneType in kinds:
+        if WithAck in kinds:
             acks = [item.ack for item in items if type(item) is WithAck]
             items = [item.item if type(item) is WithAck else item for item in items]
-            items = [item for item in items if item is not None]
-            if acks:
-                tickets = [Ticket(self.name, acks)]
+            tickets = [Ticket(self.name, acks)]
         await self.outputs.send(items, tickets)
 
     async def _reject(self, rejected: Rejected) -> None:
