@@ -8,6 +8,7 @@ loader's converter refuses a string wherever a collection is declared;
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,3 +43,14 @@ def collection(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         return
     if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
         raise TypeError(f"{attribute.name} must be a list, not {describe(value)}")
+
+
+def known_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    """attrs validator: ``value`` names a text encoding Python's ``codecs`` knows.
+
+    Raises ``ValueError`` naming the parameter.
+    """
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None

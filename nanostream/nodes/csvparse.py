@@ -10,10 +10,10 @@ from typing import Any
 
 import attrs
 
-from .._params import collection
+from .._params import collection, known_encoding
 from .._processor import NanoStreamProcessor
 from . import _csv
-from .files import FileData, _known_encoding
+from .files import FileData
 
 #: How many line streams (files read line by line) keep their header and
 #: line count at once; the least recently seen is forgotten first.
@@ -69,7 +69,7 @@ class CsvParser(_csv.CsvDialect, NanoStreamProcessor):
     )
     encoding: str = attrs.field(
         default="utf-8",
-        validator=_known_encoding,
+        validator=known_encoding,
         metadata={
             "description": "How bytes items are decoded; with UTF-8, a byte order mark"
             " at the start is dropped."

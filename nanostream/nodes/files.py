@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - Windows: appends are not locked
     fcntl = None  # type: ignore[assignment]
 
 from .._options import _positive
+from .._params import known_encoding
 from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
 from . import _csv
 
@@ -161,13 +162,6 @@ def _take(records: Iterator[Any], count: int) -> list[Any]:
     return chunk
 
 
-def _known_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
-
-
 @attrs.define
 class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     """Reads the file each item names and emits its content, whole or record by record.
@@ -196,7 +190,7 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     )
     encoding: str = attrs.field(
         default="utf-8",
-        validator=_known_encoding,
+        validator=known_encoding,
         metadata={
             "description": "Encoding of text files. With UTF-8, a byte order mark at the"
             " start of a file is dropped."

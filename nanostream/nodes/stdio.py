@@ -25,7 +25,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._params import collection
+from .._params import collection, known_encoding
 from .._processor import FailedItems, NanoStreamProcessor, Rejected
 from . import _jsonable
 from ._csv import _one_character
@@ -167,13 +167,6 @@ def _take_ready(records: Iterator[Any], lines: _StdinLines) -> list[Any]:
     return chunk
 
 
-def _validate_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
-
-
 @attrs.define
 class StdinReader(NanoStreamProcessor):
     """Emits what arrives on standard input, record by record, until it ends.
@@ -202,7 +195,7 @@ class StdinReader(NanoStreamProcessor):
     )
     encoding: str = attrs.field(
         default="utf-8",
-        validator=_validate_encoding,
+        validator=known_encoding,
         metadata={"description": "Encoding of the text on stdin."},
     )
     delimiter: str = attrs.field(
