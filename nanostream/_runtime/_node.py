@@ -19,6 +19,7 @@ from ._dead_letters import DeadLetterRoute
 from ._errors import NodeError, log_items
 from ._executors import ProcessExecutor, ThreadExecutor
 from ._inbox import Inbox
+from ._keys import KeyedProcessor, state_of
 from ._outbox import Outbox, Outputs
 from ._policy import ErrorPolicy
 from ._sources import Source
@@ -77,8 +78,14 @@ class NodeLifecycle:
         self.control = control
         self.node = node
         self.name = node.name
-        self.processor = node.processor
         self.options = node.options
+        #: The node's keyed state, saved at checkpoints (see ``_checkpoints``).
+        self.state = state_of(node.processor, node.options.key, node.options.state_ttl)
+        self.processor = (
+            node.processor
+            if node.options.key is None
+            else KeyedProcessor(node.processor, self.state)
+        )
         self.stats = stats
         self.ports = ports
         self.policy = ErrorPolicy(
@@ -87,7 +94,7 @@ class NodeLifecycle:
         self._nursery: trio.Nursery | None = None
         self.executor: ThreadExecutor | ProcessExecutor | None = None
         if node.options.executor == "thread":
-            self.executor = ThreadExecutor(node.processor, node.options.workers)
+            self.executor = ThreadExecutor(self.processor, node.options.workers)
         elif node.options.executor == "process":
             self.executor = ProcessExecutor(
                 node.name, node.processor, node.options.workers, TEARDOWN_TIMEOUT
