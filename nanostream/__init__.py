@@ -33,6 +33,7 @@ _LAZY = {
     **_BUILTIN_NODES,
     "FileData": "nanostream.nodes.files:FileData",
     "KafkaRecord": "nanostream.nodes.kafka:KafkaRecord",
+    "LateItem": "nanostream.nodes.window:LateItem",
     "serve_metrics": "nanostream.observe._metrics:serve_metrics",
 }
 

@@ -54,6 +54,10 @@ class KeyedState(MutableMapping[Hashable, Any]):
     ) -> None:
         self.ttl = ttl
         self.clock = clock
+        #: Whether this state is saved at checkpoints (the pipeline has a
+        #: ``state_dir``): a node that absorbs items into it need not hold
+        #: their acknowledgements back then.
+        self.durable = False
         self._key_function = key_function
         self._values: dict[Hashable, Any] = {}
         self._written: dict[Hashable, float] = {}
@@ -75,6 +79,11 @@ class KeyedState(MutableMapping[Hashable, Any]):
             raise NoKeyError(
                 "state.key is only set in process_item of a node with a key (the runtime key 'key')"
             ) from None
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the node has a ``key``, so that :meth:`key_of` works."""
+        return self._key_function is not None
 
     def key_of(self, item: Any) -> Hashable:
         """The key of ``item`` by the node's declared ``key``; for
@@ -172,10 +181,11 @@ class KeyedState(MutableMapping[Hashable, Any]):
             self._written[key] = written
 
 
-def key_function(key: str) -> Callable[[Any], Hashable]:
+def key_function(key: str, what: str = "the node's key") -> Callable[[Any], Hashable]:
     """The function a node's ``key`` names: ``module:function`` (an import
     path) is called on the item; anything else is a field name, read as
     ``item[key]`` from a mapping and ``item.key`` from any other object.
+    ``what`` names the setting in the error for a missing field.
 
     Raises :class:`~nanostream._imports.ImportPathError` for an import
     path that names nothing.
@@ -187,20 +197,20 @@ def key_function(key: str) -> Callable[[Any], Hashable]:
         if not callable(function):
             raise TypeError(f"key {key!r} is not a function")
         return function
-    return _field_reader(key)
+    return _field_reader(key, what)
 
 
-def _field_reader(field: str) -> Callable[[Any], Hashable]:
+def _field_reader(field: str, what: str) -> Callable[[Any], Hashable]:
     def read(item: Any) -> Hashable:
         if isinstance(item, dict):
             try:
                 return item[field]
             except KeyError:
-                raise KeyError(f"the item has no field {field!r} (the node's key)") from None
+                raise KeyError(f"the item has no field {field!r} ({what})") from None
         try:
             return getattr(item, field)
         except AttributeError:
-            raise KeyError(f"the item has no field {field!r} (the node's key)") from None
+            raise KeyError(f"the item has no field {field!r} ({what})") from None
 
     read.__name__ = f"field {field!r}"
     return read

@@ -41,6 +41,7 @@ PUBLIC_NAMES = [
     *BUILTIN_NODES,
     "FileData",
     "KafkaRecord",
+    "LateItem",
 ]
 PUBLIC_NAMES = sorted(set(PUBLIC_NAMES))
 

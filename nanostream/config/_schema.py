@@ -14,6 +14,7 @@ import attrs
 from .._durations import DURATION_PATTERN, Duration
 from .._options import NodeOptions
 from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
+from ..nodes._aggregations import SPEC_SCHEMA, AggregationSpec
 
 SCHEMA_ID = "https://nanostream.dev/schemas/nanostream.schema.json"
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -30,6 +31,8 @@ def type_schema(type_: Any) -> dict[str, Any]:
                 {"type": "string", "pattern": DURATION_PATTERN},
             ]
         }
+    if type_ is AggregationSpec:
+        return SPEC_SCHEMA
     origin = typing.get_origin(type_)
     args = typing.get_args(type_)
     if origin is typing.Literal:

@@ -37,6 +37,7 @@ BUILTIN_NODES: dict[str, str] = {
     "HttpPoller": "nanostream.nodes.http:HttpPoller",
     "SqlWriter": "nanostream.nodes.sql:SqlWriter",
     "SqlReader": "nanostream.nodes.sql:SqlReader",
+    "Window": "nanostream.nodes.window:Window",
 }
 
 #: Built-in nodes for programs that embed NanoStream (``run_graph`` in a trio

@@ -1,0 +1,508 @@
+"""The Window node: tumbling, sliding and session windows by event time and
+processing time, against results computed by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+
+import pytest
+import trio
+import trio.testing
+
+from nanostream import (
+    ChannelSource,
+    DeadLetter,
+    LateItem,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    NodeError,
+    SequenceEmitter,
+    WithAck,
+    run_graph,
+)
+from nanostream._runtime._keys import state_of
+from nanostream.config import ConfigErrors, load_text
+from nanostream.nodes.window import Window
+from nanostream.testing import Collector
+
+
+def clicks(*pairs):
+    """Items ``{"user", "ts", "amount"}`` from ``(user, ts)`` pairs; the
+    amount is the time, so sums can be checked by hand."""
+    return [{"user": user, "ts": ts, "amount": ts} for user, ts in pairs]
+
+
+async def run_window(window, items, key="user", **options):
+    """items -> window -> collector; returns (emitted, dead letters, stats)."""
+    graph = NanoStreamGraph()
+    graph.add("src", SequenceEmitter(items))
+    graph.add("window", window, ["src"], key=key, **options)
+    sink = graph.add("sink", Collector(), ["window"])
+    letters = None
+    if options.get("dead_letter"):
+        letters = graph.add(options["dead_letter"], Collector())
+    run = await run_graph(graph)
+    return sink.items, (letters.items if letters else []), run
+
+
+def brief(emitted, *names):
+    """Each output as (key, start, end, timing, *aggregates)."""
+    return [
+        (out["key"], out["start"], out["end"], out["timing"], *(out[n] for n in names))
+        for out in emitted
+    ]
+
+
+# ---------------------------------------------------------------- window kinds
+
+
+async def test_tumbling_windows_count_and_sum_per_key():
+    items = clicks(("a", 0), ("b", 1), ("a", 4), ("a", 10), ("b", 12), ("a", 19), ("a", 20))
+    window = Window(size=10, time="ts", aggregate={"n": "count", "total": {"sum": "amount"}})
+    emitted, _, _ = await run_window(window, items)
+    # The watermark passes 10 at a@10 (closing a's and b's [0, 10)), 20 at
+    # a@20; the stream's end closes the rest, in the order they opened.
+    assert brief(emitted, "n", "total") == [
+        ("a", 0.0, 10.0, "on_time", 2, 4),
+        ("b", 0.0, 10.0, "on_time", 1, 1),
+        ("a", 10.0, 20.0, "on_time", 2, 29),
+        ("b", 10.0, 20.0, "on_time", 1, 12),
+        ("a", 20.0, 30.0, "on_time", 1, 20),
+    ]
+
+
+async def test_sliding_windows_hold_each_item_in_size_over_slide_windows():
+    items = clicks(("a", 1), ("a", 6), ("a", 11))
+    window = Window(kind="sliding", size=10, slide=5, time="ts", aggregate={"ts": "collect"})
+    emitted, _, _ = await run_window(window, items)
+    assert [(o["start"], o["end"], [i["ts"] for i in o["ts"]]) for o in emitted] == [
+        (-5.0, 5.0, [1]),
+        (0.0, 10.0, [1, 6]),
+        (5.0, 15.0, [6, 11]),
+        (10.0, 20.0, [11]),
+    ]
+
+
+async def test_session_windows_end_a_gap_after_the_last_item():
+    items = clicks(("a", 0), ("b", 1), ("a", 2), ("a", 10), ("b", 20))
+    window = Window(kind="session", gap=3, time="ts", aggregate={"n": "count"})
+    emitted, _, _ = await run_window(window, items)
+    assert brief(emitted, "n") == [
+        ("a", 0.0, 5.0, "on_time", 2),
+        ("b", 1.0, 4.0, "on_time", 1),
+        ("a", 10.0, 13.0, "on_time", 1),
+        ("b", 20.0, 23.0, "on_time", 1),
+    ]
+
+
+async def test_an_item_between_two_sessions_merges_them():
+    items = clicks(("a", 0), ("a", 8), ("a", 4))  # 4 is within 5 of both 0 and 8
+    window = Window(
+        kind="session",
+        gap=5,
+        time="ts",
+        out_of_orderness=10,
+        aggregate={"n": "count", "total": {"sum": "amount"}, "ts": {"collect": "ts"}},
+    )
+    emitted, _, _ = await run_window(window, items)
+    assert brief(emitted, "n", "total", "ts") == [("a", 0.0, 13.0, "on_time", 3, 12, [0, 4, 8])]
+
+
+async def test_without_a_key_all_items_form_one_stream_of_windows():
+    items = clicks(("a", 1), ("b", 2), ("c", 12))
+    emitted, _, _ = await run_window(Window(size=10, time="ts"), items, key=None)
+    assert brief(emitted, "count") == [
+        (None, 0.0, 10.0, "on_time", 2),
+        (None, 10.0, 20.0, "on_time", 1),
+    ]
+
+
+# ---------------------------------------------------------------- event time
+
+
+async def test_out_of_order_items_within_out_of_orderness_count():
+    items = clicks(("a", 9), ("a", 12), ("a", 3), ("a", 14), ("a", 7), ("a", 15), ("a", 2))
+    window = Window(size=10, time="ts", out_of_orderness=5, aggregate={"ts": {"collect": "ts"}})
+    emitted, letters, run = await run_window(window, items, on_error="skip", dead_letter="late")
+    # The watermark is 15 - 5 = 10 once a@15 arrives: [0, 10) closes with 9, 3, 7
+    # in time order; a@2 comes after that and is late.
+    assert brief(emitted, "ts") == [
+        ("a", 0.0, 10.0, "on_time", [3, 7, 9]),
+        ("a", 10.0, 20.0, "on_time", [12, 14, 15]),
+    ]
+    [letter] = letters
+    assert isinstance(letter, DeadLetter)
+    assert letter.node == "window"
+    assert letter.item == {"user": "a", "ts": 2, "amount": 2}
+    assert isinstance(letter.error, LateItem)
+    assert (letter.error.time, letter.error.watermark) == (2.0, 10.0)
+    assert run.stats["window"].skipped == 1
+
+
+async def test_a_late_item_fails_the_pipeline_under_the_default_policy():
+    items = clicks(("a", 20), ("a", 1))
+    with pytest.raises(NodeError) as raised:
+        await run_window(Window(size=10, time="ts"), items)
+    assert isinstance(raised.value.error, LateItem)
+    assert "behind the watermark 1970-01-01T00:00:20+00:00" in str(raised.value)
+
+
+async def test_allowed_lateness_sends_an_update_then_refuses_later_items():
+    items = clicks(("a", 1), ("a", 12), ("a", 5), ("a", 16), ("a", 6))
+    window = Window(
+        size=10, time="ts", allowed_lateness=5, aggregate={"n": "count", "ts": {"collect": "ts"}}
+    )
+    emitted, letters, _ = await run_window(window, items, on_error="skip", dead_letter="late")
+    # a@12 closes [0, 10) on time; a@5 is late but within 5s: an update;
+    # a@16 moves the watermark to 16 >= 10 + 5, and a@6 is refused.
+    assert brief(emitted, "n", "ts") == [
+        ("a", 0.0, 10.0, "on_time", 1, [1]),
+        ("a", 0.0, 10.0, "late", 2, [1, 5]),
+        ("a", 10.0, 20.0, "on_time", 2, [12, 16]),
+    ]
+    assert [letter.item["ts"] for letter in letters] == [6]
+
+
+async def test_times_may_be_iso_strings_or_datetimes():
+    utc = dt.UTC
+    items = [
+        {"user": "a", "at": "2024-05-01T10:00:05Z"},
+        {"user": "a", "at": dt.datetime(2024, 5, 1, 10, 0, 50, tzinfo=utc)},
+        {"user": "a", "at": "2024-05-01T12:01:10+02:00"},  # 10:01:10 UTC
+        {"user": "a", "at": "2024-05-01T10:01:20"},  # naive: UTC
+    ]
+    emitted, _, _ = await run_window(Window(size="1m", time="at"), items)
+    minute = dt.datetime(2024, 5, 1, 10, 0, tzinfo=utc).timestamp()
+    assert brief(emitted, "count") == [
+        ("a", minute, minute + 60, "on_time", 2),
+        ("a", minute + 60, minute + 120, "on_time", 2),
+    ]
+
+
+async def test_an_item_without_a_usable_time_is_an_error_of_that_item_only():
+    items = [
+        {"user": "a", "ts": 1},
+        {"user": "a"},
+        {"user": "a", "ts": "yesterday"},
+        {"user": "a", "ts": float("nan")},
+        {"user": "a", "ts": 2},
+    ]
+    emitted, letters, _ = await run_window(
+        Window(size=10, time="ts"), items, on_error="skip", dead_letter="bad"
+    )
+    assert brief(emitted, "count") == [("a", 0.0, 10.0, "on_time", 2)]
+    assert [str(letter.error) for letter in letters] == [
+        "\"the item has no field 'ts' (the window's time)\"",
+        "time 'yesterday' is neither seconds since the epoch nor an ISO-8601 date and time",
+        "time nan is not a finite number of seconds",
+    ]
+
+
+def event_time(item):
+    return item["t"] * 60
+
+
+async def test_time_may_be_a_function_by_import_path():
+    items = [{"user": "a", "t": 0}, {"user": "a", "t": 1}, {"user": "a", "t": 2}]
+    window = Window(size="2m", time="test_window:event_time")
+    emitted, _, _ = await run_window(window, items)
+    assert brief(emitted, "count") == [
+        ("a", 0.0, 120.0, "on_time", 2),
+        ("a", 120.0, 240.0, "on_time", 1),
+    ]
+
+
+# ---------------------------------------------------------------- aggregations
+
+
+async def test_every_aggregation_over_one_window():
+    items = [
+        {"user": "a", "ts": 3, "amount": 5, "name": "bob"},
+        {"user": "a", "ts": 1, "amount": 2, "name": "alexandra"},
+        {"user": "a", "ts": 2, "amount": 8, "name": "cy"},
+    ]
+    window = Window(
+        size=10,
+        time="ts",
+        out_of_orderness=5,
+        aggregate={
+            "n": "count",
+            "total": {"sum": "amount"},
+            "least": {"min": "amount"},
+            "most": {"max": "amount"},
+            "mean": {"mean": "amount"},
+            "first": {"first": "name"},
+            "last": {"last": "name"},
+            "names": {"collect": "name"},
+            "earliest": "first",
+            "longest": {"reduce": "test_window:longer", "field": "name"},
+        },
+    )
+    [out] = (await run_window(window, items))[0]
+    assert out == {
+        "key": "a",
+        "start": 0.0,
+        "end": 10.0,
+        "timing": "on_time",
+        "n": 3,
+        "total": 15,
+        "least": 2,
+        "most": 8,
+        "mean": 5.0,
+        "first": "alexandra",  # by time, not by arrival
+        "last": "bob",
+        "names": ["alexandra", "cy", "bob"],
+        "earliest": items[1],
+        "longest": "alexandra",
+    }
+
+
+def longer(a, b):
+    return a if len(a) >= len(b) else b
+
+
+async def test_an_item_whose_aggregation_fails_changes_nothing():
+    items = [
+        {"user": "a", "ts": 1, "amount": 1},
+        {"user": "a", "ts": 2, "amount": "x"},  # sum fails: not counted, not collected
+        {"user": "a", "ts": 3, "amount": 2},
+    ]
+    window = Window(
+        size=10, time="ts", aggregate={"n": "count", "all": "collect", "total": {"sum": "amount"}}
+    )
+    emitted, letters, _ = await run_window(window, items, on_error="skip", dead_letter="bad")
+    assert brief(emitted, "n", "total") == [("a", 0.0, 10.0, "on_time", 2, 3)]
+    assert [item["ts"] for item in emitted[0]["all"]] == [1, 3]
+    assert [letter.item["ts"] for letter in letters] == [2]
+
+
+async def test_sessions_merge_their_aggregates():
+    items = clicks(("a", 0), ("a", 1), ("a", 10), ("a", 11), ("a", 5))
+    window = Window(
+        kind="session",
+        gap=5,
+        time="ts",
+        out_of_orderness=20,
+        aggregate={
+            "n": "count",
+            "least": {"min": "amount"},
+            "mean": {"mean": "amount"},
+            "first": {"first": "ts"},
+            "last": {"last": "ts"},
+            "ts": {"collect": "ts"},
+            "biggest": {"reduce": "builtins:max", "field": "amount"},
+        },
+    )
+    [out] = (await run_window(window, items))[0]
+    assert brief([out], "n", "least", "mean", "first", "last", "ts", "biggest") == [
+        ("a", 0.0, 16.0, "on_time", 5, 0, 5.4, 0, 11, [0, 1, 5, 10, 11], 11)
+    ]
+
+
+# ---------------------------------------------------------------- processing time
+
+
+class Feed:
+    """src (a channel) -> window -> sink, running in a nursery; items are sent
+    when the test says, under trio's MockClock."""
+
+    def __init__(self, window, key="user", **options):
+        self.send, receive = trio.open_memory_channel(100)
+        self.graph = NanoStreamGraph()
+        self.graph.add("src", ChannelSource(receive))
+        self.graph.add("window", window, ["src"], key=key, **options)
+        self.sink = self.graph.add("sink", Collector(), ["window"])
+
+    async def put(self, *items):
+        for item in items:
+            await self.send.send(item)
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_processing_time_windows_close_by_the_clock(autojump_clock):
+    window = Window(size=10, aggregate={"n": "count"})
+    feed = Feed(window)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, feed.graph)
+        now = window._clock_now()
+        # Wait for the start of a window, so that the test reads simply.
+        await trio.sleep(10 - now % 10)
+        start = window._clock_now()
+        await feed.put({"user": "a"}, {"user": "b"})
+        await trio.sleep(4)
+        await feed.put({"user": "a"})
+        await trio.sleep(5.5)
+        assert feed.sink.items == []  # 9.5s in: the window is still open
+        await trio.sleep(1)
+        assert brief(feed.sink.items, "n") == [
+            ("a", start, start + 10, "on_time", 2),
+            ("b", start, start + 10, "on_time", 1),
+        ]
+        await feed.put({"user": "a"})
+        await feed.send.aclose()
+    assert brief(feed.sink.items[2:], "n") == [("a", start + 10, start + 20, "on_time", 1)]
+
+
+async def test_early_updates_come_every_early_seconds(autojump_clock):
+    window = Window(size="1h", early="10s", time="ts", aggregate={"n": "count"})
+    feed = Feed(window)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, feed.graph)
+        await feed.put(*clicks(("a", 0), ("b", 1)))
+        await trio.sleep(9)
+        assert feed.sink.items == []
+        await trio.sleep(2)
+        assert brief(feed.sink.items, "n") == [
+            ("a", 0.0, 3600.0, "early", 1),
+            ("b", 0.0, 3600.0, "early", 1),
+        ]
+        await feed.put(*clicks(("a", 2)))
+        await trio.sleep(30)  # only a changed: one update, then none
+        assert brief(feed.sink.items[2:], "n") == [("a", 0.0, 3600.0, "early", 2)]
+        await feed.send.aclose()
+    assert brief(feed.sink.items[3:], "n") == [
+        ("a", 0.0, 3600.0, "on_time", 2),
+        ("b", 0.0, 3600.0, "on_time", 1),
+    ]
+
+
+async def test_an_idle_stream_moves_the_watermark_with_the_clock(autojump_clock):
+    window = Window(size=60, time="ts", out_of_orderness=5, idle_timeout=30)
+    feed = Feed(window, on_error="skip", dead_letter="late")
+    letters = feed.graph.add("late", Collector())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, feed.graph)
+        await feed.put(*clicks(("a", 10), ("a", 50)))
+        # The watermark is 45; [0, 60) closes once it reaches 60: after the
+        # idle timeout (30s), when 45 + elapsed >= 60, so 30s after the last item.
+        await trio.sleep(29.5)
+        assert feed.sink.items == []
+        await trio.sleep(1)
+        assert brief(feed.sink.items, "count") == [("a", 0.0, 60.0, "on_time", 2)]
+        await feed.put(*clicks(("a", 55)))  # now late: the watermark moved on
+        await feed.send.aclose()
+    assert [letter.item["ts"] for letter in letters.items] == [55]
+
+
+async def test_without_idle_timeout_an_idle_stream_waits(autojump_clock):
+    feed = Feed(Window(size=60, time="ts"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, feed.graph)
+        await feed.put(*clicks(("a", 10)))
+        await trio.sleep(3600)
+        assert feed.sink.items == []
+        await feed.send.aclose()
+    assert brief(feed.sink.items, "count") == [("a", 0.0, 60.0, "on_time", 1)]
+
+
+# ---------------------------------------------------------------- acknowledgements and state
+
+
+class Acked(NanoStreamProcessor):
+    """A source of the items sent to ``receive``, acknowledged into ``acked``."""
+
+    def __init__(self, receive, acked):
+        self.receive = receive
+        self.acked = acked
+
+    async def generate(self):
+        async for item in self.receive:
+            yield WithAck(item, lambda item=item: self.acked.append(item["ts"]))
+
+
+async def test_without_a_state_dir_acks_wait_until_the_window_is_sent():
+    send, receive = trio.open_memory_channel(0)
+    acked = []
+    graph = NanoStreamGraph()
+    graph.add("src", Acked(receive, acked))
+    graph.add("window", Window(size=10, time="ts"), ["src"], key="user")
+    sink = graph.add("sink", Collector(), ["window"])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, graph)
+        for item in clicks(("a", 1), ("b", 2), ("a", 11)):
+            await send.send(item)
+            await trio.testing.wait_all_tasks_blocked()
+        assert acked == [1, 2]  # a@11 closed [0, 10) of a and b; a@11 is held
+        assert len(sink.items) == 2
+        await send.aclose()
+    assert acked == [1, 2, 11]
+
+
+async def test_state_and_snapshot_carry_a_window_across_a_restart():
+    """What a checkpoint saves (the keyed state and snapshot()) is all a new
+    node needs to go on as if it had not stopped."""
+    items = clicks(("a", 1), ("b", 3), ("a", 9), ("a", 12), ("b", 14), ("a", 4), ("b", 25))
+
+    def window():
+        node = Window(size=10, time="ts", allowed_lateness=5, aggregate={"n": "count"})
+        state_of(node, "user", None)
+        return node
+
+    whole, _, _ = await run_window(window(), items)
+    assert brief(whole, "n") == [
+        ("a", 0.0, 10.0, "on_time", 2),
+        ("b", 0.0, 10.0, "on_time", 1),
+        ("a", 0.0, 10.0, "late", 3),
+        ("a", 10.0, 20.0, "on_time", 1),
+        ("b", 10.0, 20.0, "on_time", 1),
+        ("b", 20.0, 30.0, "on_time", 1),
+    ]
+
+    first = window()
+    emitted = first.process_batch(items[:4])
+    written, deleted = first.state.changes()
+    assert not deleted
+    saved = pickle.dumps(([(k, v, at) for k, (v, at) in written.items()], first.snapshot()))
+
+    second = window()
+    entries, snapshot = pickle.loads(saved)
+    second.state.load(iter(entries))
+    second.restore(snapshot)
+    rest = second.process_batch(items[4:]) + list(second.finish())
+    assert emitted + rest == whole
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def config(**window):
+    lines = "\n".join(f"    {key}: {value}" for key, value in window.items())
+    return f"""\
+node_sequence:
+  - name: src
+    class: SequenceEmitter
+  - name: window
+    class: Window
+    parents: [src]
+{lines}
+"""
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"size": "5x"}, "parameter 'size': '5x' is not a duration"),
+        ({"size": "-1"}, "parameter 'size': a duration is 0 or more seconds, not -1"),
+        ({"size": "0"}, "parameter 'size': size must be more than 0, not 0.0"),
+        ({"kind": "sliding", "size": "1m"}, "parameter 'kind': kind 'sliding' needs slide"),
+        ({"size": "1m", "gap": "5s"}, "parameter 'gap': gap is not for tumbling windows"),
+        ({"size": "1m", "allowed_lateness": "5s"}, "allowed_lateness is for event time"),
+        ({"size": "1m", "time": "nomodule:f"}, "parameter 'time': time: cannot import"),
+        ({"size": "1m", "aggregate": "{n: cont}"}, "unknown aggregation 'cont'"),
+        ({"size": "1m", "aggregate": "{key: count}"}, "aggregate 'key': every output item"),
+    ],
+)
+def test_configuration_errors_name_the_parameter(window, message):
+    with pytest.raises(ConfigErrors) as raised:
+        load_text(config(**window), "pipeline.yaml")
+    [error] = raised.value.errors
+    assert message in error.format()
+
+
+def test_the_python_api_checks_the_same():
+    with pytest.raises(ValueError, match="kind 'session' needs gap"):
+        Window(kind="session")
+    with pytest.raises(ValueError, match="unknown aggregation 'summ' \\(did you mean 'sum'\\?\\)"):
+        Window(size=1, aggregate={"t": {"summ": "x"}})
+    assert Window(size="1m30s").size == 90.0
