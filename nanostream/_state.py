@@ -81,9 +81,11 @@ class KeyedState(MutableMapping[Hashable, Any]):
             ) from None
 
     @property
-    def keyed(self) -> bool:
-        """Whether the node has a ``key``, so that :meth:`key_of` works."""
-        return self._key_function is not None
+    def key_function(self) -> Callable[[Any], Hashable] | None:
+        """The function giving an item's key by the node's declared ``key``,
+        or ``None`` for a node without one: what :meth:`key_of` calls, for a
+        ``process_batch`` that keys many items."""
+        return self._key_function
 
     def key_of(self, item: Any) -> Hashable:
         """The key of ``item`` by the node's declared ``key``; for

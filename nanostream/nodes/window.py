@@ -280,27 +280,94 @@ class Window(NanoStreamProcessor):
 
     def process_batch(self, items: list[Any]) -> list[dict[str, Any]]:
         state = self.state
-        key_of = state.key_of if state.keyed else None
-        time_of = self._time_of
-        readers = self._readers
-        now = self._clock_now()
         results: list[dict[str, Any]] = []
         failed: dict[int, Exception] = {}
-        track = not state.durable
-        if time_of is None:
-            self._advance(now, results)
-        if self.kind == "session":
-            assign = self._assign_session
-        elif not readers and self.kind == "tumbling":
-            assign = self._count_tumbling
-        else:
-            assign = self._assign_spans
-        early = self._early_keys if self.early is not None else None
-        out_of_orderness = self.out_of_orderness
         seq = self._received
         self._received += len(items)
+        self._touched.clear()
+        if self._time_of is not None and self.kind == "tumbling" and not self._readers:
+            self._count_each(items, seq, results, failed)
+        else:
+            self._place_each(items, seq, results, failed)
+        for key, windows in self._touched.items():
+            if windows:
+                state[key] = windows
+            elif key in state:
+                del state[key]
+        self._touched.clear()
+        arrival = _trio_now()
+        if self._early_keys and self._early_at is None:
+            self._early_at = arrival + self.early
+        self._last_arrival = arrival
+        self._idle_base = self._watermark
+        if failed:
+            raise FailedItems(failed, results)
+        return results
+
+    def _count_each(self, items: list, seq: int, results: list, failed: dict) -> None:
+        """Count ``items`` into tumbling windows of event time: the common
+        case, in one loop with no call per item beyond the key and time."""
+        state = self.state
+        key_of = state.key_function
+        time_of = self._time_of
         touched = self._touched
-        touched.clear()
+        early = self._early_keys if self.early is not None else None
+        size, lateness, out_of_orderness = self.size, self.allowed_lateness, self.out_of_orderness
+        track = not state.durable
+        watermark, due = self._watermark, self._next
+        for index, item in enumerate(items):
+            try:
+                key = key_of(item) if key_of is not None else None
+                when = time_of(item)
+                if type(when) is not float or not -math.inf < when < math.inf:
+                    when = seconds(when)
+                windows = touched.get(key)
+            except Exception as error:
+                failed[index] = error
+                continue
+            if when - out_of_orderness > watermark:
+                watermark = when - out_of_orderness
+                if watermark >= due:
+                    self._watermark = watermark
+                    self._fire(watermark, results)
+                    due = self._next
+                    windows = touched.get(key)
+            if windows is None:
+                try:
+                    windows = state[key]
+                except KeyError:
+                    windows = state[key] = {}
+                touched[key] = windows
+            start = when - when % size
+            window = windows.get(start)
+            if window is None:
+                end = start + size
+                if end + lateness <= watermark:
+                    failed[index] = LateItem(when, watermark, lateness)
+                    continue
+                window = windows[start] = self._new(start, end, key, seq + index, track)
+                due = self._next
+            window[_COUNT] += 1
+            if window[_FIRED]:
+                results.append(self._output(key, window, "late"))
+            if early is not None:
+                early[key] = None
+        self._watermark = watermark
+
+    def _place_each(self, items: list, seq: int, results: list, failed: dict) -> None:
+        """Add ``items`` to their windows, of any kind, with any aggregations."""
+        state = self.state
+        key_of = state.key_function
+        time_of = self._time_of
+        readers = self._readers
+        touched = self._touched
+        track = not state.durable
+        now = self._clock_now()
+        if time_of is None:
+            self._advance(now, results)
+        assign = self._assign_session if self.kind == "session" else self._assign_spans
+        early = self._early_keys if self.early is not None else None
+        out_of_orderness = self.out_of_orderness
         for index, item in enumerate(items):
             try:
                 key = key_of(item) if key_of is not None else None
@@ -315,11 +382,7 @@ class Window(NanoStreamProcessor):
                 # After the watermark moved: closing windows may have dropped the key.
                 windows = touched.get(key)
                 if windows is None:
-                    windows = state.get(key)
-                    if windows is None:
-                        windows = {} if self.kind != "session" else []
-                        state[key] = windows
-                    touched[key] = windows
+                    windows = touched[key] = self._windows_of(key)
                 placed = assign(key, windows, when, values, seq + index, track, results)
             except Exception as error:
                 failed[index] = error
@@ -328,20 +391,15 @@ class Window(NanoStreamProcessor):
                 failed[index] = LateItem(when, self._watermark, self.allowed_lateness)
             elif early is not None:
                 early[key] = None
-        for key, windows in touched.items():
-            if windows:
-                state[key] = windows
-            elif key in state:
-                del state[key]
-        touched.clear()
-        arrival = _trio_now()
-        if early and self._early_at is None:
-            self._early_at = arrival + self.early
-        self._last_arrival = arrival
-        self._idle_base = self._watermark
-        if failed:
-            raise FailedItems(failed, results)
-        return results
+
+    def _windows_of(self, key: Hashable) -> dict | list:
+        """The windows of ``key``, put in the state if they are new."""
+        state = self.state
+        try:
+            return state[key]
+        except KeyError:
+            windows = state[key] = {} if self.kind != "session" else []
+            return windows
 
     def holding(self) -> int:
         """How many items received are not yet sent on, counted from the
@@ -474,29 +532,6 @@ class Window(NanoStreamProcessor):
         if track:
             self._held[id(window)] = seq
         return window
-
-    def _count_tumbling(
-        self,
-        key: Hashable,
-        windows: dict,
-        when: float,
-        values: None,
-        seq: int,
-        track: bool,
-        results: list,
-    ) -> bool:
-        """The tumbling window of ``when``, counted: the common case, kept short."""
-        start = when - when % self.size
-        window = windows.get(start)
-        if window is None:
-            end = start + self.size
-            if end + self.allowed_lateness <= self._watermark:
-                return False
-            window = windows[start] = self._new(start, end, key, seq, track)
-        window[_COUNT] += 1
-        if window[_FIRED]:
-            results.append(self._output(key, window, "late"))
-        return True
 
     def _assign_spans(
         self,
