@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import trio
@@ -22,7 +24,7 @@ from nanostream import (
     run_graph,
 )
 from nanostream._runtime._keys import state_of
-from nanostream.config import ConfigErrors, load_text
+from nanostream.config import ConfigErrors, check_text, load_text
 from nanostream.nodes.window import Window
 from nanostream.testing import Collector
 
@@ -506,3 +508,12 @@ def test_the_python_api_checks_the_same():
     with pytest.raises(ValueError, match="unknown aggregation 'summ' \\(did you mean 'sum'\\?\\)"):
         Window(size=1, aggregate={"t": {"summ": "x"}})
     assert Window(size="1m30s").size == 90.0
+
+
+def test_the_pipelines_in_the_windows_guide_pass_check():
+    guide = (Path(__file__).parent.parent / "docs" / "state.md").read_text()
+    section = guide.split("## Windows\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert blocks
+    for number, text in enumerate(blocks, 1):
+        assert [e.format() for e in check_text(text, f"state.md windows {number}")] == []
