@@ -492,7 +492,7 @@ class Window(NanoStreamProcessor):
         lateness = self.allowed_lateness
         output = self._output
         while heap and heap[0] <= watermark:
-            for key in timers.pop(heapq.heappop(heap)):
+            for key in _in_order(timers.pop(heapq.heappop(heap))):
                 windows = state.get(key)
                 if not windows:
                     continue
@@ -650,6 +650,15 @@ def _trio_now() -> float:
         return trio.current_time()
     except RuntimeError:
         return trio.from_thread.run_sync(trio.current_time)
+
+
+def _in_order(keys: dict) -> list:
+    """The keys whose windows close at one time, sorted when they can be,
+    so that a run restarted from a checkpoint sends them in the same order."""
+    try:
+        return sorted(keys)
+    except TypeError:
+        return list(keys)
 
 
 def _each(windows: dict | list | None) -> Any:
