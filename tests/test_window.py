@@ -490,6 +490,10 @@ node_sequence:
         ({"size": "0"}, "parameter 'size': size must be more than 0, not 0.0"),
         ({"kind": "sliding", "size": "1m"}, "parameter 'kind': kind 'sliding' needs slide"),
         ({"size": "1m", "gap": "5s"}, "parameter 'gap': gap is not for tumbling windows"),
+        (
+            {"kind": "sliding", "size": "1m", "slide": "2m"},
+            "parameter 'slide': slide 120s is more than size 60s",
+        ),
         ({"size": "1m", "allowed_lateness": "5s"}, "allowed_lateness is for event time"),
         ({"size": "1m", "time": "nomodule:f"}, "parameter 'time': time: cannot import"),
         ({"size": "1m", "aggregate": "{n: cont}"}, "unknown aggregation 'cont'"),

@@ -237,6 +237,11 @@ class Window(NanoStreamProcessor):
                 raise ValueError(f"kind {kind!r} needs {name}: a duration such as 1m")
             if given and name not in needs:
                 raise ValueError(f"{name} is not for {kind} windows (kind {kind!r})")
+        if kind == "sliding" and self.slide > self.size:
+            raise ValueError(
+                f"slide {self.slide:g}s is more than size {self.size:g}s: items between two "
+                "windows would be in none (for windows that do not overlap, use kind 'tumbling')"
+            )
         if self.time is None:
             for name in ("out_of_orderness", "allowed_lateness", "idle_timeout"):
                 if getattr(self, name):
