@@ -14,10 +14,15 @@ def attach_state(processor: NanoStreamProcessor, state: KeyedState) -> None:
     processor.__dict__["_nanostream_state"] = state
 
 
-def state_of(processor: NanoStreamProcessor, key: str | None, ttl: float | None) -> KeyedState:
-    """The state a node runs with: a new one, keyed by its ``key``."""
+def state_of(
+    processor: NanoStreamProcessor, key: str | None, ttl: float | None, attach: bool = True
+) -> KeyedState:
+    """The state a node runs with: a new one, keyed by its ``key``; made
+    the node's own unless ``attach`` is false (a node run in worker
+    processes, which keeps no state in the pipeline's process)."""
     state = KeyedState(ttl, None if key is None else key_function(key))
-    attach_state(processor, state)
+    if attach:
+        attach_state(processor, state)
     return state
 
 
