@@ -252,9 +252,7 @@ class Window(NanoStreamProcessor):
         else:
             try:
                 self._time_of = key_function(self.time, "the window's time")
-            except ImportPathError as error:
-                raise ValueError(f"time: {error}") from None
-            except TypeError as error:
+            except (ImportPathError, TypeError) as error:
                 raise ValueError(f"time: {error}") from None
         built = aggregations(self.aggregate)
         # Operations that may fail run first and collect last, so that a failing
