@@ -107,13 +107,25 @@ if bytewax_version:
 
 
 class Batches(ns.NanoStreamProcessor):
+    """The items in lists of BATCH, saving its position at checkpoints as a
+    restartable source does."""
+
     def __init__(self, items: list[dict]) -> None:
         self.items = items
+        self.position = 0
 
     def generate_batches(self):
         items = self.items
-        for start in range(0, len(items), BATCH):
+        while self.position < len(items):
+            start = self.position
+            self.position += BATCH
             yield items[start : start + BATCH]
+
+    def snapshot(self) -> int:
+        return self.position
+
+    def restore(self, position: int) -> None:
+        self.position = position
 
 
 class Found(ns.NanoStreamProcessor):
