@@ -167,6 +167,20 @@ async def test_allowed_lateness_sends_an_update_then_refuses_later_items():
     assert [letter.item["ts"] for letter in letters] == [6]
 
 
+async def test_a_late_item_within_lateness_grows_a_closed_session_and_sends_it_again():
+    items = clicks(("a", 0), ("a", 20), ("a", 3), ("a", 7), ("a", 15))
+    window = Window(kind="session", gap=5, time="ts", allowed_lateness=30)
+    emitted, _, _ = await run_window(window, items)
+    # a@20 closes [0, 5); a@3 and a@7 extend it (late updates); a@15 joins
+    # the open session of a@20, sent when the stream ends.
+    assert brief(emitted, "count") == [
+        ("a", 0.0, 5.0, "on_time", 1),
+        ("a", 0.0, 8.0, "late", 2),
+        ("a", 0.0, 12.0, "late", 3),
+        ("a", 15.0, 25.0, "on_time", 2),
+    ]
+
+
 async def test_times_may_be_iso_strings_or_datetimes():
     utc = dt.UTC
     items = [
