@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import types
 import typing
 from typing import Any
@@ -122,7 +123,8 @@ def type_name(type_: Any) -> str:
         return "Any"
     if isinstance(type_, type) and not typing.get_args(type_):
         return type_.__name__
-    return str(type_).replace("typing.", "")
+    # Named types by their names: Duration, not nanostream._durations.Duration.
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Z])", "", str(type_))
 
 
 def summary(cls: type) -> str:
