@@ -4,6 +4,7 @@ processing time, against results computed by hand."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import pickle
 import re
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nanostream import (
     ChannelSource,
@@ -731,3 +734,74 @@ def test_a_kafka_window_pipeline_killed_at_random_points_gives_each_window_once(
         assert found() == {window: {value} for window, value in expected.items()}
     finally:
         reader.close()
+
+
+# ---------------------------------------------------------------- against a brute-force count
+
+
+def brute_force(kind, size, slide, gap, events):
+    """{(key, start, end): count} of ``events`` ((key, time) pairs), by definition."""
+    counts: dict[tuple, int] = {}
+    if kind == "session":
+        for key in {key for key, _ in events}:
+            times = sorted(time for k, time in events if k == key)
+            first = last = times[0]
+            count = 0
+            for time in times:
+                if time - last > gap:
+                    counts[(key, first, last + gap)] = count
+                    first, count = time, 0
+                last, count = time, count + 1
+            counts[(key, first, last + gap)] = count
+        return counts
+    step = slide if kind == "sliding" else size
+    for key, time in events:
+        start = time - time % step
+        while start + size > time:
+            counts[(key, start, start + size)] = counts.get((key, start, start + size), 0) + 1
+            start -= step
+    return counts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["tumbling", "sliding", "session"]),
+    events=st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(0, 60).map(float)), min_size=1, max_size=40
+    ),
+    in_order=st.booleans(),
+    cuts=st.lists(st.integers(1, 40), max_size=5),
+)
+def test_any_stream_in_any_batches_gives_the_windows_of_their_definition(
+    kind, events, in_order, cuts
+):
+    """Items in time order (windows close as the watermark passes them), or
+    in any order with out_of_orderness covering it (they close at the end),
+    cut into batches anywhere: the final result of every window is its count
+    by definition, and nothing is late."""
+    if in_order:
+        events = sorted(events, key=lambda event: event[1])
+    size, slide, gap = 10.0, 5.0, 4.0
+    node = Window(
+        kind=kind,
+        size=None if kind == "session" else size,
+        slide=slide if kind == "sliding" else None,
+        gap=gap if kind == "session" else None,
+        time="ts",
+        out_of_orderness=0 if in_order else 100,
+    )
+    state_of(node, "user", None)
+    items = [{"user": key, "ts": time} for key, time in events]
+    bounds = sorted({0, *(cut for cut in cuts if cut < len(items)), len(items)})
+
+    async def feed():
+        emitted = []
+        for start, end in itertools.pairwise(bounds):
+            emitted += node.process_batch(items[start:end])
+        return emitted + list(node.finish())
+
+    emitted = trio.run(feed)
+    final = {(o["key"], o["start"], o["end"]): o["count"] for o in emitted}
+    assert final == brute_force(kind, size, slide, gap, events)
+    assert all(o["timing"] == "on_time" for o in emitted)
+    assert len(emitted) == len(final)  # each window once

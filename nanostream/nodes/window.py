@@ -3,7 +3,7 @@
 The terms are Flink's. A *tumbling* window of ``size`` covers
 ``[k * size, (k + 1) * size)`` seconds since the epoch; *sliding* (hopping)
 windows of ``size`` start every ``slide``, so an item falls in several; a
-*session* window of a key grows with each item closer than ``gap`` to it
+*session* window of a key grows with each item at most ``gap`` from it
 and ends ``gap`` after its last item. Windows are by *event time* (each
 item's ``time``), closed by the *watermark*, or by *processing time* (the
 clock when the item arrives) when no ``time`` is given.
@@ -129,7 +129,7 @@ class Window(NanoStreamProcessor):
         validator=attrs.validators.in_(("tumbling", "sliding", "session")),
         metadata={
             "description": "'tumbling': back-to-back windows of size; 'sliding': windows of "
-            "size starting every slide (hopping); 'session': a key's items less than gap apart."
+            "size starting every slide (hopping); 'session': a key's items at most gap apart."
         },
     )
     size: Duration | None = attrs.field(
