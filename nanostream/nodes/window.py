@@ -3,7 +3,7 @@
 The terms are Flink's. A *tumbling* window of ``size`` covers
 ``[k * size, (k + 1) * size)`` seconds since the epoch; *sliding* (hopping)
 windows of ``size`` start every ``slide``, so an item falls in several; a
-*session* window of a key grows with each item at most ``gap`` from it
+*session* window of a key grows with each item less than ``gap`` from it
 and ends ``gap`` after its last item. Windows are by *event time* (each
 item's ``time``), closed by the *watermark*, or by *processing time* (the
 clock when the item arrives) when no ``time`` is given.
@@ -129,7 +129,7 @@ class Window(NanoStreamProcessor):
         validator=attrs.validators.in_(("tumbling", "sliding", "session")),
         metadata={
             "description": "'tumbling': back-to-back windows of size; 'sliding': windows of "
-            "size starting every slide (hopping); 'session': a key's items at most gap apart."
+            "size starting every slide (hopping); 'session': a key's items less than gap apart."
         },
     )
     size: Duration | None = attrs.field(
@@ -328,13 +328,6 @@ class Window(NanoStreamProcessor):
             except Exception as error:
                 failed[index] = error
                 continue
-            if when - out_of_orderness > watermark:
-                watermark = when - out_of_orderness
-                if watermark >= due:
-                    self._watermark = watermark
-                    self._fire(watermark, results)
-                    due = self._next
-                    windows = touched.get(key)
             if windows is None:
                 try:
                     windows = state[key]
@@ -355,6 +348,14 @@ class Window(NanoStreamProcessor):
                 results.append(self._output(key, window, "late"))
             if early is not None:
                 early[key] = None
+            # The item first, then the watermark it moves (as Flink's watermarks
+            # follow the items they come after).
+            if when - out_of_orderness > watermark:
+                watermark = when - out_of_orderness
+                if watermark >= due:
+                    self._watermark = watermark
+                    self._fire(watermark, results)
+                    due = self._next
         self._watermark = watermark
 
     def _place_each(self, items: list, seq: int, results: list, failed: dict) -> None:
@@ -379,21 +380,22 @@ class Window(NanoStreamProcessor):
             except Exception as error:
                 failed[index] = error
                 continue
-            if time_of is not None and when - out_of_orderness > self._watermark:
-                self._advance(when - out_of_orderness, results)
             try:
-                # After the watermark moved: closing windows may have dropped the key.
                 windows = touched.get(key)
                 if windows is None:
                     windows = touched[key] = self._windows_of(key)
                 placed = assign(key, windows, when, values, seq + index, track, results)
             except Exception as error:
                 failed[index] = error
-                continue
-            if not placed:
-                failed[index] = LateItem(when, self._watermark, self.allowed_lateness)
-            elif early is not None:
-                early[key] = None
+            else:
+                if not placed:
+                    failed[index] = LateItem(when, self._watermark, self.allowed_lateness)
+                elif early is not None:
+                    early[key] = None
+            # The item first, then the watermark it moves (as Flink's watermarks
+            # follow the items they come after).
+            if time_of is not None and when - out_of_orderness > self._watermark:
+                self._advance(when - out_of_orderness, results)
 
     def _windows_of(self, key: Hashable) -> dict | list:
         """The windows of ``key``, put in the state if they are new."""
@@ -604,7 +606,9 @@ class Window(NanoStreamProcessor):
         """Add an item to its key's session, merging the sessions it bridges."""
         gap = self.gap
         end = when + gap
-        hits = [w for w in windows if w[_START] <= end and w[_END] >= when]
+        # Windows are half-open, [start, end): the item's [when, when + gap)
+        # overlaps a session it is less than gap from.
+        hits = [w for w in windows if w[_START] < end and w[_END] > when]
         if max([end, *(w[_END] for w in hits)]) + self.allowed_lateness <= self._watermark:
             return False
         if not hits:
