@@ -90,6 +90,20 @@ async def test_sliding_windows_hold_each_item_in_size_over_slide_windows():
     ]
 
 
+async def test_an_item_late_for_some_sliding_windows_counts_in_the_others():
+    items = clicks(("a", 1), ("a", 12), ("a", 6))
+    window = Window(kind="sliding", size=10, slide=5, time="ts")
+    emitted, letters, _ = await run_window(window, items, on_error="skip", dead_letter="late")
+    # a@12 closed [-5, 5) and [0, 10): a@6 misses [0, 10) but counts in [5, 15).
+    assert brief(emitted, "count") == [
+        ("a", -5.0, 5.0, "on_time", 1),
+        ("a", 0.0, 10.0, "on_time", 1),
+        ("a", 5.0, 15.0, "on_time", 2),
+        ("a", 10.0, 20.0, "on_time", 1),
+    ]
+    assert letters == []
+
+
 async def test_session_windows_end_a_gap_after_the_last_item():
     items = clicks(("a", 0), ("b", 1), ("a", 2), ("a", 10), ("b", 20))
     window = Window(kind="session", gap=3, time="ts", aggregate={"n": "count"})
