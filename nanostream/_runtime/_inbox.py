@@ -59,19 +59,21 @@ class Inbox:
         self._carried = None
         if batch is None:
             if deadline == math.inf:
-                batch = await self._receive()
+                batch = await self._channel.receive()
             else:
                 with trio.move_on_at(deadline):
-                    batch = await self._receive()
+                    batch = await self._channel.receive()
                 if batch is None:
                     return None
-        self._cut(self._gather(batch))
+            self._stats.waiting -= len(batch[0])
+        batch = self._gather(batch)
+        if self._workers == 1:
+            # One piece: the batch as it is.
+            self._stats.in_progress += len(batch.items)
+            self._next_seq += 1
+            return Piece(batch.items, batch.tickets, self._next_seq - 1)
+        self._cut(batch)
         return self._pieces.popleft()
-
-    async def _receive(self) -> Batch:
-        batch = await self._channel.receive()
-        self._stats.waiting -= len(batch[0])
-        return batch
 
     def _gather(self, batch: Batch) -> Batch:
         """``batch`` merged with the batches already waiting, up to
