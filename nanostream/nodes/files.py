@@ -102,9 +102,11 @@ def _line_blocks(path: str, encoding: str, max_line_bytes: int) -> Iterator[list
             if pending_bytes + (len(raw) if first < 0 else first) > max_line_bytes:
                 why = f"a line longer than max_line_bytes ({max_line_bytes} bytes)"
                 raise _bad_input(path, number + 1, why)
+            state = decoder.getstate()
             try:
                 text = pending + decoder.decode(raw)
             except UnicodeDecodeError:
+                decoder.setstate(state)
                 lines, error = _lines_before_bad_byte(raw, decoder, pending)
                 if lines:
                     yield lines
@@ -127,8 +129,8 @@ def _lines_before_bad_byte(
     raw: bytes, decoder: Any, pending: str
 ) -> tuple[list[str], UnicodeDecodeError]:
     """The whole lines of ``raw`` (a block that does not decode) before its
-    bad one, decoded by ``decoder`` as it stood before ``raw``, and the
-    error of the bad one."""
+    bad one, decoded by ``decoder`` (in its state from before ``raw``), and
+    the error of the bad one."""
     lines = []
     *complete, rest = raw.split(b"\n")
     for part in [*(line + b"\n" for line in complete), rest]:
