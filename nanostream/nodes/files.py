@@ -35,7 +35,7 @@ logger = logging.getLogger("nanostream")
 _CHUNK = 1000
 
 #: How many bytes the streaming modes read and decode at a time.
-_BLOCK = 64 * 1024
+_BLOCK = 16 * 1024
 
 #: The default longest line the streaming modes read: 16 MiB.
 _MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -191,15 +191,6 @@ def _csv_rows(reader: FileReader, path: str, lines: Iterator[str]) -> Iterator[d
         raise _bad_input(path, rows.line_num, f"not valid CSV: {error}") from None
 
 
-def _take(records: Iterator[Any], count: int) -> list[Any]:
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= count:
-            break
-    return chunk
-
-
 @attrs.define
 class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     """Reads the file each item names and emits its content, whole or record by record.
@@ -283,27 +274,44 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
         )
         return True
 
-    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
-        # The records leave the thread a chunk at a time and are yielded one
-        # by one, so the runtime can send them on before the file is done.
+    async def process_item_batches(self, message: Any) -> AsyncIterator[list[FileData]]:
+        # The records are read and wrapped in a worker thread a chunk per
+        # trip, and each chunk goes on whole: the runtime can send it on
+        # before the file is done, with no step of a generator per record.
         path = self._path_of(message)
         records = _records(self, path)
         index = 0
         try:
             while True:
                 try:
-                    chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
+                    chunk = await trio.to_thread.run_sync(_record_chunk, records, path, index)
                 except FileNotFoundError:
                     if index or not self._may_be_gone(path):
                         raise
                     return
-                for record in chunk:
-                    yield FileData(path, record, index)
-                    index += 1
+                if chunk:
+                    yield chunk
+                index += len(chunk)
                 if len(chunk) < _CHUNK:
                     break
         finally:
             records.close()
+
+    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
+        """The records of the file ``message`` names, one by one, as the
+        runtime sends them on (it takes them a chunk at a time, from
+        :meth:`process_item_batches`)."""
+        async with contextlib.aclosing(self.process_item_batches(message)) as chunks:
+            async for chunk in chunks:
+                for record in chunk:
+                    yield record
+
+
+def _record_chunk(records: Iterator[Any], path: str, start: int) -> list[FileData]:
+    """The next ``_CHUNK`` records (fewer at the end of the file), as
+    ``FileData`` numbered from ``start``."""
+    chunk = itertools.islice(records, _CHUNK)
+    return [FileData(path, record, index) for index, record in enumerate(chunk, start)]
 
 
 #: ``json.dumps(value, ensure_ascii=False)`` as one encoder made once: dumps
