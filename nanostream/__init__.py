@@ -9,10 +9,12 @@ uses them.
 
 import importlib as _importlib
 
+from ._durations import Duration, duration
 from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
 from ._options import NodeOptions
 from ._processor import DeadLetter, FailedItems, NanoStreamProcessor, Rejected, WithAck
 from ._runtime import GraphRun, NodeError, NodeStats, node_nursery, run, run_graph
+from ._state import KeyedState, NoKeyError
 from .nodes import BUILTIN_NODES as _BUILTIN_NODES
 from .nodes import (
     BlackHole,
@@ -55,12 +57,15 @@ __all__ = [
     "ChannelSource",
     "ConstantEmitter",
     "DeadLetter",
+    "Duration",
     "FailedItems",
     "GraphError",
     "GraphProblem",
     "GraphRun",
+    "KeyedState",
     "NanoStreamGraph",
     "NanoStreamProcessor",
+    "NoKeyError",
     "Node",
     "NodeError",
     "NodeOptions",
@@ -70,6 +75,7 @@ __all__ = [
     "SequenceEmitter",
     "WithAck",
     "__version__",
+    "duration",
     "node_nursery",
     "run",
     "run_graph",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import pickle
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -55,11 +56,24 @@ class NanoStreamGraph:
     parents, processors left without any) and reports every problem at once.
     """
 
-    def __init__(self, name: str = "pipeline", *, log_items: bool = True) -> None:
+    def __init__(
+        self,
+        name: str = "pipeline",
+        *,
+        log_items: bool = True,
+        state_dir: str | os.PathLike[str] | None = None,
+        checkpoint_interval: float = 10.0,
+    ) -> None:
         self.name = name
         #: Whether error messages and logs show the item that failed; off
         #: for items that must not reach the logs (personal or secret data).
         self.log_items = log_items
+        #: Where the nodes' state and the sources' positions are saved at
+        #: each checkpoint, to be restored on the next run; ``None`` keeps
+        #: state in memory only.
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        #: Seconds between two checkpoints (with a ``state_dir``).
+        self.checkpoint_interval = checkpoint_interval
         self._nodes: dict[str, Node] = {}
 
     def add(
@@ -149,6 +163,7 @@ class NanoStreamGraph:
                     )
                 )
             found += _executor_problems(node)
+            found += _key_problems(node)
             if not node.is_source and not self.inputs(node.name):
                 found.append(
                     GraphProblem(
@@ -293,3 +308,47 @@ def unpicklable(processor: NanoStreamProcessor) -> str | None:
                 )
         return f"{type(processor).__name__} cannot be pickled for executor 'process': {error}"
     return None
+
+
+def _key_problems(node: Node) -> list[GraphProblem]:
+    """A ``key`` where keyed state cannot work: on a source (it has no
+    incoming items to key), in worker processes (state lives in the
+    pipeline's process), or split over several workers."""
+    key = node.options.key
+    if key is None:
+        return []
+    kind = type(node.processor).__name__
+    if node.is_source:
+        return [
+            GraphProblem(
+                node.name, f"{kind} is a source: a key is for nodes that receive items", "key"
+            )
+        ]
+    if node.options.executor == "process":
+        return [
+            GraphProblem(
+                node.name,
+                "a node with a key keeps its state in the pipeline's process: use "
+                "executor 'loop' or 'thread'",
+                "executor",
+            )
+        ]
+    if node.options.workers > 1:
+        return [
+            GraphProblem(
+                node.name,
+                "a node with a key runs as one worker, so that each key's items are "
+                "handled in order; scale keyed pipelines out over Kafka partitions",
+                "workers",
+            )
+        ]
+    if ":" in key:
+        from ._imports import ImportPathError, import_object
+
+        try:
+            function = import_object(key, "function")
+        except ImportPathError as error:
+            return [GraphProblem(node.name, str(error), "key")]
+        if not callable(function):
+            return [GraphProblem(node.name, f"key {key!r} is not a function", "key")]
+    return []

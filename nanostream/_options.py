@@ -7,6 +7,8 @@ from typing import Literal
 import attrs
 from attrs import validators as v
 
+from ._durations import Duration, optional_duration
+
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if value <= 0:
@@ -113,6 +115,24 @@ class NodeOptions:
             "loop with one worker and each is the other's only link, the node handles its "
             "items in the parent's task with no channel between them; false gives it a "
             "channel and a task of its own."
+        },
+    )
+
+    key: str | None = attrs.field(
+        default=None,
+        validator=v.optional(v.instance_of(str)),
+        metadata={
+            "description": "What this node keeps state by: a field of each item, or a "
+            "function by import path ('module:function'). The runtime sets state.key to "
+            "each item's key before process_item, and routes items of one key to one worker."
+        },
+    )
+    state_ttl: Duration | None = attrs.field(
+        default=None,
+        converter=optional_duration,
+        metadata={
+            "description": "How long a key of this node's state lives after it was last "
+            "written (a duration such as 30m or 7d); unset, state lives until deleted."
         },
     )
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from ._state import KeyedState
+
 #: The methods the runtime calls on a node, by role. A node defines at least
 #: one of ``PROCESSOR_HOOKS`` or ``SOURCE_HOOKS``.
 PROCESSOR_HOOKS = ("process_item", "process_batch")
@@ -21,6 +23,8 @@ OPTIONAL_HOOKS = (
     "deadline",
     "on_deadline",
     "process_item_batches",
+    "snapshot",
+    "restore",
 )
 
 
@@ -69,6 +73,15 @@ class NanoStreamProcessor:
     ``on_deadline``, which returns or yields what to send, like ``finish``.
     Both run in the node's own task, never beside ``process_item``.
 
+    A node given a ``key`` keeps state per key in :attr:`state` (a
+    :class:`KeyedState`), which a pipeline with a ``state_dir`` saves at
+    each checkpoint and restores after a restart. Whatever else a node must
+    keep across a restart (a watermark, a source's position) it returns from
+    ``snapshot(self)`` (picklable), taken at each checkpoint, and is given
+    back to ``restore(self, snapshot)`` before ``setup`` on the next run. A
+    source's snapshot is where it stands after the last item it yielded;
+    its acknowledgements run only once a checkpoint covering them is saved.
+
     A node's parameters are its attrs fields: decorate the subclass with
     ``@attrs.define`` and declare typed fields with defaults. That single
     declaration is what YAML configs are validated against. The runtime
@@ -78,6 +91,18 @@ class NanoStreamProcessor:
 
     def setup(self) -> Any:
         """Open resources before any item flows."""
+
+    @property
+    def state(self) -> KeyedState:
+        """This node's keyed state: a mapping from key to value, with
+        ``state.key`` the key of the item being processed (see
+        :class:`KeyedState`). Held by the runtime while the node runs in a
+        pipeline; elsewhere (a test calling ``process_item``) a fresh,
+        in-memory one."""
+        state = self.__dict__.get("_nanostream_state")
+        if state is None:
+            state = self.__dict__["_nanostream_state"] = KeyedState()
+        return state
 
     def teardown(self) -> Any:
         """Close resources; runs on success, error and cancellation alike."""

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from .._durations import Duration, duration
 from .._params import describe
 
 
@@ -44,6 +45,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _strict(float, "a number", (int, float)))
     converter.register_structure_hook(str, _strict(str, "a string", (str,)))
     converter.register_structure_hook(bool, _strict(bool, "true or false", (bool,)))
+    converter.register_structure_hook(Duration, lambda value, _type: duration(value))
 
     def is_literal(type_: Any) -> bool:
         return typing.get_origin(type_) is typing.Literal

@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from .._durations import Duration
 from .._graph import NanoStreamGraph, did_you_mean
 from .._imports import ImportPathError, import_object
 from .._options import NodeOptions
@@ -51,6 +52,8 @@ class PipelineConfig:
     node_sequence: list[Any]
     pipeline_name: str = "pipeline"
     log_items: bool = True
+    state_dir: str | None = None
+    checkpoint_interval: Duration = 10.0  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------- class resolution
@@ -561,7 +564,12 @@ def _build(
             data["node_sequence"], name if isinstance(name, str) else "pipeline"
         )
 
-    graph = NanoStreamGraph(pipeline.pipeline_name, log_items=pipeline.log_items)
+    graph = NanoStreamGraph(
+        pipeline.pipeline_name,
+        log_items=pipeline.log_items,
+        state_dir=pipeline.state_dir,
+        checkpoint_interval=pipeline.checkpoint_interval,
+    )
     yaml_nodes: dict[str, Any] = {}
     unbuilt: set[str] = set()
     incomplete = False

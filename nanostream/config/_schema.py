@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from .._durations import DURATION_PATTERN, Duration
 from .._options import NodeOptions
 from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
 
@@ -22,6 +23,13 @@ def type_schema(type_: Any) -> dict[str, Any]:
     """The JSON Schema of values of the Python type ``type_``."""
     if type_ in _SCALARS:
         return {"type": _SCALARS[type_]}
+    if type_ is Duration:
+        return {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
     origin = typing.get_origin(type_)
     args = typing.get_args(type_)
     if origin is typing.Literal:
@@ -210,6 +218,18 @@ def pipeline_schema() -> dict[str, Any]:
                 "default": True,
                 "description": "Show the item that failed, and the error's message, in "
                 "error messages and logs; false for data that must not reach the logs.",
+            },
+            "state_dir": {
+                "type": "string",
+                "description": "A folder where the nodes' state and the sources' positions "
+                "are saved at each checkpoint and restored on the next run; unset, state "
+                "is kept in memory only.",
+            },
+            "checkpoint_interval": {
+                **type_schema(Duration),
+                "default": 10.0,
+                "description": "How often a checkpoint is taken, with a state_dir "
+                "(a duration such as 10s or 1m).",
             },
             "node_sequence": {
                 "type": "array",
