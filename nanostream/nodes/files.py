@@ -88,7 +88,7 @@ def _line_blocks(path: str, encoding: str, max_line_bytes: int) -> Iterator[list
     is bad input as soon as it is longer than ``max_line_bytes`` (its
     newline aside), before more of it is read, so a file with no line
     breaks is an error, not a read of the whole file into memory. Lines end
-    at ``\n`` only, as for ``readline``.
+    at ``\\n`` only, as for ``readline``.
     """
     decoder = codecs.getincrementaldecoder(_csv.text_codec(encoding))()
     number = 0  # lines yielded so far
