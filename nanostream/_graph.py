@@ -312,8 +312,8 @@ def unpicklable(processor: NanoStreamProcessor) -> str | None:
 
 def _key_problems(node: Node) -> list[GraphProblem]:
     """A ``key`` where keyed state cannot work: on a source (it has no
-    incoming items to key), in worker processes (state lives in the
-    pipeline's process), or split over several workers."""
+    incoming items to key), or in worker processes (state lives in the
+    pipeline's process)."""
     key = node.options.key
     if key is None:
         return []
@@ -331,15 +331,6 @@ def _key_problems(node: Node) -> list[GraphProblem]:
                 "a node with a key keeps its state in the pipeline's process: use "
                 "executor 'loop' or 'thread'",
                 "executor",
-            )
-        ]
-    if node.options.workers > 1:
-        return [
-            GraphProblem(
-                node.name,
-                "a node with a key runs as one worker, so that each key's items are "
-                "handled in order; scale keyed pipelines out over Kafka partitions",
-                "workers",
             )
         ]
     if ":" in key:
