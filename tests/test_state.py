@@ -309,7 +309,7 @@ async def test_a_checkpoint_that_cannot_drain_is_skipped(
             assert run.checkpoints.saved == 0
             run.stop()
     assert "checkpoint skipped: 1 batches still in flight after 0.05s" in caplog.text
-    assert run.checkpoints.saved == 1  # the last one, once everything has drained
+    assert run.checkpoints.saved >= 1  # once everything has drained
 
 
 @attrs.define
