@@ -354,7 +354,7 @@ async def test_sources_that_cannot_replay_are_named(
     graph.add("count", RunningCount(), ["src"], key="user")
     with caplog.at_level(logging.WARNING, logger="nanostream"):
         await collect(graph, "count")
-    assert "source 'src' (SequenceEmitter) keeps no position in checkpoints" in caplog.text
+    assert "source 'src' (SequenceEmitter) saves no position at checkpoints" in caplog.text
 
 
 # ---------------------------------------------------------------- sources' positions
