@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from nanostream import (
     ChannelSource,
     DeadLetter,
+    FailedItems,
     LateItem,
     NanoStreamGraph,
     NanoStreamProcessor,
@@ -819,3 +821,69 @@ def test_any_stream_in_any_batches_gives_the_windows_of_their_definition(
     assert final == brute_force(kind, size, slide, gap, events)
     assert all(o["timing"] == "on_time" for o in emitted)
     assert len(emitted) == len(final)  # each window once
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sliding=st.booleans(),
+    times=st.lists(st.integers(0, 60).map(float), min_size=1, max_size=40),
+    out_of_orderness=st.sampled_from([0, 3, 8]),
+    allowed_lateness=st.sampled_from([0, 4, 12]),
+    cuts=st.lists(st.integers(1, 40), max_size=5),
+)
+def test_out_of_order_streams_count_what_is_on_time_and_refuse_the_rest(
+    sliding, times, out_of_orderness, allowed_lateness, cuts
+):
+    """Any order, any batching: an item is late for a window when the
+    watermark before it (the largest time so far minus out_of_orderness)
+    has passed the window's end plus allowed_lateness; it counts in its
+    other windows, and is refused (FailedItems) only when late for all.
+    The last result sent of each window is its count of items not late."""
+    size, slide = 10.0, 5.0
+    step = slide if sliding else size
+    expected: dict[tuple, int] = {}
+    refused = []
+    largest = -math.inf
+    for index, time in enumerate(times):
+        watermark = largest - out_of_orderness
+        start, placed = time - time % step, False
+        while start + size > time:
+            if start + size + allowed_lateness > watermark:
+                window = ("a", start, start + size)
+                expected[window] = expected.get(window, 0) + 1
+                placed = True
+            start -= step
+        if not placed:
+            refused.append(index)
+        largest = max(largest, time)
+
+    node = Window(
+        kind="sliding" if sliding else "tumbling",
+        size=size,
+        slide=slide if sliding else None,
+        time="ts",
+        out_of_orderness=out_of_orderness,
+        allowed_lateness=allowed_lateness,
+    )
+    items = [{"ts": time} for time in times]
+    bounds = sorted({0, *(cut for cut in cuts if cut < len(items)), len(items)})
+
+    async def feed():
+        emitted, failed = [], []
+        for start, end in itertools.pairwise(bounds):
+            try:
+                emitted += node.process_batch(items[start:end])
+            except FailedItems as failure:
+                emitted += failure.results
+                failed += [start + index for index in failure.errors]
+                assert all(isinstance(e, LateItem) for e in failure.errors.values())
+        return emitted + list(node.finish()), failed
+
+    emitted, failed = trio.run(feed)
+    last = {("a" if o["key"] is None else o["key"], o["start"], o["end"]): o for o in emitted}
+    assert {window: out["count"] for window, out in last.items()} == expected
+    assert failed == refused
+    first_sent = {}
+    for out in emitted:
+        first_sent.setdefault((out["start"], out["end"]), out["timing"])
+    assert set(first_sent.values()) == {"on_time"}
