@@ -200,6 +200,19 @@ async def test_a_late_item_within_lateness_grows_a_closed_session_and_sends_it_a
     ]
 
 
+async def test_a_window_opened_behind_the_watermark_is_sent_at_once():
+    items = clicks(("a", 15), ("a", 3), ("a", 4))
+    window = Window(size=10, time="ts", allowed_lateness=10)
+    emitted, _, _ = await run_window(window, items)
+    # The watermark is 15 when a@3 opens [0, 10): within lateness, sent at
+    # once; a@4 then updates it.
+    assert brief(emitted, "count") == [
+        ("a", 0.0, 10.0, "on_time", 1),
+        ("a", 0.0, 10.0, "late", 2),
+        ("a", 10.0, 20.0, "on_time", 1),
+    ]
+
+
 async def test_times_may_be_iso_strings_or_datetimes():
     utc = dt.UTC
     items = [

@@ -349,13 +349,14 @@ class Window(NanoStreamProcessor):
             if early is not None:
                 early[key] = None
             # The item first, then the watermark it moves (as Flink's watermarks
-            # follow the items they come after).
+            # follow the items they come after); a window opened behind the
+            # watermark, within allowed_lateness, is sent at once.
             if when - out_of_orderness > watermark:
                 watermark = when - out_of_orderness
-                if watermark >= due:
-                    self._watermark = watermark
-                    self._fire(watermark, results)
-                    due = self._next
+            if watermark >= due:
+                self._watermark = watermark
+                self._fire(watermark, results)
+                due = self._next
         self._watermark = watermark
 
     def _place_each(self, items: list, seq: int, results: list, failed: dict) -> None:
@@ -393,8 +394,9 @@ class Window(NanoStreamProcessor):
                 elif early is not None:
                     early[key] = None
             # The item first, then the watermark it moves (as Flink's watermarks
-            # follow the items they come after).
-            if time_of is not None and when - out_of_orderness > self._watermark:
+            # follow the items they come after); a window opened behind the
+            # watermark, within allowed_lateness, is sent at once.
+            if time_of is not None:
                 self._advance(when - out_of_orderness, results)
 
     def _windows_of(self, key: Hashable) -> dict | list:
@@ -485,10 +487,12 @@ class Window(NanoStreamProcessor):
         keys[key] = None
 
     def _advance(self, watermark: float, results: list) -> None:
+        """Move the watermark up to ``watermark`` (never back), and emit the
+        windows it has passed."""
         if watermark > self._watermark:
             self._watermark = watermark
-            if watermark >= self._next:
-                self._fire(watermark, results)
+        if self._watermark >= self._next:
+            self._fire(self._watermark, results)
 
     def _fire(self, watermark: float, results: list) -> None:
         """Emit the windows that ``watermark`` closes, and drop those past
