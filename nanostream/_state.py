@@ -54,6 +54,8 @@ class KeyedState(MutableMapping[Hashable, Any]):
     ) -> None:
         self.ttl = ttl
         self.clock = clock
+        #: Whether the state is saved at checkpoints (the pipeline has a ``state_dir``).
+        self.durable = False
         self._key_function = key_function
         self._values: dict[Hashable, Any] = {}
         self._written: dict[Hashable, float] = {}
