@@ -1,0 +1,277 @@
+"""Join: an interval join of two parents by key, inner and left, in event time."""
+
+import collections
+import pickle
+
+import attrs
+import pytest
+import trio
+
+from nanostream import FromParent, NanoStreamGraph, NanoStreamProcessor, SequenceEmitter
+from nanostream._runtime._keys import KeyedProcessor, state_of
+from nanostream.config import check_text, load_pipeline
+from nanostream.nodes.join import Join
+from nanostream.testing import collect
+
+
+def keyed(join: Join, key: str = "id") -> KeyedProcessor:
+    """``join`` as the runtime calls it with the runtime key ``key``."""
+    return KeyedProcessor(join, state_of(join, key, None))
+
+
+def feed(node: KeyedProcessor, steps) -> list:
+    """Every result of ``steps``, ``(parent, item)`` pairs handled in order."""
+    results = []
+    for parent, item in steps:
+        results += list(node.process_item(FromParent(parent, item)))
+    return results
+
+
+def order(id, at, **fields):
+    return {"id": id, "at": at, **fields}
+
+
+def test_items_of_one_key_within_the_bound_join_as_soon_as_the_second_arrives():
+    join = Join(left="orders", right="payments", time="at", before=5, after=10)
+    node = keyed(join)
+    o1, o2 = order("a", 100), order("b", 100)
+    # a: 94 is 6 s before (outside), 95 and 110 are on the bounds, 111 is past them.
+    _, p95, p110, p111 = (order("a", t, paid=t) for t in (94, 95, 110, 111))
+    pb = order("b", 105, paid="b")
+    assert feed(node, [("orders", o1), ("orders", o2)]) == []
+    assert feed(node, [("payments", p95)]) == [{"left": o1, "right": p95}]
+    assert feed(node, [("payments", pb)]) == [{"left": o2, "right": pb}]
+    assert feed(node, [("payments", p110), ("payments", p111)]) == [{"left": o1, "right": p110}]
+    # A right item that arrives first waits for its left one.
+    o3 = order("c", 200)
+    p3 = order("c", 196)
+    assert feed(node, [("payments", p3), ("orders", o3)]) == [{"left": o3, "right": p3}]
+    assert join.late == 0
+
+
+def test_out_of_order_items_within_out_of_orderness_still_join():
+    join = Join(left="l", right="r", time="at", after=5, out_of_orderness=10)
+    node = keyed(join)
+    steps = [
+        ("l", order("k", 100)),
+        ("r", order("k", 120)),  # watermark min(100, 120) - 10 = 90
+        ("l", order("k", 92)),  # behind the latest left, not behind the watermark
+        ("r", order("k", 96)),
+        ("r", order("k", 103)),
+    ]
+    results = feed(node, steps)
+    assert [(r["left"]["at"], r["right"]["at"]) for r in results] == [(92, 96), (100, 103)]
+    assert join.late == 0
+
+
+def test_an_item_behind_the_watermark_is_dropped_and_counted(caplog):
+    join = Join(left="l", right="r", time="at", after=5)
+    node = keyed(join)
+    feed(node, [("l", order("k", 100)), ("r", order("k", 150))])  # watermark 100
+    caplog.set_level("DEBUG", "nanostream")
+    assert feed(node, [("r", order("k", 99)), ("l", order("k", 99.5))]) == []
+    assert join.late == 2
+    assert "dropped a late right item (time 99" in caplog.text
+
+
+def test_a_left_join_sends_an_unmatched_left_item_once_the_watermark_passes_its_bound():
+    join = Join(left="l", right="r", time="at", after=10, how="left")
+    node = keyed(join)
+    matched, lonely = order("a", 100), order("b", 100)
+    pa = order("a", 105)
+    assert feed(node, [("l", matched), ("l", lonely), ("r", pa)]) == [
+        {"left": matched, "right": pa}
+    ]
+    # The watermark (the least of both sides' latest times) is 100 now; 110
+    # is the end of both left items' bounds, so 110 itself keeps them.
+    assert feed(node, [("r", order("z", 110)), ("l", order("z", 110))]) == [
+        {"left": order("z", 110), "right": order("z", 110)}
+    ]
+    assert feed(node, [("r", order("y", 111)), ("l", order("y", 200))]) == [
+        {"left": lonely, "right": None}
+    ]
+
+
+def test_the_end_of_both_parents_sends_the_unmatched_left_items_and_empties_the_state():
+    join = Join(left="l", right="r", time="at", before=1, after=10, how="left")
+    node = keyed(join)
+    steps = [("l", order("a", 100)), ("l", order("b", 100)), ("r", order("b", 101))]
+    assert feed(node, steps) == [{"left": order("b", 100), "right": order("b", 101)}]
+    assert len(join.state) == 2
+    assert list(join.finish()) == [{"left": order("a", 100), "right": None}]
+    assert len(join.state) == 0
+
+
+def test_an_inner_join_forgets_what_can_no_longer_match():
+    join = Join(left="l", right="r", time="at", before=2, after=3)
+    node = keyed(join)
+    feed(node, [("l", order(k, 10)) for k in "abc"])
+    feed(node, [("r", order("x", 14)), ("l", order("x", 14))])  # watermark 14 > 10 + 3
+    assert set(join.state) == {"x"}
+    assert join.holding() == 2  # the two items of x, the latest ones
+    assert list(join.finish()) == []
+    assert join.holding() == 0
+
+
+def test_items_kept_hold_their_acknowledgements_back_unless_the_state_is_saved():
+    join = Join(left="l", right="r", time="at", after=3)
+    node = keyed(join)
+    feed(node, [("l", order("a", 10)), ("l", order("b", 11)), ("r", order("b", 11))])
+    assert join.holding() == 3
+    feed(node, [("r", order("b", 13.5))])  # watermark 11: the 10 of a is kept to 13
+    assert join.holding() == 4
+    feed(node, [("l", order("c", 15)), ("r", order("c", 15))])  # watermark 15: a and b go
+    assert join.holding() == 2
+    join.state.durable = True
+    assert join.holding() == 0
+
+
+def test_without_a_key_every_left_item_joins_every_right_item_within_the_bound():
+    join = Join(left="l", right="r", time="at", after=1)
+    results = feed(join, [("l", {"at": 1}), ("l", {"at": 2}), ("r", {"at": 2})])
+    assert results == [
+        {"left": {"at": 1}, "right": {"at": 2}},
+        {"left": {"at": 2}, "right": {"at": 2}},
+    ]
+
+
+def test_event_time_as_iso_8601_text_or_from_a_function():
+    join = Join(left="l", right="r", time="at", after=60)
+    node = keyed(join)
+    left = {"id": 1, "at": "2024-05-01T12:00:00Z"}
+    right = {"id": 1, "at": "2024-05-01T12:00:59+00:00"}
+    assert feed(node, [("l", left), ("r", right)]) == [{"left": left, "right": right}]
+    join = Join(left="l", right="r", time="test_join:stamp_in_ms")
+    assert feed(keyed(join), [("l", {"id": 1, "ms": 1500}), ("r", {"id": 1, "ms": 1500})])
+
+
+def stamp_in_ms(item):
+    return item["ms"] / 1000
+
+
+def test_an_item_without_its_time_fails_naming_the_field():
+    join = Join(left="l", right="r", time="at")
+    with pytest.raises(KeyError, match="the item has no field 'at' \\(its event time\\)"):
+        feed(keyed(join), [("l", {"id": 1})])
+    with pytest.raises(ValueError, match="event time 'noon' from 'at' is not an ISO 8601 time"):
+        feed(keyed(join), [("l", {"id": 1, "at": "noon"})])
+
+
+def test_a_restart_from_saved_state_and_snapshot_gives_what_an_uninterrupted_run_gives():
+    steps = [
+        ("l", order("a", 100)),
+        ("r", order("b", 101)),
+        ("l", order("b", 102)),
+        ("r", order("a", 104)),
+        ("l", order("c", 105)),
+        ("r", order("d", 140)),
+        ("l", order("d", 141)),
+        ("r", order("c", 109)),  # late by then: dropped both ways
+        ("l", order("e", 150)),
+        ("r", order("e", 150)),
+    ]
+
+    def fresh():
+        return Join(left="l", right="r", time="at", before=2, after=5, how="left")
+
+    whole = fresh()
+    expected = feed(keyed(whole), steps) + list(whole.finish())
+
+    first = fresh()
+    before = feed(keyed(first), steps[:5])
+    written, _ = first.state.changes()
+    saved = pickle.dumps(([(k, v, at) for k, (v, at) in written.items()], first.snapshot()))
+
+    second = fresh()
+    node = keyed(second)
+    entries, snapshot = pickle.loads(saved)
+    second.state.load(iter(entries))
+    second.restore(snapshot)
+    after = feed(node, steps[5:]) + list(second.finish())
+    assert before + after == expected
+    assert {(r["left"]["id"], r["right"] and r["right"]["at"]) for r in expected} == {
+        ("a", 104),
+        ("b", 101),
+        ("c", None),
+        ("d", 140),
+        ("e", 150),
+    }
+    assert second.late == whole.late == 1
+
+
+# ---------------------------------------------------------------- in a pipeline
+
+
+PIPELINE = """\
+pipeline_name: orders_and_payments
+node_sequence:
+  - name: orders
+    class: SequenceEmitter
+    sequence:
+      - {order: 1, at: 100, amount: 30}
+      - {order: 2, at: 110, amount: 12}
+      - {order: 3, at: 120, amount: 99}
+  - name: payments
+    class: SequenceEmitter
+    sequence:
+      - {order: 2, at: 111}
+      - {order: 1, at: 130}
+      - {order: 3, at: 125}
+  - name: paid_orders
+    class: Join
+    parents: [orders, payments]
+    key: order
+    left: orders
+    right: payments
+    time: at
+    after: 15s
+    how: left
+"""
+
+
+async def test_a_pipeline_joins_its_two_sources_by_key_whatever_their_interleaving(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    assert check_text(PIPELINE) == []
+    for _ in range(5):
+        results = (await collect(load_pipeline(path)))["paid_orders"]
+        pairs = collections.Counter(
+            (r["left"]["order"], r["right"] and r["right"]["at"]) for r in results
+        )
+        # Order 1 was paid 30 s after it was placed: too late to join.
+        assert pairs == {(1, None): 1, (2, 111): 1, (3, 125): 1}
+
+
+@attrs.define
+class Tagged(NanoStreamProcessor):
+    """Sends on what it receives, to show how it arrives."""
+
+    source: str = attrs.field(metadata={"parent": True})
+
+    def process_item(self, message):
+        return message
+
+
+@pytest.mark.parametrize("chaining", ["chained", "unchained"], indirect=True)
+async def test_a_node_naming_its_parent_receives_items_tagged_with_it(chaining):
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1, 2]))
+    graph.add("double", _Double(), ["numbers"])
+    graph.add("tagged", Tagged(source="double"), ["double"])
+    results = (await collect(graph))["tagged"]
+    assert results == [FromParent("double", 2), FromParent("double", 4)]
+
+
+class _Double(NanoStreamProcessor):
+    def process_item(self, message):
+        return message * 2
+
+
+async def test_a_keyed_node_naming_its_parents_reads_its_key_inside_the_tag():
+    graph = NanoStreamGraph()
+    graph.add("left", SequenceEmitter([{"id": 1, "at": 0}, {"id": 2, "at": 0}]))
+    graph.add("right", SequenceEmitter([{"id": 2, "at": 0}]))
+    graph.add("join", Join(left="left", right="right", time="at"), ["left", "right"], key="id")
+    with trio.fail_after(10):
+        results = (await collect(graph))["join"]
+    assert results == [{"left": {"id": 2, "at": 0}, "right": {"id": 2, "at": 0}}]
