@@ -176,10 +176,13 @@ class Lookup(NanoStreamProcessor):
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if (self.path is None) == (self.topic is None):
+        if self.path is None and self.topic is None:
             raise ValueError(
-                "Lookup takes its table from a file or a topic: give path or topic, not both"
+                "Lookup needs a table: give path (a CSV or JSON Lines file) or topic "
+                "(a Kafka topic)"
             )
+        if self.path is not None and self.topic is not None:
+            raise ValueError("Lookup reads its table from path or from topic, not both")
         if self.topic is not None and self.table_key is not None:
             raise ValueError("table_key is for a file: a topic's rows are keyed by record key")
 
