@@ -2,6 +2,7 @@
 
 import collections
 import pickle
+from pathlib import Path
 
 import attrs
 import pytest
@@ -275,3 +276,11 @@ async def test_a_keyed_node_naming_its_parents_reads_its_key_inside_the_tag():
     with trio.fail_after(10):
         results = (await collect(graph))["join"]
     assert results == [{"left": {"id": 2, "at": 0}, "right": {"id": 2, "at": 0}}]
+
+
+def test_the_state_guide_shows_the_join_example_pipeline_as_it_is():
+    root = Path(__file__).parent.parent
+    guide = (root / "docs" / "state.md").read_text()
+    example = (root / "examples" / "orders_join" / "pipeline.yaml").read_text()
+    body = example.split("\n", 1)[1]  # without the schema comment line
+    assert f"```yaml\n{body}```" in guide
