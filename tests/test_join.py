@@ -7,12 +7,20 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 
-from nanostream import FromParent, NanoStreamGraph, NanoStreamProcessor, SequenceEmitter
+from nanostream import (
+    FromParent,
+    NanoStreamGraph,
+    NanoStreamProcessor,
+    SequenceEmitter,
+    WithAck,
+    run_graph,
+)
 from nanostream._runtime._keys import KeyedProcessor, state_of
 from nanostream.config import check_text, load_pipeline
 from nanostream.nodes.join import Join
-from nanostream.testing import collect
+from nanostream.testing import Collector, collect
 
 
 def keyed(join: Join, key: str = "id") -> KeyedProcessor:
@@ -284,3 +292,46 @@ def test_the_state_guide_shows_the_join_example_pipeline_as_it_is():
     example = (root / "examples" / "orders_join" / "pipeline.yaml").read_text()
     body = example.split("\n", 1)[1]  # without the schema comment line
     assert f"```yaml\n{body}```" in guide
+
+
+class Acked(NanoStreamProcessor):
+    """A source fed through a channel whose items are acknowledged into ``acked``."""
+
+    def __init__(self, receive, acked):
+        self.receive = receive
+        self.acked = acked
+
+    async def generate(self):
+        async for item in self.receive:
+            yield WithAck(item, lambda item=item: self.acked.append(item))
+
+
+async def test_a_source_item_is_acknowledged_once_the_join_has_forgotten_it(autojump_clock):
+    acked = []
+    send_left, receive_left = trio.open_memory_channel(0)
+    send_right, receive_right = trio.open_memory_channel(0)
+    sink = Collector()
+    graph = NanoStreamGraph()
+    graph.add("l", Acked(receive_left, acked))
+    graph.add("r", Acked(receive_right, acked))
+    graph.add("join", Join(left="l", right="r", time="at", after=5), ["l", "r"], key="id")
+    graph.add("sink", sink, ["join"])
+
+    async def send(channel, item):
+        await channel.send(item)
+        await trio.testing.wait_all_tasks_blocked()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, graph)
+        await send(send_left, order("a", 10))
+        await send(send_right, order("a", 12))
+        assert len(sink.items) == 1
+        assert acked == []  # both kept: a right item at 15 would still join the left one
+        await send(send_left, order("z", 20))
+        await send(send_right, order("z", 20))  # the watermark is 20: both a's are forgotten
+        assert acked == [order("a", 10), order("a", 12)]
+        await send_left.aclose()
+        await send_right.aclose()
+    assert sorted(acked, key=str) == sorted(
+        [order("a", 10), order("a", 12), order("z", 20), order("z", 20)], key=str
+    )
