@@ -117,3 +117,18 @@ def test_an_item_without_its_key_fails_naming_the_field():
     _, node = dedup_with(None, Clock())
     with pytest.raises(KeyError, match="the item has no field 'id'"):
         node.process_item({"no id": 1})
+
+
+def test_the_json_schema_requires_a_key_for_dedup():
+    import json
+
+    import jsonschema
+
+    from nanostream.config._schema import schema_text
+
+    schema = json.loads(schema_text())
+    node = {"name": "once", "class": "Dedup", "parents": ["events"]}
+    pipeline = {"pipeline_name": "p", "node_sequence": [node]}
+    with pytest.raises(jsonschema.ValidationError, match="'key' is a required property"):
+        jsonschema.validate(pipeline, schema)
+    jsonschema.validate({**pipeline, "node_sequence": [{**node, "key": "id"}]}, schema)
