@@ -20,6 +20,7 @@ from nanostream import (
 from nanostream._runtime._keys import KeyedProcessor, state_of
 from nanostream.config import check_text, load_pipeline
 from nanostream.nodes.join import Join
+from nanostream.nodes.memory import ChannelSource
 from nanostream.testing import Collector, collect
 
 
@@ -335,3 +336,38 @@ async def test_a_source_item_is_acknowledged_once_the_join_has_forgotten_it(auto
     assert sorted(acked, key=str) == sorted(
         [order("a", 10), order("a", 12), order("z", 20), order("z", 20)], key=str
     )
+
+
+async def test_with_an_idle_timeout_a_quiet_side_no_longer_holds_the_watermark(autojump_clock):
+    send_left, receive_left = trio.open_memory_channel(0)
+    send_right, receive_right = trio.open_memory_channel(0)
+    sink = Collector()
+    graph = NanoStreamGraph()
+    graph.add("l", ChannelSource(receive_left))
+    graph.add("r", ChannelSource(receive_right))
+    join = Join(left="l", right="r", time="at", after=5, how="left", idle_timeout=60)
+    graph.add("join", join, ["l", "r"], key="id")
+    graph.add("sink", sink, ["join"])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, graph)
+        await send_left.send(order("a", 10))
+        await send_right.send(order("z", 12))
+        for seconds in range(0, 100, 10):  # the left side goes on; the right is quiet
+            await send_left.send(order("b", 100 + seconds))
+            await trio.sleep(10)
+            await trio.testing.wait_all_tasks_blocked()
+            if seconds < 50:
+                # The right side's 12 holds the watermark below a's bound, 15.
+                assert sink.items == [], seconds
+        # 60 s after its last item the right side was idle: the watermark
+        # followed the left side, and every left item but the latest, 190,
+        # came out unmatched.
+        assert [item["left"]["at"] for item in sink.items] == [10, *range(100, 190, 10)]
+        assert all(item["right"] is None for item in sink.items)
+        await send_right.send(order("b", 200))  # the right side is back: too late for 190
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(sink.items) == 10
+        await send_left.aclose()
+        await send_right.aclose()
+    assert sink.items[-1] == {"left": order("b", 190), "right": None}
+    assert len(sink.items) == 11

@@ -9,9 +9,10 @@ from collections.abc import Hashable, Iterator
 from typing import Any, Literal
 
 import attrs
+import trio
 from attrs import validators as v
 
-from .._durations import Duration, duration
+from .._durations import Duration, duration, optional_duration
 from .._processor import FromParent, NanoStreamProcessor
 from .._state import NoKeyError
 from ._event_time import event_time_field, event_time_reader
@@ -49,7 +50,10 @@ class Join(NanoStreamProcessor):
     ``t + after``, when no right item can match it any more.
 
     The watermark is the event time both sides have reached (the least of
-    each side's latest event time) less ``out_of_orderness``. Items are
+    each side's latest event time) less ``out_of_orderness``; with an
+    ``idle_timeout``, a side that has sent nothing for that long (in
+    processing time) is idle, and the watermark follows the other side
+    alone until it sends again (Flink's ``withIdleness``). Items are
     kept in the node's state, per key, until the watermark passes the end
     of their bound; an item older than the watermark when it arrives is
     late: it is dropped, counted in ``late`` and logged at debug level.
@@ -100,6 +104,15 @@ class Join(NanoStreamProcessor):
             "arrive and still join; older items are late and dropped (counted)."
         },
     )
+    idle_timeout: Duration | None = attrs.field(
+        default=None,
+        converter=optional_duration,
+        metadata={
+            "description": "How long a side may send nothing before the watermark follows "
+            "the other side alone (a duration such as 1m); empty means the watermark waits "
+            "for both sides."
+        },
+    )
     #: Items dropped because they arrived behind the watermark.
     late: int = attrs.field(default=0, init=False)
     _read_time: Any = attrs.field(default=None, init=False, repr=False)
@@ -109,6 +122,14 @@ class Join(NanoStreamProcessor):
     #: from the state when first needed (after a restore).
     _expiry: list[tuple[float, Hashable]] | None = attrs.field(default=None, init=False, repr=False)
     _received: int = attrs.field(default=0, init=False, repr=False)
+    #: Per side: items received, items received when last looked at, and
+    #: when (``trio.current_time()``) an item of it was last seen arriving.
+    _arrived: list[int] = attrs.field(factory=lambda: [0, 0], init=False, repr=False)
+    _looked: list[int] = attrs.field(factory=lambda: [0, 0], init=False, repr=False)
+    _last_arrival: list[float] = attrs.field(
+        factory=lambda: [math.nan, math.nan], init=False, repr=False
+    )
+    _idle: list[bool] = attrs.field(factory=lambda: [False, False], init=False, repr=False)
     _kept: set[int] = attrs.field(factory=set, init=False, repr=False)
     _kept_order: list[int] = attrs.field(factory=list, init=False, repr=False)
 
@@ -120,6 +141,8 @@ class Join(NanoStreamProcessor):
             self.setup()
         side = _LEFT if message.parent == self.left else _RIGHT
         item = message.item
+        self._arrived[side] += 1
+        self._idle[side] = False
         at = self._read_time(item)
         seq = self._received
         self._received += 1
@@ -159,10 +182,44 @@ class Join(NanoStreamProcessor):
         heapq.heappush(self._kept_order, seq)
         if at > self._latest[side]:
             self._latest[side] = at
-            watermark = min(self._latest) - self.out_of_orderness
-            if watermark > self._watermark:
-                self._watermark = watermark
-                yield from self._expire()
+            yield from self._advance()
+
+    def _advance(self) -> Iterator[dict[str, Any]]:
+        """Move the watermark to the time both sides have reached (the
+        side that is not idle, if one is), never back."""
+        active = [latest for latest, idle in zip(self._latest, self._idle, strict=True) if not idle]
+        watermark = (min(active) if active else max(self._latest)) - self.out_of_orderness
+        if watermark > self._watermark:
+            self._watermark = watermark
+            yield from self._expire()
+
+    def deadline(self) -> float | None:
+        """When the side heard from least recently becomes idle, with an
+        ``idle_timeout``: the ``trio.current_time()`` of its last item
+        (seen arriving when this is called, between batches) plus the timeout."""
+        if self.idle_timeout is None:
+            return None
+        now = trio.current_time()
+        for side in (_LEFT, _RIGHT):
+            if self._arrived[side] != self._looked[side] or math.isnan(self._last_arrival[side]):
+                self._looked[side] = self._arrived[side]
+                self._last_arrival[side] = now
+        waiting = [
+            last + self.idle_timeout
+            for last, idle in zip(self._last_arrival, self._idle, strict=True)
+            if not idle
+        ]
+        return min(waiting) if waiting else None
+
+    def on_deadline(self) -> Iterator[dict[str, Any]]:
+        """A side sent nothing for ``idle_timeout``: the watermark follows the other."""
+        assert self.idle_timeout is not None
+        now = trio.current_time()
+        for side in (_LEFT, _RIGHT):
+            if not self._idle[side] and self._last_arrival[side] + self.idle_timeout <= now:
+                self._idle[side] = True
+                logger.debug("Join: the %s side is idle", "left" if side == _LEFT else "right")
+        yield from self._advance()
 
     def finish(self) -> Iterator[dict[str, Any]]:
         """Both parents have ended: every item kept is done with, and every
