@@ -371,3 +371,9 @@ async def test_with_an_idle_timeout_a_quiet_side_no_longer_holds_the_watermark(a
         await send_right.aclose()
     assert sink.items[-1] == {"left": order("b", 190), "right": None}
     assert len(sink.items) == 11
+
+
+def test_an_item_that_came_from_no_parent_is_refused():
+    join = Join(left="l", right="r", time="at")
+    with pytest.raises(TypeError, match="a Join receives the items of its parents 'l' and 'r'"):
+        list(join.process_item({"at": 1}))

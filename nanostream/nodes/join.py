@@ -116,7 +116,9 @@ class Join(NanoStreamProcessor):
     #: Items dropped because they arrived behind the watermark.
     late: int = attrs.field(default=0, init=False)
     _read_time: Any = attrs.field(default=None, init=False, repr=False)
-    _latest: list[float] = attrs.field(factory=lambda: [-math.inf, -math.inf], init=False)
+    _latest: list[float] = attrs.field(
+        factory=lambda: [-math.inf, -math.inf], init=False, repr=False
+    )
     _watermark: float = attrs.field(default=-math.inf, init=False, repr=False)
     #: ``(end of bound, key)`` for every item kept, the earliest first; built
     #: from the state when first needed (after a restore).
@@ -139,6 +141,11 @@ class Join(NanoStreamProcessor):
     def process_item(self, message: FromParent) -> Iterator[dict[str, Any]]:
         if self._read_time is None:
             self.setup()
+        if type(message) is not FromParent:
+            raise TypeError(
+                f"a Join receives the items of its parents {self.left!r} and {self.right!r} "
+                f"only, not {type(message).__name__} (from a dead_letter route?)"
+            )
         side = _LEFT if message.parent == self.left else _RIGHT
         item = message.item
         self._arrived[side] += 1
@@ -178,8 +185,9 @@ class Join(NanoStreamProcessor):
             rights.append((at, seq, item))
             heapq.heappush(expiry, (at + before, key))
         self.state[key] = (lefts, rights)
-        self._kept.add(seq)
-        heapq.heappush(self._kept_order, seq)
+        if not self.state.durable:
+            self._kept.add(seq)
+            heapq.heappush(self._kept_order, seq)
         if at > self._latest[side]:
             self._latest[side] = at
             yield from self._advance()
@@ -224,8 +232,13 @@ class Join(NanoStreamProcessor):
     def finish(self) -> Iterator[dict[str, Any]]:
         """Both parents have ended: every item kept is done with, and every
         unmatched left item of a left join is sent."""
-        self._watermark = math.inf
-        yield from self._expire()
+        watermark, self._watermark = self._watermark, math.inf
+        try:
+            yield from self._expire()
+        finally:
+            # Not the end of time in a snapshot taken now: a restart goes on
+            # with more items, and they are not all late.
+            self._watermark = watermark
 
     def _expiry_heap(self) -> list[tuple[float, Hashable]]:
         if self._expiry is None:
