@@ -54,7 +54,9 @@ class KeyedState(MutableMapping[Hashable, Any]):
     ) -> None:
         self.ttl = ttl
         self.clock = clock
-        #: Whether the state is saved at checkpoints (the pipeline has a ``state_dir``).
+        #: Whether the runtime saves this state at checkpoints (the pipeline
+        #: has a ``state_dir``). A node that keeps items in its state, not
+        #: in memory only, need not hold their acknowledgements back then.
         self.durable = False
         self._key_function = key_function
         self._values: dict[Hashable, Any] = {}

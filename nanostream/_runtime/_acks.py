@@ -11,12 +11,17 @@ handled, and each ``ack`` is called once.
 
 The cost is per batch, not per item, and nothing at all for pipelines whose
 sources attach no acknowledgements (their batches carry ``None``).
+
+In a pipeline that takes checkpoints, every source batch has a ticket, kept
+in the checkpoints' ledger: a complete ticket is handed to it, and its
+acknowledgements run only once a checkpoint that covers it is saved (see
+``_checkpoints``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import NodeError
 
@@ -24,15 +29,25 @@ if TYPE_CHECKING:
     from ._stats import NodeStats
 
 
+class Ledger(Protocol):
+    """What keeps the tickets of a pipeline that takes checkpoints."""
+
+    def complete(self, ticket: Ticket) -> None: ...
+
+
 class Ticket:
-    """The acknowledgements of one source batch and its copies in flight."""
+    """The acknowledgements of one source batch and its copies in flight,
+    and the ledger that keeps it, if any."""
 
-    __slots__ = ("acks", "in_flight", "source")
+    __slots__ = ("acks", "in_flight", "ledger", "source")
 
-    def __init__(self, source: str, acks: list[Callable[[], None]]) -> None:
+    def __init__(
+        self, source: str, acks: list[Callable[[], None]], ledger: Ledger | None = None
+    ) -> None:
         self.source = source
         self.acks = acks
         self.in_flight = 1
+        self.ledger = ledger
 
 
 Tickets = list[Ticket] | None
@@ -66,11 +81,24 @@ def combine(first: Tickets, second: Tickets) -> Tickets:
 
 def acknowledge(complete: list[Ticket], stats: Mapping[str, NodeStats]) -> None:
     """Call the acknowledgements of ``complete`` tickets, counting them on
-    their sources' counters.
+    their sources' counters; a ticket kept in a ledger goes to its ledger,
+    which acknowledges it later with :func:`run_acks`.
 
     Raises :class:`NodeError` naming the source if an ``ack`` raises.
     """
     for ticket in complete:
+        if ticket.ledger is not None:
+            ticket.ledger.complete(ticket)
+        else:
+            run_acks(ticket, stats)
+
+
+def run_acks(ticket: Ticket, stats: Mapping[str, NodeStats]) -> None:
+    """Call ``ticket``'s acknowledgements, counting them on its source's counters.
+
+    Raises :class:`NodeError` naming the source if an ``ack`` raises.
+    """
+    if ticket.acks:
         try:
             for ack in ticket.acks:
                 ack()

@@ -8,6 +8,7 @@ import signal
 import trio
 
 from .._graph import NanoStreamGraph
+from ._checkpoints import Checkpoints
 from ._control import RunControl
 from ._errors import NodeError
 from ._node import NodeLifecycle
@@ -34,6 +35,8 @@ class GraphRun:
         self.drained = True
         self.abandoned = 0
         self.signal: signal.Signals | None = None
+        #: The run's checkpoints, with a ``state_dir``; ``saved`` counts them.
+        self.checkpoints: Checkpoints | None = None
         self._control = RunControl(
             graph.name, len(graph), sum(not node.is_source for node in graph), graph.log_items
         )
@@ -87,10 +90,27 @@ class GraphRun:
     async def _run(self, handle_signals: bool, task_status: trio.TaskStatus) -> None:
         control = self._control
         ports = wire(self.graph, self.stats)
+        checkpoints = None
+        if self.graph.state_dir is not None:
+            checkpoints = Checkpoints(
+                self.graph.name,
+                self.graph.state_dir,
+                self.graph.checkpoint_interval,
+                {},
+                {},
+                self.stats,
+            )
         lifecycles = [
-            NodeLifecycle(control, node, self.stats[node.name], ports[node.name])
+            NodeLifecycle(control, node, self.stats[node.name], ports[node.name], checkpoints)
             for node in self.graph
         ]
+        if checkpoints is not None:
+            checkpoints.states = {lifecycle.name: lifecycle.state for lifecycle in lifecycles}
+            checkpoints.processors = {
+                lifecycle.name: lifecycle.processor for lifecycle in lifecycles
+            }
+            self.checkpoints = checkpoints
+            _warn_unless_replayable(self.graph)
         signals = None
         if handle_signals:
             signals = SignalHandling(
@@ -99,14 +119,21 @@ class GraphRun:
             signals.install()
         try:
             with control.scope:
+                if checkpoints is not None:
+                    await checkpoints.open()
                 async with trio.open_nursery() as nodes:
                     for lifecycle in lifecycles:
                         nodes.start_soon(lifecycle.run, name=f"nanostream node {lifecycle.name}")
                     await control.all_set_up.wait()
+                    if checkpoints is not None:
+                        nodes.start_soon(checkpoints.run, control.consumers_done, control.fail)
                     task_status.started(self)
         finally:
             if signals is not None:
                 signals.restore()
+            if checkpoints is not None:
+                with trio.CancelScope(shield=True):
+                    await checkpoints.close()
         if not self.set_up and not self.errors:  # stopped while setting up
             task_status.started(self)
         control.skip_log.flush()
@@ -200,3 +227,18 @@ def run(graph: NanoStreamGraph, *, drain_timeout: float | None = 30.0) -> GraphR
     The entry point for a script; inside a trio program use :func:`run_graph`.
     """
     return trio.run(lambda: run_graph(graph, drain_timeout=drain_timeout, handle_signals=True))
+
+
+def _warn_unless_replayable(graph: NanoStreamGraph) -> None:
+    """Warn of each source that cannot start again where the saved state
+    stands: after a restart it starts over, and what it sends is counted again."""
+    for node in graph:
+        if node.is_source and not callable(getattr(node.processor, "snapshot", None)):
+            logger.warning(
+                "pipeline %r: source %r (%s) keeps no position in checkpoints: after a "
+                "restart it starts over, and the state counts its items again",
+                graph.name,
+                node.name,
+                type(node.processor).__name__,
+                extra={"pipeline": graph.name, "node": node.name, "event": "not_replayable"},
+            )

@@ -14,6 +14,7 @@ import trio
 from .._graph import Node
 from .._processor import call_hook
 from ._chaining import ChainedInput
+from ._checkpoints import Checkpoints
 from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
 from ._errors import NodeError, log_items
@@ -74,8 +75,16 @@ class NodeLifecycle:
     source that commits at teardown (a Kafka consumer) commits them.
     """
 
-    def __init__(self, control: RunControl, node: Node, stats: NodeStats, ports: NodePorts):
+    def __init__(
+        self,
+        control: RunControl,
+        node: Node,
+        stats: NodeStats,
+        ports: NodePorts,
+        checkpoints: Checkpoints | None = None,
+    ):
         self.control = control
+        self.checkpoints = checkpoints
         self.node = node
         self.name = node.name
         self.options = node.options
@@ -133,6 +142,7 @@ class NodeLifecycle:
         control = self.control
         set_up = False
         try:
+            await self._restore()
             await self._setup()
             set_up = True
             workers = None if self.node.is_source else self._workers()
@@ -144,7 +154,12 @@ class NodeLifecycle:
             self.stats.state = "running"
             if workers is None:
                 source = Source(
-                    self.name, self.processor, self.options, self.ports.outputs, self.policy
+                    self.name,
+                    self.processor,
+                    self.options,
+                    self.ports.outputs,
+                    self.policy,
+                    self.checkpoints,
                 )
                 with control.source_scope():
                     await source.run()
@@ -153,7 +168,8 @@ class NodeLifecycle:
                     await self.ports.chained.wait_until_ended()
                 else:
                     await workers.run()
-                await workers.finish()
+                if not self._resumes_later():
+                    await workers.finish()
             self.stats.state = "finished"
         except NodeError as error:
             self.stats.state = "failed"
@@ -174,6 +190,23 @@ class NodeLifecycle:
                 control.consumer_done()
                 if set_up:
                     await self._teardown()
+
+    def _resumes_later(self) -> bool:
+        """Whether this node, stopped with its state saved, is left to go on
+        from that state on the next run rather than finished now: a window
+        left open is saved open, not emitted half full."""
+        if self.checkpoints is None or not self.control.stopping:
+            return False
+        return bool(len(self.state)) or callable(getattr(self.processor, "snapshot", None))
+
+    async def _restore(self) -> None:
+        """Give the node the snapshot the last checkpoint holds, if any, before its setup."""
+        if self.checkpoints is None:
+            return
+        found, snapshot = self.checkpoints.restored_snapshot(self.name)
+        restore = getattr(self.processor, "restore", None)
+        if found and callable(restore):
+            await self._call("restore", lambda: restore(snapshot))
 
     @contextmanager
     def _as_this_node(self) -> Iterator[None]:
@@ -215,6 +248,7 @@ class NodeLifecycle:
             styles,
             self.stats,
             options.workers,
+            self.checkpoints,
         )
 
     async def _setup(self) -> None:
@@ -228,6 +262,9 @@ class NodeLifecycle:
     async def _teardown_after_consumers(self) -> None:
         try:
             await self.control.consumers_done.wait()
+            if self.checkpoints is not None:
+                # Its position is saved, and what it covers acknowledged, first.
+                await self.checkpoints.final.wait()
         finally:
             await self._teardown()
 

@@ -11,6 +11,7 @@ from .._options import NodeOptions
 from .._processor import NanoStreamProcessor, Rejected, WithAck, call_style, rejected_if_none
 from ._acks import Ticket
 from ._batches import take
+from ._checkpoints import Checkpoints
 from ._errors import NodeError
 from ._outbox import Outputs
 from ._policy import ErrorPolicy
@@ -32,12 +33,14 @@ class Source:
         options: NodeOptions,
         outputs: Outputs,
         policy: ErrorPolicy,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.name = name
         self.processor = processor
         self.options = options
         self.outputs = outputs
         self.policy = policy
+        self.checkpoints = checkpoints
 
     async def run(self) -> None:
         processor = self.processor
@@ -74,6 +77,20 @@ class Source:
             raise NodeError(self.name, during, error) from error
 
     async def _emit(self, items: list) -> None:
+        checkpoints = self.checkpoints
+        if checkpoints is None:
+            await self._send(items)
+            return
+        with checkpoints.emitting():
+            await self._send(items)
+        await checkpoints.gate()
+
+    def _ticket(self, acks: list) -> Ticket:
+        if self.checkpoints is None:
+            return Ticket(self.name, acks)
+        return self.checkpoints.ticket(self.name, acks)
+
+    async def _send(self, items: list) -> None:
         tickets = None
         kinds = set(map(type, items))
         if NoneType in kinds or WithAck in kinds:  # None is never an item: reject it
@@ -91,10 +108,13 @@ class Source:
         if WithAck in kinds:
             acks = [item.ack for item in items if type(item) is WithAck]
             items = [item.item if type(item) is WithAck else item for item in items]
-            tickets = [Ticket(self.name, acks)]
+            tickets = [self._ticket(acks)]
+        elif self.checkpoints is not None:
+            tickets = [self._ticket([])]
         await self.outputs.send(items, tickets)
 
     async def _reject(self, rejected: Rejected) -> None:
-        tickets = None if rejected.ack is None else [Ticket(self.name, [rejected.ack])]
+        acks = [] if rejected.ack is None else [rejected.ack]
+        tickets = [self._ticket(acks)] if acks or self.checkpoints is not None else None
         await self.policy.reject(rejected.raw, rejected.error, tickets)
         await self.outputs.send([], tickets)

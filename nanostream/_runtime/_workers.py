@@ -8,6 +8,7 @@ import time
 import trio
 
 from .._processor import NanoStreamProcessor
+from ._checkpoints import Checkpoints
 from ._errors import NodeError
 from ._held import HeldTickets
 from ._inbox import Inbox
@@ -35,8 +36,10 @@ class Workers:
         styles: LoopStyles,
         stats: NodeStats,
         workers: int,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.name = name
+        self.checkpoints = checkpoints
         self.processor = processor
         self.inbox = inbox
         self.outbox = outbox
@@ -93,6 +96,10 @@ class Workers:
         results = await self.styles.results_of(self.processor.on_deadline, "on_deadline", None)
         counter.done(0, started)
         tickets = self.held.settle(None, 0, self.processor.holding()) if self.held else None
+        if tickets is None and results and self.checkpoints is not None:
+            # Counted in flight, so that no checkpoint saves the state that
+            # sent them before they are handled.
+            tickets = [self.checkpoints.ticket(self.name, [])]
         await self.outbox.outputs.send(results, tickets)
 
     async def finish(self) -> None:

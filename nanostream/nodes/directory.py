@@ -80,7 +80,13 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
     from it (its item is acknowledged), and only if it has not changed
     since it was emitted. With ``existing``, a pipeline killed and started
     again then reads again every file not yet done: some files may be
-    processed twice, none is lost."""
+    processed twice, none is lost.
+
+    In a pipeline with a ``state_dir``, each checkpoint saves which files
+    have been emitted and not yet deleted or moved (or, when kept, every
+    file emitted), and files are deleted or moved only once a checkpoint
+    covers them. Started again after a crash, with ``existing``, it emits
+    exactly the files the saved state has not seen: none twice."""
 
     watchdog_path: str = attrs.field(metadata={"description": "The directory to watch."})
     patterns: list[str] = attrs.field(
@@ -143,6 +149,24 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
 
     # What runs while the pipeline does; set in setup.
     _watch: _Watch | None = attrs.field(default=None, init=False, repr=False, alias="_watch")
+    # The files the last checkpoint says were emitted, given to restore().
+    _restored: dict[str, Identity] = attrs.field(
+        factory=dict, init=False, repr=False, alias="_restored"
+    )
+
+    def snapshot(self) -> dict[str, Identity]:
+        """The files emitted and not yet finished (when kept: every file
+        emitted), each with the identity it had: taken at a checkpoint."""
+        watch = self._watch
+        if watch is None:
+            return dict(self._restored)
+        with watch.lock:
+            return dict(watch.yielded)
+
+    def restore(self, snapshot: dict[str, Identity]) -> None:
+        """Start from a checkpoint: its files are not emitted again, and,
+        unless kept, are finished first (if still unchanged)."""
+        self._restored = dict(snapshot)
 
     async def setup(self) -> None:
         from watchdog.events import (
@@ -224,7 +248,12 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
                 on_unwatched=functools.partial(_unwatched, hand_over),
             )
         )
-        self._watch = _Watch(root, observer, send, receive)
+        self._watch = watch = _Watch(root, observer, send, receive)
+        if self._restored:
+            watch.emitted.update(self._restored)
+            watch.yielded.update(self._restored)
+            if self.when_done != "keep":
+                watch.finished += self._restored.items()
 
     def _make_done_dir(self, root: str) -> None:
         """Make ``done_dir``, and check it again now that links can be followed."""
@@ -327,12 +356,13 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             error = PermissionError(errno.EACCES, "this pipeline may not read the file", path)
             ack = None if keep else watch.with_ack(path, identity).ack
             items.append(Rejected(path, error, ack))
-        if keep:
-            if items:
-                yield items
-            return
-        for start in range(0, len(items), _ACK_BATCH):
-            yield items[start : start + _ACK_BATCH]
+        files = found + unreadable
+        size = max(len(items), 1) if keep else _ACK_BATCH
+        for start in range(0, len(items), size):
+            # Recorded as it is yielded, for snapshot(): nothing runs in between.
+            with watch.lock:
+                watch.yielded.update(files[start : start + size])
+            yield items[start : start + size]
 
     def _finish(self) -> None:
         """Delete or move the files whose items have been acknowledged.
@@ -345,6 +375,8 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
         watch = self._watch
         assert watch is not None
         for path, identity in watch.take_finished():
+            with watch.lock:
+                watch.yielded.pop(path, None)
             try:
                 if _identity(os.stat(path)) != identity:
                     continue
@@ -419,6 +451,9 @@ class _Watch:
     numbers: Iterator[int] = attrs.field(factory=itertools.count)
     emitted: dict[str, Identity] = attrs.field(factory=dict)
     scanned: dict[str, Identity] = attrs.field(factory=dict)
+    # What has been yielded and not yet finished (every file yielded, when
+    # kept): what a checkpoint saves. Under the lock.
+    yielded: dict[str, Identity] = attrs.field(factory=dict)
     gone: int = 0
 
     def look_at(

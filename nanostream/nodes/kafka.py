@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 import trio
@@ -357,7 +357,9 @@ def _commit_request(offsets: dict[Any, int]) -> dict[Any, Any]:
     return {partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()}
 
 
-def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any:
+def _commit_on_revoke(
+    consumer: Any, tracker: _OffsetTracker, group: str, seeks: dict[tuple[str, int], int]
+) -> Any:
     """A rebalance listener: commits what is acknowledged for the partitions
     a rebalance revokes, and stops tracking those the new assignment does
     not give back.
@@ -369,6 +371,11 @@ def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any
     the new owner, from the last commit. kafka-python runs the listener on
     its IO thread, so it commits with the awaitable ``commit_async``: the
     blocking ``commit`` cannot run there.
+
+    ``seeks`` holds the positions a checkpoint saved, ``(topic,
+    partition) -> offset``: a partition found there is sought to it when
+    first assigned, whatever the group committed (kafka-python's ``seek``
+    in ``on_partitions_assigned``, as its listener's documentation shows).
     """
     import kafka
 
@@ -397,6 +404,10 @@ def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any
 
         async def on_partitions_assigned(self, assigned: set[Any]) -> None:
             tracker.forget(tracker.tracked() - set(consumer.assignment()))
+            for partition in assigned:
+                offset = seeks.pop((partition.topic, partition.partition), None)
+                if offset is not None:
+                    consumer.seek(partition, offset)
 
         async def on_partitions_lost(self, lost: set[Any]) -> None:
             # The group has moved on without this member: a commit would be refused.
@@ -411,6 +422,14 @@ def _commit_on_revoke(consumer: Any, tracker: _OffsetTracker, group: str) -> Any
             )
 
     return CommitOnRevoke()
+
+
+class _Handed(NamedTuple):
+    """A batch the poll loop hands over, and the position after it in each
+    of its partitions: ``(topic, partition) -> offset``."""
+
+    items: list[Any]
+    positions: dict[tuple[str, int], int]
 
 
 class _PollLoop:
@@ -430,7 +449,7 @@ class _PollLoop:
         consumer: Any,
         tracker: _OffsetTracker,
         make_items: Callable[[Any, list[Any], list[Callable[[], None]]], list[Any]],
-        deliver: Callable[[list[Any]], None],
+        deliver: Callable[[_Handed | BaseException], None],
         *,
         commits: bool,
         poll_timeout_ms: int,
@@ -491,10 +510,12 @@ class _PollLoop:
 
     def _hand_over(self, pending: dict[Any, list[Any]]) -> None:
         batch = []
+        positions = {}
         for partition, records in pending.items():
             acks = self.tracker.deliver(partition, [record.offset for record in records])
             batch += self.make_items(partition, records, acks)
-        self.deliver(batch)
+            positions[partition.topic, partition.partition] = records[-1].offset + 1
+        self.deliver(_Handed(batch, positions))
 
     def _commit_async(self) -> None:
         if not self.commits:
@@ -595,6 +616,14 @@ class KafkaConsumer(NanoStreamProcessor):
     _thread: threading.Thread | None = attrs.field(
         default=None, init=False, repr=False, alias="_thread"
     )
+    # Per (topic, partition), the offset after the last record emitted, and
+    # what the last checkpoint held: see snapshot() and restore().
+    _positions: dict[tuple[str, int], int] = attrs.field(
+        factory=dict, init=False, repr=False, alias="_positions"
+    )
+    _restored: dict[tuple[str, int], int] = attrs.field(
+        factory=dict, init=False, repr=False, alias="_restored"
+    )
 
     async def setup(self) -> None:
         import kafka
@@ -615,7 +644,7 @@ class KafkaConsumer(NanoStreamProcessor):
             listener = (
                 None
                 if self.group_id is None
-                else _commit_on_revoke(consumer, tracker, self.group_id)
+                else _commit_on_revoke(consumer, tracker, self.group_id, dict(self._restored))
             )
             consumer.subscribe(self.topics, listener=listener)
             return consumer
@@ -625,12 +654,12 @@ class KafkaConsumer(NanoStreamProcessor):
         send, self._batches = trio.open_memory_channel(2)
         token = trio.lowlevel.current_trio_token()
 
-        def hand(batch: list[Any] | BaseException) -> None:
+        def hand(batch: _Handed | BaseException) -> None:
             # Trio asked for this batch, so there is room; unless it stopped asking.
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 send.send_nowait(batch)
 
-        def deliver(batch: list[Any] | BaseException) -> None:
+        def deliver(batch: _Handed | BaseException) -> None:
             # Never waits for trio: the poll loop goes on whatever trio is doing.
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(hand, batch)
@@ -679,12 +708,35 @@ class KafkaConsumer(NanoStreamProcessor):
     async def generate_batches(self) -> AsyncIterator[list[WithAck]]:
         loop, batches = self._loop, self._batches
         assert loop is not None and batches is not None
+        positions = self._positions
         while True:
             loop.wanted.set()
             batch = await batches.receive()
             if isinstance(batch, BaseException):
                 raise batch
-            yield batch
+            # Recorded as it is yielded, for snapshot(): nothing runs in between.
+            positions.update(batch.positions)
+            yield batch.items
+
+    def snapshot(self) -> dict[tuple[str, int], int]:
+        """Per ``(topic, partition)``, the offset after the last record
+        emitted: taken at a checkpoint, when every record emitted is handled."""
+        return {**self._restored, **self._positions}
+
+    def restore(self, snapshot: dict[tuple[str, int], int]) -> None:
+        """Start from a checkpoint: each partition it names is read from
+        its saved offset, not from the group's committed one (which may be
+        ahead of it: offsets are committed once the checkpoint is saved, and
+        a crash may come in between). Needs a ``group_id``."""
+        self._restored = dict(snapshot)
+        if self.group_id is None:
+            logger.warning(
+                "KafkaConsumer of %s has no group_id: it cannot start from the "
+                "checkpoint's offsets, and reads from %r",
+                self.topics,
+                self.auto_offset_reset,
+                extra={"event": "positions_not_restored"},
+            )
 
     async def teardown(self) -> None:
         """Stop the poll loop: it commits what is acknowledged and closes.

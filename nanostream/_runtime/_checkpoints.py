@@ -1,0 +1,236 @@
+"""Checkpoints: saving every node's state together with where the sources stand.
+
+A pipeline with a ``state_dir`` takes a checkpoint every
+``checkpoint_interval`` seconds, by draining rather than by barriers: it
+pauses its sources between two batches, waits until no item is in flight
+anywhere (every source batch's ticket is complete), then, in one step with
+nothing else running, takes every node's changed keys and ``snapshot()``
+(a source's position, a window's watermark) and lets the sources go on. The
+snapshot is written to the store (``_store``) in one transaction, and only
+then are the acknowledgements of the batches it covers run: a Kafka offset
+is committed, a file deleted, only once the state that counted it is saved.
+
+After a crash the next run loads the last checkpoint: each node's state,
+and each snapshot given back to ``restore()`` before ``setup``, so that the
+sources start again exactly after what the saved state has seen. Nothing is
+counted twice and nothing is missing from the state. Results sent on since
+that checkpoint are sent again (at-least-once delivery to sinks).
+
+A node that keeps items back (``holding``) delays the drain until it lets
+them go; a checkpoint that cannot drain within ``checkpoint_timeout`` is
+skipped with a warning, and the next one tries again. Aligned barriers
+(Flink's) would not wait for the drain, but they need every node to take
+part; for medium data a drain of a few milliseconds every few seconds is
+the simpler trade.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from .._processor import NanoStreamProcessor
+from .._state import KeyedState
+from ._acks import Ticket, run_acks
+from ._errors import NodeError
+from ._stats import NodeStats
+from ._store import Changes, StateStore
+
+logger = logging.getLogger("nanostream")
+
+#: How long a checkpoint waits for the items in flight to drain before it is skipped.
+CHECKPOINT_TIMEOUT = 10.0
+
+
+class Checkpoints:
+    """The checkpoints of one run: the ledger of tickets in flight, the
+    sources' pause, and the store.
+
+    ``states`` and ``processors`` are every node's, by name.
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        state_dir: str,
+        interval: float,
+        states: Mapping[str, KeyedState],
+        processors: Mapping[str, NanoStreamProcessor],
+        stats: Mapping[str, NodeStats],
+    ) -> None:
+        self.pipeline = pipeline
+        self.state_dir = state_dir
+        self.interval = interval
+        self.timeout = CHECKPOINT_TIMEOUT
+        self.states = states
+        self.processors = processors
+        self.stats = stats
+        #: How many checkpoints this run has saved.
+        self.saved = 0
+        #: Set once the last checkpoint, taken when every node but the
+        #: sources has finished, is saved and acknowledged.
+        self.final = trio.Event()
+        self._store: StateStore | None = None
+        self._snapshots: dict[str, Any] = {}
+        self._in_flight = 0
+        self._drained: trio.Event | None = None
+        self._resume: trio.Event | None = None
+        self._covered: list[Ticket] = []
+
+    # ---------------------------------------------------------------- restoring
+
+    async def open(self) -> None:
+        """Open the store and load the last checkpoint into every node's state."""
+        self._store = await trio.to_thread.run_sync(StateStore, self.state_dir)
+        restored = await trio.to_thread.run_sync(self._load)
+        for state in self.states.values():
+            state.durable = True
+        if restored:
+            logger.info(
+                "pipeline %r: state restored from %s (%d checkpoints)",
+                self.pipeline,
+                self._store.path,
+                restored,
+                extra={"pipeline": self.pipeline, "event": "state_restored"},
+            )
+
+    def _load(self) -> int:
+        store = self._store
+        assert store is not None
+        count = store.checkpoints()
+        for name, state in self.states.items():
+            state.load(store.state(name))
+            found, snapshot = store.snapshot(name)
+            if found:
+                self._snapshots[name] = snapshot
+        return count
+
+    def restored_snapshot(self, node: str) -> tuple[bool, Any]:
+        """Whether the last checkpoint holds a snapshot of ``node``, and what it is."""
+        if node in self._snapshots:
+            return True, self._snapshots.pop(node)
+        return False, None
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await trio.to_thread.run_sync(self._store.close)
+            self._store = None
+
+    # ---------------------------------------------------------------- the ledger
+
+    def ticket(self, source: str, acks: list) -> Ticket:
+        """A ticket for a batch a source sends, counted in flight until complete."""
+        self._in_flight += 1
+        return Ticket(source, acks, self)
+
+    def complete(self, ticket: Ticket) -> None:
+        """Everything derived from ``ticket``'s batch is handled: its
+        acknowledgements wait for the next checkpoint to be saved."""
+        self._covered.append(ticket)
+        self._done_one()
+
+    @contextmanager
+    def emitting(self) -> Iterator[None]:
+        """Counts a source's batch in flight from the moment its generator
+        yields it until its tickets exist, across any wait in between, so
+        that no checkpoint falls between the source's position moving on
+        and the batch being counted."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._done_one()
+
+    def _done_one(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def gate(self) -> None:
+        """Where a source waits, between two batches, while a checkpoint drains."""
+        if self._resume is not None:
+            await self._resume.wait()
+
+    # ---------------------------------------------------------------- taking them
+
+    async def run(
+        self, everything_but_sources_done: trio.Event, fail: Callable[[NodeError], None]
+    ) -> None:
+        """Take a checkpoint every ``interval`` seconds, and a last one once
+        every node but the sources has finished; a failure is handed to ``fail``."""
+        try:
+            while not everything_but_sources_done.is_set():
+                with trio.move_on_after(self.interval):
+                    await everything_but_sources_done.wait()
+                if not everything_but_sources_done.is_set():
+                    await self.take()
+            await self.take()
+        except NodeError as error:
+            fail(error)
+            return
+        self.final.set()
+
+    async def take(self) -> bool:
+        """Drain, snapshot and save one checkpoint, then run the
+        acknowledgements it covers. Returns whether it was saved; one
+        that could not drain in time is skipped, with a warning.
+
+        Raises :class:`NodeError` if a snapshot or the store fails.
+        """
+        resume = self._resume = trio.Event()
+        try:
+            with trio.move_on_after(self.timeout) as waited:
+                while self._in_flight:
+                    self._drained = trio.Event()
+                    await self._drained.wait()
+            self._drained = None
+            if waited.cancelled_caught:
+                logger.warning(
+                    "pipeline %r: checkpoint skipped: %d batches still in flight after %ss "
+                    "(a node holding items back?); the next one tries again",
+                    self.pipeline,
+                    self._in_flight,
+                    self.timeout,
+                    extra={"pipeline": self.pipeline, "event": "checkpoint_skipped"},
+                )
+                return False
+            # From here to the end of _changes nothing else runs: this is the checkpoint.
+            changes = self._changes()
+            covered, self._covered = self._covered, []
+        finally:
+            self._resume = None
+            resume.set()
+        store = self._store
+        assert store is not None
+        try:
+            with trio.CancelScope(shield=True):  # a write once begun is finished
+                await trio.to_thread.run_sync(store.save, changes)
+        except Exception as error:
+            raise NodeError(self.pipeline, "saving a checkpoint", error) from error
+        self.saved += 1
+        for ticket in covered:
+            run_acks(ticket, self.stats)
+        return True
+
+    def _changes(self) -> Changes:
+        changes = Changes()
+        for name, state in self.states.items():
+            state.expire()
+            written, deleted = state.changes()
+            if written or deleted:
+                try:
+                    changes.add_state(name, written, deleted)
+                except Exception as error:
+                    raise NodeError(name, "saving its state", error) from error
+            state.mark_saved()
+            snapshot = getattr(self.processors[name], "snapshot", None)
+            if callable(snapshot):
+                try:
+                    changes.add_snapshot(name, snapshot())
+                except Exception as error:
+                    raise NodeError(name, "snapshot", error) from error
+        return changes
