@@ -9,7 +9,7 @@ from nanostream._runtime._keys import KeyedProcessor, attach_state
 from nanostream._state import key_function
 from nanostream.config import check_text, load_pipeline
 from nanostream.nodes.dedup import Dedup
-from nanostream.testing import collect
+from nanostream.testing import Collector, collect
 
 
 class Clock:
@@ -132,3 +132,16 @@ def test_the_json_schema_requires_a_key_for_dedup():
     with pytest.raises(jsonschema.ValidationError, match="'key' is a required property"):
         jsonschema.validate(pipeline, schema)
     jsonschema.validate({**pipeline, "node_sequence": [{**node, "key": "id"}]}, schema)
+
+
+async def test_with_a_state_dir_the_keys_seen_survive_a_restart(tmp_path):
+    async def run(ids):
+        graph = NanoStreamGraph(state_dir=tmp_path)
+        graph.add("events", SequenceEmitter(events(*ids)))
+        graph.add("once", Dedup(), ["events"], key="id", state_ttl=3600)
+        sink = graph.add("sink", Collector(), ["once"])
+        await run_graph(graph)
+        return [item["id"] for item in sink.items]
+
+    assert await run(["e1", "e2"]) == ["e1", "e2"]
+    assert await run(["e1", "e3", "e2"]) == ["e3"]

@@ -377,3 +377,50 @@ def test_an_item_that_came_from_no_parent_is_refused():
     join = Join(left="l", right="r", time="at")
     with pytest.raises(TypeError, match="a Join receives the items of its parents 'l' and 'r'"):
         list(join.process_item({"at": 1}))
+
+
+def _join_graph(state_dir, receive_left, receive_right, sink):
+    graph = NanoStreamGraph(state_dir=state_dir, checkpoint_interval=1)
+    graph.add("l", ChannelSource(receive_left))
+    graph.add("r", ChannelSource(receive_right))
+    join = Join(left="l", right="r", time="at", after=5, how="left")
+    graph.add("join", join, ["l", "r"], key="id")
+    graph.add("sink", sink, ["join"])
+    return graph, join
+
+
+async def test_with_a_state_dir_the_items_kept_and_the_watermark_survive_a_crash(
+    tmp_path, autojump_clock
+):
+    # The first run keeps a's left item, and checkpoints it; then it is
+    # cancelled, as a crash would end it.
+    send_left, receive_left = trio.open_memory_channel(0)
+    send_right, receive_right = trio.open_memory_channel(0)
+    sink = Collector()
+    graph, join = _join_graph(tmp_path, receive_left, receive_right, sink)
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        await send_left.send(order("a", 10))
+        await send_right.send(order("z", 11))
+        await send_left.send(order("z", 11))
+        await trio.testing.wait_all_tasks_blocked()
+        assert join.state.durable and join.holding() == 0
+        saved = run.checkpoints.saved
+        while run.checkpoints.saved == saved:
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert [r["left"]["id"] for r in sink.items] == ["z"]
+    # The second run starts from that checkpoint: a's left item is still
+    # there to join, and the watermark (11) still makes a right item at 9 late.
+    send_left, receive_left = trio.open_memory_channel(0)
+    send_right, receive_right = trio.open_memory_channel(0)
+    sink = Collector()
+    graph, join = _join_graph(tmp_path, receive_left, receive_right, sink)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_graph, graph)
+        await send_right.send(order("a", 9))
+        await send_right.send(order("a", 14))
+        await send_left.aclose()
+        await send_right.aclose()
+    assert sink.items == [{"left": order("a", 10), "right": order("a", 14)}]
+    assert join.late == 1
