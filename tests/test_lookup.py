@@ -189,7 +189,12 @@ async def test_a_topic_is_read_from_the_start_and_tombstones_delete_rows(broker)
             ("9", {"name": "Cy"}),
         ],
     )
-    lookup = Lookup(on="customer", topic=topic, bootstrap_servers=broker)
+    lookup = Lookup(
+        on="customer",
+        topic=topic,
+        bootstrap_servers=broker,
+        consumer_config={"client_id": "customers-table"},
+    )
     with trio.fail_after(30):
         results = await process_items(lookup, orders(7, 8, 9))
     assert results == [

@@ -18,9 +18,22 @@ from .._durations import Duration, duration
 from .._params import collection
 from .._processor import NanoStreamProcessor
 from .._runtime import node_nursery
-from .kafka import _bootstrap_servers_field, _connect, _quiet_kafka_logs, _resolve_bootstrap_servers
+from .kafka import (
+    _bootstrap_servers_field,
+    _connect,
+    _quiet_kafka_logs,
+    _resolve_bootstrap_servers,
+    _settings_validator,
+)
 
 logger = logging.getLogger("nanostream")
+
+#: The settings the topic reader sets itself, and why.
+_TOPIC_READER_OWNED = {
+    "bootstrap_servers": "it is the node's parameter 'bootstrap_servers'",
+    "group_id": "the topic is read outside any consumer group, every partition from the start",
+    "enable_auto_commit": "the topic is read from the start on every run; nothing is committed",
+}
 
 #: A table: the rows by the text of their key.
 Table = dict[str, dict[str, Any]]
@@ -146,6 +159,14 @@ class Lookup(NanoStreamProcessor):
         },
     )
     bootstrap_servers: str | None = _bootstrap_servers_field()
+    consumer_config: dict[str, Any] = attrs.field(
+        factory=dict,
+        validator=_settings_validator("KafkaConsumer", _TOPIC_READER_OWNED),
+        metadata={
+            "description": "Further kafka-python KafkaConsumer settings for reading the "
+            "topic (security_protocol, sasl_mechanism, ...), passed through."
+        },
+    )
     fields: list[str] | None = attrs.field(
         default=None,
         validator=collection,
@@ -183,6 +204,8 @@ class Lookup(NanoStreamProcessor):
             )
         if self.path is not None and self.topic is not None:
             raise ValueError("Lookup reads its table from path or from topic, not both")
+        if self.path is not None and (self.consumer_config or self.bootstrap_servers):
+            raise ValueError("consumer_config and bootstrap_servers are for a topic, not a path")
         if self.topic is not None and self.table_key is not None:
             raise ValueError("table_key is for a file: a topic's rows are keyed by record key")
 
@@ -261,7 +284,10 @@ class Lookup(NanoStreamProcessor):
         consumer = await _connect(
             servers,
             lambda: kafka.KafkaConsumer(
-                bootstrap_servers=servers, enable_auto_commit=False, group_id=None
+                **self.consumer_config,
+                bootstrap_servers=servers,
+                enable_auto_commit=False,
+                group_id=None,
             ),
         )
         caught_up = trio.Event()
