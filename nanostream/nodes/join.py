@@ -64,6 +64,10 @@ class Join(NanoStreamProcessor):
     :meth:`snapshot`, so a pipeline with a ``state_dir`` saves both at each
     checkpoint; without one, the items kept hold back their sources'
     acknowledgements until they leave the state (see :meth:`holding`).
+
+    Errors: an item whose event time is missing (``KeyError``) or is not a
+    time (``ValueError``) fails, each naming the field, under the node's
+    ``on_error``.
     """
 
     left: str = _parent_field("left")

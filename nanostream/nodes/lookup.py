@@ -127,6 +127,12 @@ class Lookup(NanoStreamProcessor):
 
     The table is not the node's checkpointed state: it is read again from
     its file or topic on every start.
+
+    Errors: setup raises ``OSError`` for a file that cannot be read,
+    ``ValueError`` naming the file and line of a bad row,
+    ``ConnectionError`` naming ``bootstrap_servers`` for a broker that
+    cannot be reached, and ``LookupError`` for a topic that does not exist.
+    An item without the field ``on`` is a ``KeyError`` for its ``on_error``.
     """
 
     on: str = attrs.field(
