@@ -1,8 +1,12 @@
 """Dedup: the first item of a key goes on; repeats within the time-to-live are dropped."""
 
+import collections
+import json
 import logging
+import signal
 
 import pytest
+from test_cli import start_nanostream_run, wait_while_running
 
 from nanostream import KeyedState, NanoStreamGraph, SequenceEmitter, run_graph
 from nanostream._runtime._keys import KeyedProcessor, attach_state
@@ -145,3 +149,92 @@ async def test_with_a_state_dir_the_keys_seen_survive_a_restart(tmp_path):
 
     assert await run(["e1", "e2"]) == ["e1", "e2"]
     assert await run(["e1", "e3", "e2"]) == ["e3"]
+
+
+KILLED_PIPELINE = """\
+pipeline_name: unique_events
+state_dir: state
+checkpoint_interval: 200ms
+node_sequence:
+  - name: inbox
+    class: WatchdogDirectoryListener
+    watchdog_path: inbox
+    existing: true
+    when_done: delete
+  - name: read
+    class: FileReader
+    parents: [inbox]
+    mode: jsonl
+  - name: events
+    class: Map
+    parents: [read]
+    function: events:record
+  - name: once
+    class: Dedup
+    parents: [events]
+    key: id
+  - name: write
+    class: FileWriter
+    parents: [once]
+    path: out.jsonl
+"""
+
+
+def test_killed_and_restarted_with_a_state_dir_each_id_goes_through_once_and_is_kept(tmp_path):
+    """kill -9 while files are handled, then a restart: every id goes
+    through; an id in a file done (deleted once a checkpoint covered it)
+    before the kill, exactly once; and only an id first written after the
+    last checkpoint can be written again, by the replay."""
+    (tmp_path / "pipeline.yaml").write_text(KILLED_PIPELINE)
+    (tmp_path / "events.py").write_text("def record(item):\n    return item.data\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    files = {
+        f"{file:03}.jsonl": [{"id": f"e{(file * 7 + n) % 50}", "file": file} for n in range(5)]
+        for file in range(80)
+    }
+    waiting = list(files)
+
+    def drop_file():
+        """Write the next file into the inbox as a producer would: whole, by a rename."""
+        name = waiting.pop(0)
+        (tmp_path / name).write_text("".join(json.dumps(x) + "\n" for x in files[name]))
+        (tmp_path / name).rename(inbox / name)
+
+    out = tmp_path / "out.jsonl"
+
+    def written():
+        text = out.read_text() if out.exists() else ""
+        return [json.loads(line)["id"] for line in text.splitlines()]
+
+    def done():
+        return set(files) - set(waiting) - {path.name for path in inbox.iterdir()}
+
+    def dropping_until_done(count):
+        if waiting and len(files) - len(waiting) - len(done()) < 3:
+            drop_file()  # a few files in flight at a time
+        return len(done()) >= count
+
+    process = start_nanostream_run(tmp_path)
+    try:
+        wait_while_running(process, lambda: dropping_until_done(10), "files done")
+    finally:
+        process.kill()  # SIGKILL
+        process.communicate()
+    done_before_kill, written_before_kill = done(), written()
+    while waiting:
+        drop_file()
+    assert len(done_before_kill) < len(files), "the kill came after the end"
+    process = start_nanostream_run(tmp_path)
+    try:
+        wait_while_running(process, lambda: len(done()) == len(files), "every file done", 60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    assert process.returncode == 0, errors
+    counts = collections.Counter(written())
+    assert set(counts) == {record["id"] for records in files.values() for record in records}
+    covered = {record["id"] for name in done_before_kill for record in files[name]}
+    assert all(counts[id] == 1 for id in covered)
+    assert {id for id, count in counts.items() if count > 1} <= set(written_before_kill)
+    assert max(counts.values()) <= 2
