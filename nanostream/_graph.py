@@ -151,6 +151,16 @@ class NanoStreamGraph:
                         node.name, self._unknown_message("dead_letter node", target), "dead_letter"
                     )
                 )
+            elif target is not None and parent_parameters(self._nodes[target].processor):
+                kind = type(self._nodes[target].processor).__name__
+                found.append(
+                    GraphProblem(
+                        node.name,
+                        f"dead_letter: {target!r} is a {kind}, which receives items from the "
+                        "parents it names only",
+                        "dead_letter",
+                    )
+                )
             if node.is_source and node.parents:
                 found.append(
                     GraphProblem(

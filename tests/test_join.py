@@ -424,3 +424,16 @@ async def test_with_a_state_dir_the_items_kept_and_the_watermark_survive_a_crash
         await send_right.aclose()
     assert sink.items == [{"left": order("a", 10), "right": order("a", 14)}]
     assert join.late == 1
+
+
+def test_a_join_cannot_take_dead_letters():
+    graph = NanoStreamGraph()
+    graph.add("l", SequenceEmitter([1]))
+    graph.add("r", SequenceEmitter([1]))
+    graph.add("join", Join(left="l", right="r", time="at"), ["l", "r"])
+    graph.add("other", _Double(), ["l"], on_error="skip", dead_letter="join")
+    [problem] = graph.problems()
+    assert (problem.node, problem.key) == ("other", "dead_letter")
+    assert problem.message == (
+        "dead_letter: 'join' is a Join, which receives items from the parents it names only"
+    )
