@@ -24,7 +24,6 @@ OPTIONAL_HOOKS = (
     "on_deadline",
     "snapshot",
     "restore",
-    "checkpoint_complete",
 )
 
 
@@ -72,12 +71,12 @@ class NanoStreamProcessor:
     each checkpoint and restores after a restart. Whatever else a node must
     keep across a restart (a watermark, a source's position) it returns from
     ``snapshot(self)`` (picklable), taken at each checkpoint, and is given
-    back to ``restore(self, snapshot)`` after ``setup`` on the next run.
-    ``checkpoint_complete(self)`` runs once a checkpoint is saved: a source
-    that must not finish its input before its state is saved (commit
-    offsets, delete files) does that there. A node that cannot work without
-    a ``key`` says so with the class attribute ``needs_key = True``, and
-    ``nanostream check`` reports a node of it declared without one.
+    back to ``restore(self, snapshot)`` before ``setup`` on the next run. A
+    source's snapshot is where it stands after the last item it yielded;
+    its acknowledgements run only once a checkpoint covering them is saved.
+    A node that cannot work without a ``key`` says so with the class
+    attribute ``needs_key = True``, and ``nanostream check`` reports a node
+    of it declared without one.
 
     A node that must know which parent each item came from (a join) names
     its parents in parameters declared with ``metadata={"parent": True}``,
