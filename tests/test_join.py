@@ -389,11 +389,13 @@ def _join_graph(state_dir, receive_left, receive_right, sink):
     return graph, join
 
 
-async def test_with_a_state_dir_the_items_kept_and_the_watermark_survive_a_crash(
-    tmp_path, autojump_clock
+@pytest.mark.parametrize("end", ["crash", "stop"])
+async def test_with_a_state_dir_the_items_kept_and_the_watermark_survive_a_restart(
+    tmp_path, autojump_clock, end
 ):
-    # The first run keeps a's left item, and checkpoints it; then it is
-    # cancelled, as a crash would end it.
+    # The first run keeps a's left item and checkpoints it; then it is
+    # cancelled, as a crash would end it, or stopped cleanly (which saves
+    # the state, and does not finish the join's waiting items).
     send_left, receive_left = trio.open_memory_channel(0)
     send_right, receive_right = trio.open_memory_channel(0)
     sink = Collector()
@@ -405,10 +407,13 @@ async def test_with_a_state_dir_the_items_kept_and_the_watermark_survive_a_crash
         await send_left.send(order("z", 11))
         await trio.testing.wait_all_tasks_blocked()
         assert join.state.durable and join.holding() == 0
-        saved = run.checkpoints.saved
-        while run.checkpoints.saved == saved:
-            await trio.sleep(0.5)
-        nursery.cancel_scope.cancel()
+        if end == "crash":
+            saved = run.checkpoints.saved
+            while run.checkpoints.saved == saved:
+                await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        else:
+            run.stop()
     assert [r["left"]["id"] for r in sink.items] == ["z"]
     # The second run starts from that checkpoint: a's left item is still
     # there to join, and the watermark (11) still makes a right item at 9 late.
