@@ -260,8 +260,12 @@ class Join(NanoStreamProcessor):
         expiry = self._expiry_heap()
         watermark = self._watermark
         state = self.state
+        swept = set()  # one pass over a key's items serves all its expired entries
         while expiry and expiry[0][0] < watermark:
             _, key = heapq.heappop(expiry)
+            if key in swept:
+                continue
+            swept.add(key)
             kept = state.get(key)
             if kept is None:
                 continue
