@@ -6,6 +6,7 @@ import logging
 import signal
 
 import pytest
+from inbox_feeder import InboxFeeder, appended
 from test_cli import start_nanostream_run, wait_while_running
 
 from nanostream import KeyedState, NanoStreamGraph, SequenceEmitter, run_graph
@@ -124,7 +125,6 @@ def test_an_item_without_its_key_fails_naming_the_field():
 
 
 def test_the_json_schema_requires_a_key_for_dedup():
-    import json
 
     import jsonschema
 
@@ -187,54 +187,37 @@ def test_killed_and_restarted_with_a_state_dir_each_id_goes_through_once_and_is_
     last checkpoint can be written again, by the replay."""
     (tmp_path / "pipeline.yaml").write_text(KILLED_PIPELINE)
     (tmp_path / "events.py").write_text("def record(item):\n    return item.data\n")
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     files = {
         f"{file:03}.jsonl": [{"id": f"e{(file * 7 + n) % 50}", "file": file} for n in range(5)]
         for file in range(80)
     }
-    waiting = list(files)
-
-    def drop_file():
-        """Write the next file into the inbox as a producer would: whole, by a rename."""
-        name = waiting.pop(0)
-        (tmp_path / name).write_text("".join(json.dumps(x) + "\n" for x in files[name]))
-        (tmp_path / name).rename(inbox / name)
-
+    inbox = InboxFeeder(tmp_path / "inbox", files)
     out = tmp_path / "out.jsonl"
 
-    def written():
-        text = out.read_text() if out.exists() else ""
-        return [json.loads(line)["id"] for line in text.splitlines()]
-
-    def done():
-        return set(files) - set(waiting) - {path.name for path in inbox.iterdir()}
-
-    def dropping_until_done(count):
-        if waiting and len(files) - len(waiting) - len(done()) < 3:
-            drop_file()  # a few files in flight at a time
-        return len(done()) >= count
+    def fed_until(done):
+        inbox.keep_fed()
+        return len(inbox.done()) >= done
 
     process = start_nanostream_run(tmp_path)
     try:
-        wait_while_running(process, lambda: dropping_until_done(10), "files done")
+        wait_while_running(process, lambda: fed_until(10), "files done")
     finally:
         process.kill()  # SIGKILL
         process.communicate()
-    done_before_kill, written_before_kill = done(), written()
-    while waiting:
-        drop_file()
+    done_before_kill = inbox.done()
+    written_before_kill = {record["id"] for record in appended(out)}
     assert len(done_before_kill) < len(files), "the kill came after the end"
+    inbox.drop_all()
     process = start_nanostream_run(tmp_path)
     try:
-        wait_while_running(process, lambda: len(done()) == len(files), "every file done", 60)
+        wait_while_running(process, lambda: fed_until(len(files)), "every file done", 60)
     finally:
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=30)
     assert process.returncode == 0, errors
-    counts = collections.Counter(written())
+    counts = collections.Counter(record["id"] for record in appended(out))
     assert set(counts) == {record["id"] for records in files.values() for record in records}
     covered = {record["id"] for name in done_before_kill for record in files[name]}
     assert all(counts[id] == 1 for id in covered)
-    assert {id for id, count in counts.items() if count > 1} <= set(written_before_kill)
+    assert {id for id, count in counts.items() if count > 1} <= written_before_kill
     assert max(counts.values()) <= 2
