@@ -168,6 +168,10 @@ def test_an_item_without_its_time_fails_naming_the_field():
         feed(keyed(join), [("l", {"id": 1})])
     with pytest.raises(ValueError, match="event time 'noon' from 'at' is not an ISO 8601 time"):
         feed(keyed(join), [("l", {"id": 1, "at": "noon"})])
+    with pytest.raises(ValueError, match="event time nan from 'at' is not a finite number"):
+        feed(keyed(join), [("l", {"id": 1, "at": float("nan")})])
+    with pytest.raises(ValueError, match="event time from 'at' is list"):
+        feed(keyed(join), [("l", {"id": 1, "at": [1]})])
 
 
 def test_a_restart_from_saved_state_and_snapshot_gives_what_an_uninterrupted_run_gives():

@@ -8,6 +8,7 @@ where to find it: a field of the item, or a function by import path
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,8 @@ def event_time_reader(where: str) -> Callable[[Any], float]:
 def seconds(value: Any, where: str) -> float:
     """``value``, an event time read from ``where``, in seconds since the epoch."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"event time {value!r} from {where!r} is not a finite number")
         return float(value)
     if isinstance(value, str):
         try:
