@@ -138,6 +138,14 @@ class KeyedState(MutableMapping[Hashable, Any]):
     def __repr__(self) -> str:
         return f"<KeyedState of {len(self._values)} keys>"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The current key is the running task's, not part of the state.
+        return {name: value for name, value in vars(self).items() if name != "_current"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._current = contextvars.ContextVar("state key")
+
     # ---------------------------------------------------------------- checkpoints
 
     def expire(self) -> int:

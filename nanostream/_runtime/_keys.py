@@ -14,15 +14,19 @@ def attach_state(processor: NanoStreamProcessor, state: KeyedState) -> None:
     processor.__dict__["_nanostream_state"] = state
 
 
-def state_of(processor: NanoStreamProcessor, key: str | None, ttl: float | None) -> KeyedState:
+def state_of(
+    processor: NanoStreamProcessor, key: str | None, ttl: float | None, attach: bool = True
+) -> KeyedState:
     """The state a node runs with: a new one, keyed by its ``key`` (read
     from the item inside the :class:`FromParent` for a node that names its
-    parents)."""
+    parents); made the node's own unless ``attach`` is false (a node run in
+    worker processes, which keeps no state in the pipeline's process)."""
     function = None if key is None else key_function(key)
     if function is not None and parent_parameters(processor):
         function = _inside(function)
     state = KeyedState(ttl, function)
-    attach_state(processor, state)
+    if attach:
+        attach_state(processor, state)
     return state
 
 

@@ -89,7 +89,12 @@ class NodeLifecycle:
         self.name = node.name
         self.options = node.options
         #: The node's keyed state, saved at checkpoints (see ``_checkpoints``).
-        self.state = state_of(node.processor, node.options.key, node.options.state_ttl)
+        self.state = state_of(
+            node.processor,
+            node.options.key,
+            node.options.state_ttl,
+            attach=node.options.executor != "process",
+        )
         self.processor = (
             node.processor
             if node.options.key is None
