@@ -218,9 +218,9 @@ class Lookup(NanoStreamProcessor):
     async def setup(self) -> None:
         self._stop.clear()
         if self.path is not None:
-            await self._load_file()
+            loaded = await self._load_file()
             if self.reload_interval > 0:
-                node_nursery().start_soon(self._watch_file)
+                node_nursery().start_soon(self._watch_file, loaded)
         else:
             await self._follow_topic()
 
@@ -252,28 +252,34 @@ class Lookup(NanoStreamProcessor):
 
     # ---------------------------------------------------------------- a file
 
-    async def _load_file(self) -> None:
-        """Read the file into the table, in a thread."""
+    async def _load_file(self) -> tuple[int, int, int] | None:
+        """Read the file into the table, in a thread; return the version
+        read (its signature, taken before reading: a change while it is read
+        is seen as a change, and read again)."""
         path, key = self.path, self.table_key or self.on
         assert path is not None
-        self._table = await trio.to_thread.run_sync(read_table, path, key)
-        self.loads += 1
 
-    async def _watch_file(self) -> None:
-        """Read the file again whenever it changes; keep the table in use
-        if the new version cannot be read."""
+        def load() -> tuple[tuple[int, int, int] | None, Table]:
+            return _signature(path), read_table(path, key)
+
+        signature, self._table = await trio.to_thread.run_sync(load)
+        self.loads += 1
+        return signature
+
+    async def _watch_file(self, seen: tuple[int, int, int] | None) -> None:
+        """Read the file again whenever it changes from the version ``seen``;
+        keep the table in use if the new version cannot be read."""
         path = self.path
         assert path is not None
-        seen = await trio.to_thread.run_sync(_signature, path)
         while True:
             await trio.sleep(self.reload_interval)
             now = await trio.to_thread.run_sync(_signature, path)
             if now is None or now == seen:
                 continue
-            seen = now
             try:
-                await self._load_file()
+                seen = await self._load_file()
             except (OSError, ValueError) as error:
+                seen = now
                 logger.error("Lookup: %s; the table read before stays in use", error)
             else:
                 logger.info("Lookup: read %s again (%d rows)", path, len(self._table))
