@@ -374,9 +374,8 @@ def _parent_parameter_problems(node: Node) -> list[GraphProblem]:
 
 def _key_problems(node: Node) -> list[GraphProblem]:
     """A ``key`` where keyed state cannot work: on a source (it has no
-    incoming items to key), in worker processes (state lives in the
-    pipeline's process), or split over several workers; or none, for a
-    node that ``needs_key``."""
+    incoming items to key), or in worker processes (state lives in the
+    pipeline's process); or none, for a node that ``needs_key``."""
     key = node.options.key
     kind = type(node.processor).__name__
     if key is None:
@@ -403,15 +402,6 @@ def _key_problems(node: Node) -> list[GraphProblem]:
                 "a node with a key keeps its state in the pipeline's process: use "
                 "executor 'loop' or 'thread'",
                 "executor",
-            )
-        ]
-    if node.options.workers > 1:
-        return [
-            GraphProblem(
-                node.name,
-                "a node with a key runs as one worker, so that each key's items are "
-                "handled in order; scale keyed pipelines out over Kafka partitions",
-                "workers",
             )
         ]
     if ":" in key:

@@ -98,8 +98,8 @@ class NodeOptions:
         default=True,
         validator=v.instance_of(bool),
         metadata={
-            "description": "With several workers: results leave in input order (true), "
-            "or as each worker finishes (false)."
+            "description": "With several workers: results leave in input order (true; "
+            "for a node with a key, in order per key), or as each worker finishes (false)."
         },
     )
     max_batch: int = attrs.field(

@@ -221,3 +221,16 @@ def test_killed_and_restarted_with_a_state_dir_each_id_goes_through_once_and_is_
     assert all(counts[id] == 1 for id in covered)
     assert {id for id, count in counts.items() if count > 1} <= written_before_kill
     assert max(counts.values()) <= 2
+
+
+async def test_several_worker_threads_drop_every_repeat_whatever_the_key():
+    keys = [f"k{n % 5000}" for n in range(20_000)]  # sweeps every 1000 new keys
+    graph = NanoStreamGraph()
+    graph.add("events", SequenceEmitter([{"id": key} for key in keys]))
+    dedup = graph.add(
+        "once", Dedup(), ["events"], key="id", state_ttl=3600, executor="thread", workers=4
+    )
+    sink = graph.add("sink", Collector(), ["once"])
+    await run_graph(graph)
+    assert sorted(item["id"] for item in sink.items) == sorted(set(keys))
+    assert dedup.duplicates == len(keys) - 5000

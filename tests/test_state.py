@@ -3,6 +3,8 @@ keys, the store, and what the sources save and restore."""
 
 import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -143,7 +145,6 @@ async def test_an_item_without_its_key_goes_to_the_error_policy() -> None:
     ("options", "message"),
     [
         ({"executor": "process"}, "use executor 'loop' or 'thread'"),
-        ({"workers": 2}, "runs as one worker"),
         ({"key": "test_state:nobody"}, "has no function 'nobody'"),
     ],
 )
@@ -153,6 +154,35 @@ def test_where_a_key_cannot_work(options, message) -> None:
     graph.add("count", RunningCount(), ["src"], **{"key": "user", **options})
     with pytest.raises(ns.GraphError, match=message):
         graph.validate()
+
+
+async def test_several_workers_share_a_keyed_node_by_key() -> None:
+    """Each key goes to one worker, in order; different keys run at once."""
+    both_keys_at_once = threading.Barrier(2, timeout=10)
+    running: set = set()
+    overlaps = []
+
+    @attrs.define
+    class SlowCount(ns.NanoStreamProcessor):
+        def process_item(self, item):
+            key = self.state.key
+            if key in running:
+                overlaps.append(key)
+            running.add(key)
+            if self.state.get(key) is None:
+                both_keys_at_once.wait()  # keys 0 and 1: workers 0 and 1, at once
+            time.sleep(0.001)
+            self.state[key] = n = self.state.get(key, 0) + 1
+            running.discard(key)
+            return (key, n)
+
+    graph = ns.NanoStreamGraph()
+    graph.add("src", SequenceEmitter([{"k": k} for k in [0, 1, 2, 3] * 25]))
+    graph.add("count", SlowCount(), ["src"], key="k", executor="thread", workers=2)
+    results = await collect(graph, "count")
+    assert overlaps == []
+    for key in range(4):
+        assert [n for k, n in results if k == key] == list(range(1, 26))
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import trio
 
-from ._acks import combine
+from ._acks import combine, retain
 from ._batches import Batch, Piece, cut, split
 from ._stats import NodeStats
 
@@ -24,8 +26,17 @@ class Inbox:
     """
 
     def __init__(
-        self, channel: trio.MemoryReceiveChannel, stats: NodeStats, max_batch: int, workers: int
+        self,
+        channel: trio.MemoryReceiveChannel,
+        stats: NodeStats,
+        max_batch: int,
+        workers: int,
+        route: Callable[[Any], int] | None = None,
     ) -> None:
+        #: Which worker each item goes to, for a keyed node (see :meth:`take_for`).
+        self.route = route
+        self._routed: list[deque[Piece]] = [deque() for _ in range(workers)]
+        self._taken = trio.Event()
         self._channel = channel
         self._stats = stats
         self._max_batch = max_batch
@@ -103,3 +114,66 @@ class Inbox:
             self._pieces.append(Piece(part.items, part.tickets, self._next_seq))
             self._next_seq += 1
             self._stats.in_progress += len(part.items)
+
+    # ---------------------------------------------------------------- routed by key
+
+    async def take_for(self, worker: int) -> Piece:
+        """The next piece of ``worker``'s own items, with ``route`` saying
+        whose each item is: a keyed node's items of one key all go to one
+        worker, in the order they came, so that no two workers ever handle
+        one key at once.
+
+        The worker that finds its queue empty receives and gathers the next
+        batch, as :meth:`take` does, and routes it; it waits first while
+        another worker has work queued, so that a slow worker holds its
+        node's input back rather than letting its queue grow.
+
+        Raises ``trio.EndOfChannel`` once every sender has closed and
+        nothing is left for ``worker``.
+        """
+        queue = self._routed[worker]
+        while not queue:
+            async with self._lock:
+                if queue:
+                    break
+                while any(self._routed):
+                    taken = self._taken = trio.Event()
+                    await taken.wait()
+                    if queue:
+                        break
+                else:
+                    batch = self._carried
+                    self._carried = None
+                    if batch is None:
+                        batch = await self._receive()
+                    self._route_batch(self._gather(batch))
+        self._taken.set()
+        return queue.popleft()
+
+    def _route_batch(self, batch: Batch) -> None:
+        route = self.route
+        assert route is not None
+        parts: list[list] = [[] for _ in self._routed]
+        for item in batch.items:
+            parts[route(item)].append(item)
+        shares = [(worker, part) for worker, part in enumerate(parts) if part]
+        if batch.tickets is not None:
+            retain(batch.tickets, len(shares) - 1)
+        for worker, part in shares:
+            self._routed[worker].append(Piece(part, batch.tickets, self._next_seq))
+            self._next_seq += 1
+            self._stats.in_progress += len(part)
+
+
+def key_router(key_of: Callable[[Any], Hashable], workers: int) -> Callable[[Any], int]:
+    """Which of ``workers`` an item goes to, by the hash of its key. An item
+    whose key cannot be found goes to the first worker, whose
+    ``process_item`` then fails on it under the node's error policy."""
+
+    def route(item: Any) -> int:
+        try:
+            return hash(key_of(item)) % workers
+        except Exception:
+            return 0
+
+    return route

@@ -19,7 +19,7 @@ from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
 from ._errors import NodeError, log_items
 from ._executors import ProcessExecutor, ThreadExecutor
-from ._inbox import Inbox
+from ._inbox import Inbox, key_router
 from ._keys import KeyedProcessor, state_of
 from ._outbox import Outbox, Outputs
 from ._policy import ErrorPolicy
@@ -227,7 +227,10 @@ class NodeLifecycle:
         options = self.options
         inbox = None
         if self.ports.inbox is not None:
-            inbox = Inbox(self.ports.inbox, self.stats, options.max_batch, options.workers)
+            route = None
+            if options.key is not None and options.workers > 1:
+                route = key_router(self.state.key_of, options.workers)
+            inbox = Inbox(self.ports.inbox, self.stats, options.max_batch, options.workers, route)
         outbox = Outbox(self.ports.outputs, ordered=options.ordered and options.workers > 1)
         holding = callable(getattr(self.processor, "holding", None))
         styles = LoopStyles(

@@ -79,6 +79,8 @@ class Workers:
                     if piece is None:
                         await self._on_deadline(counter)
                         continue
+                elif inbox.route is not None:
+                    piece = await inbox.take_for(counter.index)
                 else:
                     piece = await inbox.take()
             except trio.EndOfChannel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import attrs
@@ -42,20 +43,24 @@ class Dedup(NanoStreamProcessor):
     duplicates: int = attrs.field(default=0, init=False)
     _added: int = attrs.field(default=0, init=False, repr=False)
     _swept_size: int = attrs.field(default=0, init=False, repr=False)
+    #: Worker threads (``executor: thread``, ``workers: N``) handle different
+    #: keys at once; the sweep goes through every key, so it takes turns.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False, eq=False)
 
     def process_item(self, message: Any) -> Any:
         state = self.state
         key = state.key
-        if key in state:
-            self.duplicates += 1
-            logger.debug("Dedup: dropped a repeat of key %r", key)
-            return None
-        state[key] = True
-        self._added += 1
-        if self._added >= max(_SWEEP_EVERY, self._swept_size):
-            self._added = 0
-            state.expire()
-            self._swept_size = len(state)
+        with self._lock:
+            if key in state:
+                self.duplicates += 1
+                logger.debug("Dedup: dropped a repeat of key %r", key)
+                return None
+            state[key] = True
+            self._added += 1
+            if self._added >= max(_SWEEP_EVERY, self._swept_size):
+                self._added = 0
+                state.expire()
+                self._swept_size = len(state)
         return message
 
     def teardown(self) -> None:
