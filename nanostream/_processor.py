@@ -22,6 +22,7 @@ OPTIONAL_HOOKS = (
     "holding",
     "deadline",
     "on_deadline",
+    "process_item_batches",
     "snapshot",
     "restore",
 )
@@ -41,6 +42,12 @@ class NanoStreamProcessor:
       (a file write, a network round trip) use it so that the call is made
       once per batch in a thread, never once per item. When some items of
       a batch fail and others do not, it raises :class:`FailedItems`.
+    * ``process_item_batches(self, message)``: optional, beside a
+      ``process_item`` that yields many results per item: the same results
+      yielded in lists (a generator or async generator of lists), which the
+      runtime calls instead on the ``loop`` executor. Results that come in
+      groups (the records of a block read from a file) then cost no step of
+      a generator each. ``FileReader`` does this.
     * ``generate(self)``: makes this node a source (it takes no parents). A
       generator or async generator of items; yield :class:`WithAck` to have
       an item acknowledged once everything derived from it is handled, and

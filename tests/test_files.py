@@ -1017,3 +1017,60 @@ def test_a_line_write_past_the_file_size_limit_leaves_no_partial_line(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "File too large" in result.stdout
     assert out.read_text() == '{"row": 1}\n{"row": 2}\n{"row": 3}\n'
+
+
+# A max_line_bytes of 12 makes the streaming modes read 13 bytes at a time,
+# so these lines (and the two bytes of the é) start in one read and end in another.
+SPANNING = "line one\nline two\r\nthree\n\nfour é\nlast"
+
+
+@pytest.mark.parametrize("mode", ["lines", "csv"])
+async def test_lines_that_span_reads_are_read_whole(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "spanning.txt"
+    path.write_bytes(("\ufeff" + SPANNING).encode("utf-8"))
+    items = await process_items(FileReader(mode=mode, max_line_bytes=12), [str(path)])
+    if mode == "lines":
+        assert [item.data for item in items] == [
+            "line one", "line two", "three", "", "four é", "last"
+        ]  # fmt: skip
+    else:
+        assert [item.data for item in items] == [
+            {"line one": "line two"}, {"line one": "three"}, {"line one": "four é"},
+            {"line one": "last"},
+        ]  # fmt: skip
+    assert [item.index for item in items] == list(range(len(items)))
+
+
+async def test_a_bad_byte_far_into_a_file_names_its_line_and_keeps_those_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "late.txt"
+    good = [f"line {n:05}\n" for n in range(20_000)]  # 240 kB: several reads
+    path.write_bytes("".join(good).encode() + b"still fine, then \xe9 bad\nafter\n")
+    reader = FileReader(mode="lines")
+    sent = []
+    with pytest.raises(ValueError) as raised:
+        async for item in reader.process_item(str(path)):
+            sent.append(item.data)
+    assert str(raised.value) == f"{path}:20001: not valid utf-8: invalid continuation byte"
+    assert sent == [line.rstrip("\n") for line in good]
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        (b"0123456789\n" * 3 + b"0123456789A\n", 4),  # one byte too many, within a read
+        (b"short\n" + b"x" * 25 + b"\n", 2),  # spans three reads
+        (b"short\nlong" + b"y" * 30, 2),  # the last line, with no newline
+    ],
+)
+async def test_a_line_over_the_limit_is_found_across_reads(
+    tmp_path: Path, content: bytes, where: int
+) -> None:
+    path = tmp_path / "long.txt"
+    path.write_bytes(content)
+    reader = FileReader(mode="lines", max_line_bytes=10)
+    with pytest.raises(ValueError) as raised:
+        async for _ in reader.process_item(str(path)):
+            pass
+    assert str(raised.value) == f"{path}:{where}: a line longer than max_line_bytes (10 bytes)"

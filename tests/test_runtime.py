@@ -240,6 +240,56 @@ async def test_what_a_skipped_generator_yielded_before_failing_goes_with_it(proc
     assert run.stats["n0"].skipped == 1
 
 
+class InLists(NanoStreamProcessor):
+    """Sends ``message`` copies of each item, in lists of three; fails on 7."""
+
+    def process_item(self, message):
+        raise AssertionError("process_item_batches is called in its place")
+
+    def process_item_batches(self, message):
+        if message == 7:
+            yield [(7, 0), None, (7, 1)]  # None is dropped
+            raise ValueError("seven")
+        copies = [(message, index) for index in range(message)]
+        for start in range(0, message, 3):
+            yield copies[start : start + 3]
+
+
+class AsyncInLists(InLists):
+    async def process_item_batches(self, message):
+        for chunk in InLists.process_item_batches(self, message):
+            await trio.sleep(0)
+            yield chunk
+
+
+@pytest.mark.parametrize("processor", [InLists(), AsyncInLists()], ids=["sync", "async"])
+async def test_process_item_batches_sends_the_lists_it_yields(processor):
+    graph, sink = linear(processor, source_items=[0, 1, 5, 200])
+    run = await run_graph(graph)
+    assert sink.items == [(n, i) for n in [0, 1, 5, 200] for i in range(n)]
+    assert (run.stats["n0"].received, run.stats["n0"].emitted) == (4, 206)
+
+
+@pytest.mark.parametrize("processor", [InLists(), AsyncInLists()], ids=["sync", "async"])
+async def test_process_item_batches_that_fails_keeps_what_it_sent_before(processor):
+    # With max_batch 2, each list goes on as it comes: the one before the
+    # failure is sent; the item is given up on, and the next one goes on.
+    graph, sink = linear(processor, source_items=[2, 7, 1], on_error="skip", max_batch=2)
+    run = await run_graph(graph)
+    assert sink.items == [(2, 0), (2, 1), (7, 0), (7, 1), (1, 0)]
+    assert (run.stats["n0"].skipped, run.stats["n0"].received) == (1, 3)
+
+
+async def test_process_item_batches_must_be_a_generator():
+    class Returns(NanoStreamProcessor):
+        def process_item_batches(self, message):
+            return [message]
+
+    graph, _ = linear(Returns(), source_items=[1])
+    with pytest.raises(NodeError, match="failed in setup: TypeError: process_item_batches"):
+        await run_graph(graph)
+
+
 class Double(NanoStreamProcessor):
     async def process_item(self, message):
         await trio.sleep(0)

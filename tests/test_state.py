@@ -112,6 +112,15 @@ class AsyncRunningCount(ns.NanoStreamProcessor):
         return (key, n)
 
 
+@attrs.define
+class RunningCountInLists(RunningCount):
+    def process_item(self, item):
+        yield from next(self.process_item_batches(item))
+
+    def process_item_batches(self, item):
+        yield [RunningCount.process_item(self, item)]
+
+
 def user_of(item):
     return item["user"]
 
@@ -123,7 +132,7 @@ async def collect(graph: ns.NanoStreamGraph, source: str) -> list:
     return [item async for item in receive]
 
 
-@pytest.mark.parametrize("node", [RunningCount, AsyncRunningCount])
+@pytest.mark.parametrize("node", [RunningCount, AsyncRunningCount, RunningCountInLists])
 @pytest.mark.parametrize("key", ["user", "test_state:user_of"])
 async def test_a_keyed_node_keeps_state_per_key(node, key) -> None:
     graph = ns.NanoStreamGraph()
@@ -300,7 +309,7 @@ async def test_a_checkpoint_that_cannot_drain_is_skipped(
             assert run.checkpoints.saved == 0
             run.stop()
     assert "checkpoint skipped: 1 batches still in flight after 0.05s" in caplog.text
-    assert run.checkpoints.saved == 1  # the last one, once everything has drained
+    assert run.checkpoints.saved >= 1  # once everything has drained
 
 
 @attrs.define
@@ -345,7 +354,7 @@ async def test_sources_that_cannot_replay_are_named(
     graph.add("count", RunningCount(), ["src"], key="user")
     with caplog.at_level(logging.WARNING, logger="nanostream"):
         await collect(graph, "count")
-    assert "source 'src' (SequenceEmitter) keeps no position in checkpoints" in caplog.text
+    assert "source 'src' (SequenceEmitter) saves no position at checkpoints" in caplog.text
 
 
 # ---------------------------------------------------------------- sources' positions

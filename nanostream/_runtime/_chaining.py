@@ -22,12 +22,13 @@ would cut short the items their children were handling in them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+import contextvars
+from collections.abc import Iterator
 
 import trio
 
 from .._graph import NanoStreamGraph, Node, holds_items
+from ._acks import Tickets
 from ._batches import Batch, Piece, split
 from ._errors import NodeError
 from ._stats import NodeStats, WorkerCounter
@@ -70,46 +71,76 @@ def _chainable(node: Node) -> bool:
 class ChainedInput:
     """A chained node's input, in its parent's outputs where a channel would be.
 
-    :meth:`send` handles a batch with the node's handler there and then and
-    sends the results on; :meth:`close` (the parent has ended) lets the
-    node's own task go on to ``finish`` and teardown. A failure of the node
-    under ``fail`` is raised in the node's own task, as it would be
-    unchained, and the parent waits to be cancelled meanwhile.
+    :meth:`send` handles a batch with the node's handler there and then, and
+    with the handler of each node chained after it in turn, in one loop
+    rather than a call per node, until a node's results go elsewhere than a
+    chained child (a channel, a fan-out, nowhere) or nothing is left.
+    :meth:`close` (the parent has ended) lets the node's own task go on to
+    ``finish`` and teardown. A failure of a node under ``fail`` is raised in
+    that node's own task, as it would be unchained, and the task the chain
+    runs in waits to be cancelled meanwhile.
     """
 
     def __init__(self, stats: NodeStats, max_batch: int) -> None:
         self._stats = stats
         self._max_batch = max_batch
         self._workers: Workers | None = None
-        self._as_node: Callable[[], AbstractContextManager] = nullcontext
+        self._context: contextvars.ContextVar | None = None
+        self._node: object = None
         self._counter = WorkerCounter(stats, 0)
         self._ended = trio.Event()
         self._failure: NodeError | None = None
+        self._following: ChainedInput | None = None
 
-    def attach(self, workers: Workers, as_node: Callable[[], AbstractContextManager]) -> None:
-        """Hand batches to ``workers``' handler and outbox from now on,
-        within ``as_node()``, which makes the node's code see its own node
-        (:func:`node_nursery`) though it runs in its parent's task."""
+    def attach(self, workers: Workers, context: contextvars.ContextVar, node: object) -> None:
+        """Hand batches to ``workers``' handler and outbox from now on, with
+        ``context`` set to ``node`` while the node's code runs, so that it
+        sees its own node (:func:`node_nursery`) though it runs in another
+        node's task."""
         self._workers = workers
-        self._as_node = as_node
+        self._context = context
+        self._node = node
+        children = workers.outbox.outputs.children
+        only = children[0][0] if len(children) == 1 else None
+        self._following = only if isinstance(only, ChainedInput) else None
 
     async def send(self, batch: Batch) -> None:
-        workers = self._workers
-        assert workers is not None, "a chained node is attached before its parent sends"
-        stats = self._stats
-        stats.waiting -= len(batch.items)
-        parts = [batch] if len(batch.items) <= self._max_batch else self._parts(batch)
-        for items, tickets in parts:
+        items, tickets = batch
+        self._stats.waiting -= len(items)
+        if len(items) <= self._max_batch:
+            await self._run(items, tickets)
+            return
+        for part in self._parts(batch):
+            await self._run(*part)
+
+    async def _run(self, items: list, tickets: Tickets) -> None:
+        """Handle ``items`` here and down the chain, as far as it goes."""
+        node = self
+        while True:
+            workers = node._workers
+            context = node._context
+            assert workers is not None and context is not None, (
+                "a chained node is attached before its parent sends"
+            )
+            stats = node._stats
             stats.in_progress += len(items)
+            token = context.set(node._node)
             try:
-                with self._as_node():
-                    results = await workers.handler(Piece(items, tickets, 0), self._counter)
+                results = await workers.handler(Piece(items, tickets, 0), node._counter)
             except NodeError as failure:
-                self._failure = failure
-                self._ended.set()
+                node._failure = failure
+                node._ended.set()
                 await trio.sleep_forever()
-            # One worker: the outbox is unordered, so the results go straight out.
-            await workers.outbox.outputs.send(results, tickets)
+            finally:
+                context.reset(token)
+            following = node._following
+            if following is None or not results or len(results) > following._max_batch:
+                # One worker: the outbox is unordered, so the results go straight out.
+                await workers.outbox.outputs.send(results, tickets)
+                return
+            # What Outputs.send would do, less the hand-over to the child.
+            stats.emitted += len(results)
+            node, items = following, results
 
     def _parts(self, batch: Batch) -> Iterator[Batch]:
         """``batch`` in parts of at most ``max_batch`` items."""

@@ -76,7 +76,13 @@ class Inbox:
                     batch = await self._receive()
                 if batch is None:
                     return None
-        self._cut(self._gather(batch))
+        batch = self._gather(batch)
+        if self._workers == 1:
+            # One piece: the batch as it is.
+            self._stats.in_progress += len(batch.items)
+            self._next_seq += 1
+            return Piece(batch.items, batch.tickets, self._next_seq - 1)
+        self._cut(batch)
         return self._pieces.popleft()
 
     async def _receive(self) -> Batch:

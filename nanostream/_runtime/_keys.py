@@ -41,7 +41,8 @@ def _inside(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 class KeyedProcessor:
     """A keyed node as the runtime calls it: the node itself, except that
-    its ``process_item`` first makes the item's key ``state.key``.
+    its ``process_item`` (and ``process_item_batches``) first makes the
+    item's key ``state.key``.
 
     Every other attribute is the node's own. A node with ``process_batch``
     sees many keys at once and asks ``state.key_of(item)`` itself.
@@ -51,6 +52,9 @@ class KeyedProcessor:
         self._processor = processor
         if not callable(getattr(processor, "process_batch", None)):
             self.process_item = _with_key(processor.process_item, state)
+            in_lists = getattr(processor, "process_item_batches", None)
+            if callable(in_lists):
+                self.process_item_batches = _with_key(in_lists, state)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._processor, name)

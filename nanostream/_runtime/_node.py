@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -153,7 +152,7 @@ class NodeLifecycle:
             workers = None if self.node.is_source else self._workers()
             if self.ports.chained is not None:
                 assert workers is not None
-                self.ports.chained.attach(workers, self._as_this_node)
+                self.ports.chained.attach(workers, _current_node_nursery, self._nursery)
             control.set_up()
             await control.all_set_up.wait()
             self.stats.state = "running"
@@ -212,16 +211,6 @@ class NodeLifecycle:
         restore = getattr(self.processor, "restore", None)
         if found and callable(restore):
             await self._call("restore", lambda: restore(snapshot))
-
-    @contextmanager
-    def _as_this_node(self) -> Iterator[None]:
-        """Within it, :func:`node_nursery` is this node's nursery, even in
-        another node's task (a chained node's items run in its parent's)."""
-        token = _current_node_nursery.set(self._nursery)
-        try:
-            yield
-        finally:
-            _current_node_nursery.reset(token)
 
     def _workers(self) -> Workers:
         options = self.options

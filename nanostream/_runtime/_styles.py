@@ -142,12 +142,15 @@ class LoopStyles:
         piece: Piece | None,
         *args: Any,
         style: str | None = None,
+        in_lists: bool = False,
     ) -> list:
         """Call a user function of any call style; collect what it sends on.
 
         What a generator yields is sent on in chunks of ``max_batch`` while
         it runs (as parts of ``piece``), so a node may yield far more than
-        it could hold; only the last chunk is returned.
+        it could hold; only the last chunk is returned. ``in_lists``: the
+        generator yields lists of results (``process_item_batches``), each
+        added to the chunk whole.
         """
         try:
             style = style or call_style(function)
@@ -158,11 +161,13 @@ class LoopStyles:
                 results: list = []
                 async with aclosing(produced):
                     async for result in produced:
-                        if result is not None:
+                        if in_lists:
+                            results += [r for r in result if r is not None]
+                        elif result is not None:
                             results.append(result)
-                            if len(results) >= self.chunk and piece is not None:
-                                await self.outbox.send_part(piece, results)
-                                results = []
+                        if len(results) >= self.chunk and piece is not None:
+                            await self.outbox.send_part(piece, results)
+                            results = []
                 return results
             result = function(*args)
             if style == "async" or inspect.isawaitable(result):
@@ -181,6 +186,13 @@ class LoopStyles:
         processor = self.processor
         if callable(getattr(processor, "process_batch", None)):
             return self._batch_handler(processor.process_batch)
+        in_lists = getattr(processor, "process_item_batches", None)
+        if callable(in_lists):
+            style = call_style(in_lists)
+            if style not in ("generator", "async generator"):
+                why = "process_item_batches() must be a generator or an async generator"
+                raise NodeError(self.name, "setup", TypeError(why))
+            return self._each_handler(in_lists, style, "process_item_batches")
         process_item = getattr(processor, "process_item", None)
         if not callable(process_item):
             raise NodeError(
@@ -193,7 +205,7 @@ class LoopStyles:
             return self._generator_handler(process_item)
         if style == "plain":
             return self._plain_handler(process_item)
-        return self._each_handler(process_item, style)
+        return self._each_handler(process_item, style, "process_item")
 
     def _batch_handler(self, process_batch: Callable[[list], Any]) -> Handler:
         policy = self.policy
@@ -298,10 +310,12 @@ class LoopStyles:
 
         return handle_generated
 
-    def _each_handler(self, process_item: Callable[[Any], Any], style: str) -> Handler:
-        """An async ``process_item`` (or async generator), awaited item by
-        item, each counted as it is done."""
-        results_of = self.results_of
+    def _each_handler(self, process_item: Callable[[Any], Any], style: str, during: str) -> Handler:
+        """An async ``process_item`` (or async generator), or a
+        ``process_item_batches``, awaited item by item, each counted as it
+        is done."""
+        in_lists = during == "process_item_batches"
+        results_of = partial(self.results_of, style=style, in_lists=in_lists)
         policy = self.policy
         chunk = self.chunk
         send_part = self.outbox.send_part
@@ -312,14 +326,12 @@ class LoopStyles:
             for item in piece.items:
                 started = clock()
                 try:
-                    results += await results_of(
-                        process_item, "process_item", piece, item, style=style
-                    )
+                    results += await results_of(process_item, during, piece, item)
                 except NodeError as failure:
                     results += await policy.recover(
                         [item],
                         failure,
-                        partial(results_of, process_item, "process_item", None, item),
+                        partial(results_of, process_item, during, None, item),
                         piece.tickets,
                     )
                 counter.done(1, started)

@@ -34,6 +34,9 @@ logger = logging.getLogger("nanostream")
 #: How many records a streaming read hands over per trip from its thread.
 _CHUNK = 1000
 
+#: How many bytes the streaming modes read and decode at a time.
+_BLOCK = 16 * 1024
+
 #: The default longest line the streaming modes read: 16 MiB.
 _MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -76,42 +79,79 @@ def _whole(path: str, mode: str, encoding: str) -> str | bytes:
         raise _undecodable(path, line, encoding, error) from None
 
 
-def _lines(path: str, encoding: str, max_line_bytes: int) -> Iterator[tuple[int, str]]:
-    """Each line of a text file with its number (from 1), line ending kept.
+def _line_blocks(path: str, encoding: str, max_line_bytes: int) -> Iterator[list[str]]:
+    """The lines of a text file, line endings kept, in lists: one per block read.
 
-    Decoded line by line so that an invalid byte is reported on its own line,
-    which a buffered text file, decoding ahead, cannot tell. A line is read
-    at most ``max_line_bytes`` (and its newline) at a time, so a file with
-    no line breaks is an error, not a read of the whole file into memory.
+    The file is read and decoded ``_BLOCK`` bytes at a time, for speed; only
+    a block with an invalid byte is decoded again line by line, so that the
+    error names its line and the lines before it are still yielded. A line
+    is bad input as soon as it is longer than ``max_line_bytes`` (its
+    newline aside), before more of it is read, so a file with no line
+    breaks is an error, not a read of the whole file into memory. Lines end
+    at ``\\n`` only, as for ``readline``.
     """
     decoder = codecs.getincrementaldecoder(_csv.text_codec(encoding))()
-    number = 0
-    pending = ""
+    number = 0  # lines yielded so far
+    pending = ""  # the start of a line that ends in a later block
+    pending_bytes = 0
+    # A line that starts and ends in one block is no longer than the block.
+    size = min(_BLOCK, max_line_bytes + 1)
     with open(path, "rb") as f:
-        while raw := f.readline(max_line_bytes + 1):
-            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+        while raw := f.read(size):
+            first = raw.find(b"\n")
+            if pending_bytes + (len(raw) if first < 0 else first) > max_line_bytes:
                 why = f"a line longer than max_line_bytes ({max_line_bytes} bytes)"
                 raise _bad_input(path, number + 1, why)
+            state = decoder.getstate()
             try:
                 text = pending + decoder.decode(raw)
-            except UnicodeDecodeError as error:
-                raise _undecodable(path, number + 1, encoding, error) from None
-            *complete, pending = text.split("\n")
-            for line in complete:
-                number += 1
-                yield number, line + "\n"
+            except UnicodeDecodeError:
+                decoder.setstate(state)
+                lines, error = _lines_before_bad_byte(raw, decoder, pending)
+                if lines:
+                    yield lines
+                raise _undecodable(path, number + len(lines) + 1, encoding, error) from None
+            if first < 0:
+                pending = text
+                pending_bytes += len(raw)
+                continue
+            lines = text.split("\n")
+            pending = lines.pop()
+            pending_bytes = len(raw) - raw.rfind(b"\n") - 1
+            number += len(lines)
+            yield [line + "\n" for line in lines]
     pending += decoder.decode(b"", final=True)
     if pending:
-        yield number + 1, pending
+        yield [pending]
+
+
+def _lines_before_bad_byte(
+    raw: bytes, decoder: Any, pending: str
+) -> tuple[list[str], UnicodeDecodeError]:
+    """The whole lines of ``raw`` (a block that does not decode) before its
+    bad one, decoded by ``decoder`` (in its state from before ``raw``), and
+    the error of the bad one."""
+    lines = []
+    *complete, rest = raw.split(b"\n")
+    for part in [*(line + b"\n" for line in complete), rest]:
+        try:
+            pending += decoder.decode(part)
+        except UnicodeDecodeError as error:
+            return lines, error
+        if pending.endswith("\n"):
+            lines.append(pending)
+            pending = ""
+    raise AssertionError("a block that failed to decode decoded line by line")
 
 
 def _records(reader: FileReader, path: str) -> Iterator[Any]:
-    lines = _lines(path, reader.encoding, reader.max_line_bytes)
+    blocks = _line_blocks(path, reader.encoding, reader.max_line_bytes)
     if reader.mode == "lines":
-        for _, line in lines:
-            yield line.rstrip("\r\n")
+        for block in blocks:
+            for line in block:
+                yield line.rstrip("\r\n")
     elif reader.mode == "jsonl":
-        for number, line in lines:
+        for number, line in enumerate(itertools.chain.from_iterable(blocks), 1):
             if not line.strip():
                 continue
             try:
@@ -123,18 +163,16 @@ def _records(reader: FileReader, path: str) -> Iterator[Any]:
                 raise _bad_input(path, number, "null, and None is never an item")
             yield record
     elif reader.mode == "csv":
-        yield from _csv_rows(reader, path, lines)
+        yield from _csv_rows(reader, path, itertools.chain.from_iterable(blocks))
     else:  # pragma: no cover - attrs validator
         raise ValueError(f"unknown mode {reader.mode!r}")
 
 
-def _csv_rows(
-    reader: FileReader, path: str, lines: Iterator[tuple[int, str]]
-) -> Iterator[dict[str, str]]:
+def _csv_rows(reader: FileReader, path: str, lines: Iterator[str]) -> Iterator[dict[str, str]]:
     """The rows after the header line, as dicts. A row with more or fewer
     fields than the header, or a header naming a column twice, is an error,
     not a row padded, cut or merged silently."""
-    rows = _csv.csv_reader(reader, (line for _, line in lines))
+    rows = _csv.csv_reader(reader, lines)
     try:
         header = next(rows, None)
         if header is None:
@@ -151,15 +189,6 @@ def _csv_rows(
             yield dict(zip(header, row, strict=True))
     except csv.Error as error:
         raise _bad_input(path, rows.line_num, f"not valid CSV: {error}") from None
-
-
-def _take(records: Iterator[Any], count: int) -> list[Any]:
-    chunk = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= count:
-            break
-    return chunk
 
 
 @attrs.define
@@ -245,27 +274,50 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
         )
         return True
 
-    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
-        # The records leave the thread a chunk at a time and are yielded one
-        # by one, so the runtime can send them on before the file is done.
+    async def process_item_batches(self, message: Any) -> AsyncIterator[list[FileData]]:
+        # The records are read and wrapped in a worker thread a chunk per
+        # trip, and each chunk goes on whole: the runtime can send it on
+        # before the file is done, with no step of a generator per record.
         path = self._path_of(message)
         records = _records(self, path)
         index = 0
         try:
             while True:
                 try:
-                    chunk = await trio.to_thread.run_sync(_take, records, _CHUNK)
+                    chunk = await trio.to_thread.run_sync(_record_chunk, records, path, index)
                 except FileNotFoundError:
                     if index or not self._may_be_gone(path):
                         raise
                     return
-                for record in chunk:
-                    yield FileData(path, record, index)
-                    index += 1
+                if chunk:
+                    yield chunk
+                index += len(chunk)
                 if len(chunk) < _CHUNK:
                     break
         finally:
             records.close()
+
+    async def process_item(self, message: Any) -> AsyncIterator[FileData]:
+        """The records of the file ``message`` names, one by one, as the
+        runtime sends them on (it takes them a chunk at a time, from
+        :meth:`process_item_batches`)."""
+        async with contextlib.aclosing(self.process_item_batches(message)) as chunks:
+            async for chunk in chunks:
+                for record in chunk:
+                    yield record
+
+
+def _record_chunk(records: Iterator[Any], path: str, start: int) -> list[FileData]:
+    """The next ``_CHUNK`` records (fewer at the end of the file), as
+    ``FileData`` numbered from ``start``."""
+    chunk = itertools.islice(records, _CHUNK)
+    return [FileData(path, record, index) for index, record in enumerate(chunk, start)]
+
+
+#: ``json.dumps(value, ensure_ascii=False)`` as one encoder made once: dumps
+#: with any argument makes a new encoder per call, which costs as much as a
+#: small record's encoding.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _as_line(item: Any) -> str:
@@ -273,7 +325,7 @@ def _as_line(item: Any) -> str:
         return _dead_letter_line(item)
     data = item.data if isinstance(item, FileData) else item
     if isinstance(data, (dict, list)):
-        return json.dumps(data, ensure_ascii=False)
+        return _to_json(data)
     if isinstance(data, bytes):
         return data.decode("utf-8", errors="replace")
     return str(data)
@@ -328,7 +380,7 @@ def _payload(data: Any) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, (dict, list)):
-        data = json.dumps(data, ensure_ascii=False) + "\n"
+        data = _to_json(data) + "\n"
     return str(data).encode("utf-8")
 
 
