@@ -13,13 +13,32 @@ import trio
 from attrs import validators as v
 
 from .._durations import Duration, duration, optional_duration
+from .._imports import ImportPathError
 from .._processor import FromParent, NanoStreamProcessor
-from .._state import NoKeyError
-from ._event_time import event_time_field, event_time_reader
+from .._state import NoKeyError, key_function
+from .window import seconds
 
 logger = logging.getLogger("nanostream")
 
 _LEFT, _RIGHT = 0, 1
+
+
+def _time_reader(where: str) -> Any:
+    """The function giving an item's event time in seconds since the epoch,
+    from the field or function ``where`` names (read as the Window node
+    reads its ``time``)."""
+    read = key_function(where, "the join's time")
+    return lambda item: seconds(read(item))
+
+
+def _time_of_items(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """attrs validator: ``value`` names a field, or a function that imports."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{attribute.name} must be a field name or 'module:function'")
+    try:
+        _time_reader(value)
+    except (ImportPathError, TypeError) as error:
+        raise ValueError(str(error), attribute) from None
 
 
 def _parent_field(side: str) -> Any:
@@ -65,16 +84,20 @@ class Join(NanoStreamProcessor):
     checkpoint; without one, the items kept hold back their sources'
     acknowledgements until they leave the state (see :meth:`holding`).
 
-    Errors: an item whose event time is missing (``KeyError``) or is not a
-    time (``ValueError``) fails, each naming the field, under the node's
-    ``on_error``.
+    Errors: an item whose event time is missing (``KeyError``, naming the
+    field) or is not a time (``TypeError``, ``ValueError``) fails under the
+    node's ``on_error``.
     """
 
     left: str = _parent_field("left")
     right: str = _parent_field("right")
-    time: str = event_time_field(
-        "The event time of an item of either side: a field (seconds since the epoch, or "
-        "an ISO 8601 string), or a function by import path ('module:function') returning one."
+    time: str = attrs.field(
+        validator=_time_of_items,
+        metadata={
+            "description": "The event time of an item of either side: a field, or a function "
+            "by import path ('module:function'); seconds since the epoch, a datetime or an "
+            "ISO-8601 string (naive ones are UTC)."
+        },
     )
     before: Duration = attrs.field(
         default=0.0,
@@ -140,7 +163,7 @@ class Join(NanoStreamProcessor):
     _kept_order: list[int] = attrs.field(factory=list, init=False, repr=False)
 
     def setup(self) -> None:
-        self._read_time = event_time_reader(self.time)
+        self._read_time = _time_reader(self.time)
 
     def process_item(self, message: FromParent) -> Iterator[dict[str, Any]]:
         if self._read_time is None:
