@@ -16,6 +16,7 @@ PUBLIC_NAMES = [
     "DeadLetter",
     "Duration",
     "FailedItems",
+    "FromParent",
     "GraphError",
     "GraphProblem",
     "GraphRun",

@@ -1,13 +1,20 @@
 """Wiring: one bounded channel per node input, a send end per sender; or,
-for a node chained to its parent, a :class:`ChainedInput` in its place."""
+for a node chained to its parent, a :class:`ChainedInput` in its place.
+
+A node that names its parents in parameters (a join, see
+:func:`parent_parameters`) gets its parents' items wrapped in
+:class:`FromParent` on the way in, so that it knows which sent what."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
 from .._graph import NanoStreamGraph
+from .._processor import FromParent, parent_parameters
+from ._batches import Batch
 from ._chaining import ChainedInput, chained_parents
 from ._dead_letters import DeadLetterRoute
 from ._node import NodePorts
@@ -26,18 +33,41 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
         if not senders:
             continue
         node = graph.nodes[name]
+        tagged = bool(parent_parameters(node.processor))
         if name in chained:
             ports[name].chained = ChainedInput(stats[name], node.options.max_batch)
-            ports[chained[name]].outputs.add_child(ports[name].chained, stats[name])
+            parent = chained[name]
+            child: Any = ports[name].chained
+            ports[parent].outputs.add_child(
+                _Tagging(parent, child) if tagged else child, stats[name]
+            )
             continue
         send, receive = trio.open_memory_channel(node.options.buffer_size)
         ports[name].inbox = receive
         stats[name].watch_input(receive, node.options.buffer_size)
         for parent in node.parents:
-            ports[parent].outputs.add_child(send.clone(), stats[name])
+            child = _Tagging(parent, send.clone()) if tagged else send.clone()
+            ports[parent].outputs.add_child(child, stats[name])
         for sender in senders[len(node.parents) :]:
             ports[sender].dead_letters = DeadLetterRoute(
                 sender, send.clone(), stats[sender], stats[name]
             )
         send.close()
     return ports
+
+
+class _Tagging:
+    """A child's input as one parent sends to it: each item wrapped in a
+    :class:`FromParent` naming that parent."""
+
+    def __init__(self, parent: str, channel: Any) -> None:
+        self._parent = parent
+        self._channel = channel
+
+    async def send(self, batch: Batch) -> None:
+        parent = self._parent
+        items = [FromParent(parent, item) for item in batch.items]
+        await self._channel.send(Batch(items, batch.tickets))
+
+    def close(self) -> None:
+        self._channel.close()

@@ -167,7 +167,7 @@ def pipeline_schema() -> dict[str, Any]:
         properties.update(
             {f.name: {"$ref": f"#/$defs/option_{f.name}"} for f in attrs.fields(NodeOptions)}
         )
-        required = ["name", "class"]
+        required = ["name", "class", *(["key"] if getattr(cls, "needs_key", False) else [])]
         for field in _fields(cls):
             properties[field.name] = field_schema(field)
             if field.default is attrs.NOTHING:
