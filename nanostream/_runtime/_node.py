@@ -12,7 +12,7 @@ import trio
 
 from .._graph import Node
 from .._processor import call_hook
-from ._chaining import ChainedInput
+from ._chaining import ChainedInput, FusedStages
 from ._checkpoints import Checkpoints
 from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
@@ -29,8 +29,9 @@ from ._workers import Workers
 
 logger = logging.getLogger("nanostream")
 
-#: The nursery of the node whose task is running; see :func:`node_nursery`.
-_current_node_nursery: contextvars.ContextVar[trio.Nursery] = contextvars.ContextVar(
+#: The nursery of the node whose task is running, or the fused stages whose
+#: loop is running (which know whose code runs); see :func:`node_nursery`.
+_current_node_nursery: contextvars.ContextVar[trio.Nursery | FusedStages] = contextvars.ContextVar(
     "nanostream node nursery"
 )
 
@@ -45,9 +46,12 @@ def node_nursery() -> trio.Nursery:
     Called anywhere but in a node's own code, it raises ``RuntimeError``.
     """
     try:
-        return _current_node_nursery.get()
+        current = _current_node_nursery.get()
     except LookupError:
         raise RuntimeError("node_nursery() is only available in a node's own code") from None
+    if isinstance(current, FusedStages):
+        return current.running_node()  # type: ignore[return-value]
+    return current
 
 
 class NodePorts:
