@@ -26,6 +26,7 @@ import contextvars
 import sys
 import time
 from collections.abc import Callable, Iterator
+from types import CodeType
 from typing import Any, NoReturn
 
 import trio
@@ -87,7 +88,9 @@ class ChainedInput:
     runs in waits to be cancelled meanwhile.
     """
 
-    def __init__(self, stats: NodeStats, max_batch: int) -> None:
+    def __init__(self, stats: NodeStats, max_batch: int, head: bool = False) -> None:
+        #: Whether this is the head's own link, run in the head's own task.
+        self._head = head
         self._stats = stats
         self._max_batch = max_batch
         self._workers: Workers | None = None
@@ -122,6 +125,12 @@ class ChainedInput:
             return
         for part in self._parts(batch):
             await self._run(*part)
+
+    async def run_taken(self, piece: Piece) -> None:
+        """Handle ``piece``, which the chain's head took from its own inbox
+        (and counted in progress), here and down the chain."""
+        self._stats.in_progress -= len(piece.items)
+        await self._run(piece.items, piece.tickets)
 
     async def _run(self, items: list, tickets: Tickets) -> None:
         """Handle ``items`` here and down the chain, as far as it goes."""
@@ -187,7 +196,9 @@ class ChainedInput:
 
     async def fail(self, failure: NodeError) -> NoReturn:
         """Hand ``failure`` to this node's own task, which raises it, and wait
-        to be cancelled."""
+        to be cancelled; raise it at once in the head, whose own task this is."""
+        if self._head:
+            raise failure
         self._failure = failure
         self._ended.set()
         await trio.sleep_forever()
@@ -243,7 +254,10 @@ class FusedStages:
         self.nodes = nodes
         self.last = nodes[-1]
         self.functions = tuple(node._process_item for node in nodes)
-        self._stage_of = {id(function): index for index, function in enumerate(self.functions)}
+        #: The fused loops from each node on (the first node, or after a
+        #: retry), made when first needed; for each, the node at each line.
+        self._loops: dict[int, Callable[[Iterator, Callable, list], Any]] = {}
+        self._stage_at: dict[CodeType, dict[int, int]] = {}
         self._cost_per_item = [0.0] * len(nodes)
         self._batches = 0
         first = nodes[0]
@@ -262,7 +276,7 @@ class FusedStages:
         token = self._context.set(self)
         started = time.perf_counter()
         try:
-            results = await self._loop(self.functions, items, tickets, changes)
+            results = await self._loop(0, items, tickets, changes)
         finally:
             spent = time.perf_counter() - started
             self._context.reset(token)
@@ -270,10 +284,8 @@ class FusedStages:
         self._count(count, changes, spent)
         return results
 
-    async def _loop(
-        self, functions: tuple, items: list, tickets: Tickets, changes: list[int]
-    ) -> list:
-        """``items`` through ``functions`` (the nodes' from some node on).
+    async def _loop(self, start: int, items: list, tickets: Tickets, changes: list[int]) -> list:
+        """``items`` through the nodes from node ``start`` on.
 
         ``changes[i]`` gains, for node ``i``, what its results number
         beyond its items: minus one for each item dropped or given up on,
@@ -281,31 +293,22 @@ class FusedStages:
         """
         results: list = []
         append = results.append
-        dropped: list = []
+        dropped: list[int] = []
         remaining = iter(items)
-        while True:
-            try:
-                # `function` is read by running_node(): the node whose code runs.
-                for item in remaining:
-                    for function in functions:
-                        item = function(item)
-                        if item is None:
-                            dropped.append(function)
-                            break
-                    else:
-                        append(item)
-                break
-            except Exception as error:
-                stage = self._stage_of[id(function)]
-                recovered = await self.nodes[stage].recover_item(item, error, tickets)
-                changes[stage] += len(recovered) - 1
-                following = self.functions[stage + 1 :]
-                if recovered and following:
-                    recovered = await self._loop(following, recovered, tickets, changes)
-                results += recovered
-        stage_of = self._stage_of
-        for function in dropped:
-            changes[stage_of[id(function)]] -= 1
+        run = self._loops.get(start)
+        if run is None:
+            run, stage_at = _fused_loop(self.functions, start)
+            self._loops[start] = run
+            self._stage_at[run.__code__] = stage_at
+        while (failed := run(remaining, append, dropped)) is not None:
+            stage, item, error = failed
+            recovered = await self.nodes[stage].recover_item(item, error, tickets)
+            changes[stage] += len(recovered) - 1
+            if recovered and stage + 1 < len(self.nodes):
+                recovered = await self._loop(stage + 1, recovered, tickets, changes)
+            results += recovered
+        for stage in dropped:
+            changes[stage] -= 1
         return results
 
     def _count(self, count: int, changes: list[int], spent: float) -> None:
@@ -347,13 +350,45 @@ class FusedStages:
 
     def running_node(self) -> object:
         """The node (its nursery) whose code is running in this loop: the
-        function the innermost :meth:`_loop` on the stack is calling. Looked
+        one whose line the innermost fused loop on the stack is at. Looked
         up only when asked, so the loop pays nothing for it."""
         frame = sys._getframe(1)
-        code = FusedStages._loop.__code__
         while frame is not None:
-            if frame.f_code is code and frame.f_locals.get("self") is self:
-                function = frame.f_locals["function"]
-                return self.nodes[self._stage_of[id(function)]]._node
+            stage_at = self._stage_at.get(frame.f_code)
+            if stage_at is not None:
+                return self.nodes[stage_at[frame.f_lineno]]._node
             frame = frame.f_back
         raise RuntimeError("node_nursery() is only available in a node's own code")
+
+
+def _fused_loop(
+    functions: tuple, start: int
+) -> tuple[Callable[[Iterator, Callable, list], Any], dict[int, int]]:
+    """A function that runs each item of an iterator through ``functions``
+    from index ``start`` on, unrolled: one line per call, no loop over the
+    functions per item, so that an item pays for the calls and little else
+    (Spark's whole-stage code generation, in small). It appends what comes
+    out of the last function, notes the index of the function that
+    returned ``None`` for an item, and stops at the first exception,
+    returning (the index of the function, the item it was given, the
+    exception), to be called again for the items left.
+
+    Also returns, by line number, the index of the function called there.
+    """
+    lines = ["def fused(remaining, append, dropped):", "    for item in remaining:"]
+    stage_at = {}
+    for index in range(start, len(functions)):
+        lines.append("        try:")
+        lines.append(f"            item = f{index}(item)")
+        stage_at[len(lines)] = index
+        lines += [
+            "        except Exception as error:",
+            f"            return {index}, item, error",
+            "        if item is None:",
+            f"            dropped.append({index})",
+            "            continue",
+        ]
+    lines.append("        append(item)")
+    namespace = {f"f{index}": function for index, function in enumerate(functions)}
+    exec(compile("\n".join(lines), "<fused stages>", "exec"), namespace)
+    return namespace["fused"], stage_at

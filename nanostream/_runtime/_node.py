@@ -61,6 +61,8 @@ class NodePorts:
     def __init__(self, all_stats: Mapping[str, NodeStats], stats: NodeStats) -> None:
         self.inbox: trio.MemoryReceiveChannel | None = None
         self.chained: ChainedInput | None = None
+        #: The head of a chain: its own link, through which its items go down the chain.
+        self.head: ChainedInput | None = None
         self.outputs = Outputs(all_stats, stats)
         self.dead_letters: DeadLetterRoute | None = None
 
@@ -154,9 +156,12 @@ class NodeLifecycle:
             await self._setup()
             set_up = True
             workers = None if self.node.is_source else self._workers()
-            if self.ports.chained is not None:
-                assert workers is not None
-                self.ports.chained.attach(workers, _current_node_nursery, self._nursery)
+            for link in (self.ports.chained, self.ports.head):
+                if link is not None:
+                    assert workers is not None
+                    link.attach(workers, _current_node_nursery, self._nursery)
+            if workers is not None:
+                workers.chain = self.ports.head
             control.set_up()
             await control.all_set_up.wait()
             self.stats.state = "running"
