@@ -219,6 +219,17 @@ async def test_the_live_table_ends_drawn_as_the_run_finished(nursery):
     assert row(last, "sink")[:5] == ["sink", "BlackHole", "finished", "3", "0"]
 
 
+async def test_the_summary_says_where_the_state_was_saved(nursery, tmp_path):
+    graph = ns.NanoStreamGraph("stateful", state_dir=tmp_path)
+    graph.add("numbers", ns.SequenceEmitter([{"n": 1}]))
+    graph.add("sink", ns.BlackHole(), ["numbers"], key="n")
+    holder, finished = await start(nursery, graph)
+    with trio.fail_after(30):
+        await finished.wait()
+    last = summary_text(holder).splitlines()[-1]
+    assert last == f"state: 1 checkpoint saved to {tmp_path / 'state.sqlite3'}"
+
+
 async def test_the_summary_lists_what_each_node_did(nursery):
     graph = ns.NanoStreamGraph("summed")
     graph.add("numbers", ns.SequenceEmitter(list(range(1200))))

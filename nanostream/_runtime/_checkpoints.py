@@ -27,6 +27,9 @@ the simpler trade.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -38,12 +41,23 @@ from .._state import KeyedState
 from ._acks import Ticket, run_acks
 from ._errors import NodeError
 from ._stats import NodeStats
-from ._store import Changes, StateStore
+from ._store import STORE_FILE, Changes, StateStore
 
 logger = logging.getLogger("nanostream")
 
 #: How long a checkpoint waits for the items in flight to drain before it is skipped.
 CHECKPOINT_TIMEOUT = 10.0
+
+
+class CheckpointError(NodeError):
+    """The state store failed: the ``state_dir`` could not be opened or
+    read, or a checkpoint could not be saved. The run stops; nothing the
+    failed checkpoint covers has been acknowledged, so a restart repeats
+    it from the last checkpoint saved."""
+
+    def __init__(self, pipeline: str, doing: str, error: BaseException) -> None:
+        super().__init__(pipeline, doing, error)
+        self.args = (f"pipeline {pipeline!r}: {doing}: {type(error).__name__}: {error}",)
 
 
 class Checkpoints:
@@ -81,19 +95,33 @@ class Checkpoints:
         self._resume: trio.Event | None = None
         self._covered: list[Ticket] = []
 
+    @property
+    def path(self) -> str:
+        """The store's file."""
+        return os.path.join(self.state_dir, STORE_FILE)
+
     # ---------------------------------------------------------------- restoring
 
     async def open(self) -> None:
-        """Open the store and load the last checkpoint into every node's state."""
-        self._store = await trio.to_thread.run_sync(StateStore, self.state_dir)
-        restored = await trio.to_thread.run_sync(self._load)
+        """Open the store and load the last checkpoint into every node's state.
+
+        Raises :class:`CheckpointError` if the ``state_dir`` cannot be
+        made, opened or read.
+        """
+        try:
+            self._store = await trio.to_thread.run_sync(StateStore, self.state_dir)
+            restored = await trio.to_thread.run_sync(self._load)
+        except (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError) as error:
+            raise CheckpointError(
+                self.pipeline, f"cannot use state_dir {self.state_dir!r}", error
+            ) from error
         for state in self.states.values():
             state.durable = True
         if restored:
             logger.info(
                 "pipeline %r: state restored from %s (%d checkpoints)",
                 self.pipeline,
-                self._store.path,
+                self.path,
                 restored,
                 extra={"pipeline": self.pipeline, "event": "state_restored"},
             )
@@ -179,7 +207,8 @@ class Checkpoints:
         acknowledgements it covers. Returns whether it was saved; one
         that could not drain in time is skipped, with a warning.
 
-        Raises :class:`NodeError` if a snapshot or the store fails.
+        Raises :class:`NodeError` naming the node if a snapshot fails, and
+        :class:`CheckpointError` if the store does.
         """
         resume = self._resume = trio.Event()
         try:
@@ -210,7 +239,7 @@ class Checkpoints:
             with trio.CancelScope(shield=True):  # a write once begun is finished
                 await trio.to_thread.run_sync(store.save, changes)
         except Exception as error:
-            raise NodeError(self.pipeline, "saving a checkpoint", error) from error
+            raise CheckpointError(self.pipeline, "could not save a checkpoint", error) from error
         self.saved += 1
         for ticket in covered:
             run_acks(ticket, self.stats)

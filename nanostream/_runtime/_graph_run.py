@@ -230,13 +230,14 @@ def run(graph: NanoStreamGraph, *, drain_timeout: float | None = 30.0) -> GraphR
 
 
 def _warn_unless_replayable(graph: NanoStreamGraph) -> None:
-    """Warn of each source that cannot start again where the saved state
-    stands: after a restart it starts over, and what it sends is counted again."""
+    """Warn of each source that saves no position at checkpoints: the
+    state cannot be exact across a crash for what it sends."""
     for node in graph:
         if node.is_source and not callable(getattr(node.processor, "snapshot", None)):
             logger.warning(
-                "pipeline %r: source %r (%s) keeps no position in checkpoints: after a "
-                "restart it starts over, and the state counts its items again",
+                "pipeline %r: source %r (%s) saves no position at checkpoints: after a "
+                "crash, what it sent since the last checkpoint is missing from the state "
+                "unless it sends it again, and what it sends again is counted again",
                 graph.name,
                 node.name,
                 type(node.processor).__name__,

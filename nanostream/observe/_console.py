@@ -387,4 +387,9 @@ def summary_text(holder: RunHolder) -> str:
             ]
         )
     lines += aligned(rows, left=3)
+    if run.checkpoints is not None:
+        saved = run.checkpoints.saved
+        lines.append(
+            f"state: {saved} checkpoint{'' if saved == 1 else 's'} saved to {run.checkpoints.path}"
+        )
     return "\n".join(lines)
