@@ -8,7 +8,12 @@ is not a source. In place of the channel between them, the parent's outputs
 hold the child's :class:`ChainedInput`: a batch sent to it goes through the
 child's handler at once, in the parent's task, and on to the child's own
 outputs, which may be chained in turn. So a chain of ten nodes hands each
-batch over once, not ten times.
+batch over once, not ten times. The chain's head, fed from its own inbox,
+has a :class:`ChainedInput` too, through which its items go down the chain.
+
+Consecutive chained nodes with a plain ``process_item`` go further: they
+run fused (:class:`FusedStages`), each item through all of them in one
+loop, with no list between two nodes.
 
 Everything else stays per node: each keeps its lifecycle task (setup,
 ``finish``, teardown, in the same order as unchained), its counters, its
@@ -239,12 +244,14 @@ class FusedStages:
     per batch.
 
     Busy time is estimated: one batch in :data:`SAMPLE_EVERY` (the second,
-    then every :data:`SAMPLE_EVERY` th after it) runs node by node, each node
-    timed as unfused, and the time of every fused batch is shared among the
-    nodes by what the last such sample says an item costs each (before the
-    first sample, by the items each handled). The nodes' code runs with the context variable of
-    :func:`node_nursery` set to this object, which finds the nursery of the
-    node whose code is running only when asked (see :meth:`running_node`).
+    then every :data:`SAMPLE_EVERY` th after it) runs node by node, each
+    node timed as unfused, and the time of every fused batch is shared
+    among the nodes by what the last such sample says an item costs each
+    (before the first sample, by the items each handled).
+
+    The nodes' code runs with the context variable of :func:`node_nursery`
+    set to this object, which finds the nursery of the node whose code is
+    running only when asked (see :meth:`running_node`).
     """
 
     #: One batch in this many runs node by node, to time each node.
