@@ -42,6 +42,7 @@ from ._batches import Batch, Piece, split
 from ._errors import NodeError
 from ._outbox import Outputs
 from ._stats import NodeStats, WorkerCounter
+from ._styles import LOOP_HOLD_WARNING
 from ._workers import Workers
 
 
@@ -319,26 +320,28 @@ class FusedStages:
         return results
 
     def _count(self, count: int, changes: list[int], spent: float) -> None:
-        """Each node's counters for a fused batch of ``count`` items."""
+        """Each node's counters for a fused batch of ``count`` items, and its
+        share of the ``spent`` seconds."""
         received = []
         for change in changes:
             received.append(count)
             count += change
-        costs = [cost * n for cost, n in zip(self._cost_per_item, received, strict=True)]
-        total = sum(costs)
+        emitted = [*received[1:], 0]  # the last node's are counted as they leave
+        weights = [cost * n for cost, n in zip(self._cost_per_item, received, strict=True)]
+        total = sum(weights)
         if total <= 0:
-            costs, total = [float(n) for n in received], float(sum(received) or 1)
-        last = len(self.nodes) - 1
-        for index, node in enumerate(self.nodes):
+            weights, total = received, sum(received) or 1
+        scale = spent / total
+        for node, handled, sent, weight in zip(self.nodes, received, emitted, weights, strict=True):
             stats = node._stats
-            share = spent * costs[index] / total
-            stats.received += received[index]
+            share = scale * weight
+            stats.received += handled
+            stats.emitted += sent
             stats.busy_seconds += share
             stats.worker_busy_seconds[0] += share
-            if index < last:
-                stats.emitted += received[index + 1]
-            assert node._workers is not None
-            node._workers.styles.hold_watch.check_held("process_item", share, received[index])
+            if share > LOOP_HOLD_WARNING:
+                assert node._workers is not None
+                node._workers.styles.hold_watch.check_held("process_item", share, handled)
 
     async def _handle_node_by_node(self, items: list, tickets: Tickets) -> list:
         """Run ``items`` through each node's own handler in turn, and take
