@@ -266,7 +266,11 @@ class FusedStages:
         #: retry), made when first needed; for each, the node at each line.
         self._loops: dict[int, Callable[[Iterator, Callable, list], Any]] = {}
         self._stage_at: dict[CodeType, dict[int, int]] = {}
+        self._stats = [node._stats for node in nodes]
         self._cost_per_item = [0.0] * len(nodes)
+        #: Each node's share of a batch's time when every item goes through
+        #: every node: its cost per item over the sum of them.
+        self._shares = [1 / len(nodes)] * len(nodes)
         self._batches = 0
         first = nodes[0]
         assert first._context is not None
@@ -322,26 +326,33 @@ class FusedStages:
     def _count(self, count: int, changes: list[int], spent: float) -> None:
         """Each node's counters for a fused batch of ``count`` items, and its
         share of the ``spent`` seconds."""
-        received = []
-        for change in changes:
-            received.append(count)
-            count += change
-        emitted = [*received[1:], 0]  # the last node's are counted as they leave
-        weights = [cost * n for cost, n in zip(self._cost_per_item, received, strict=True)]
-        total = sum(weights)
-        if total <= 0:
-            weights, total = received, sum(received) or 1
-        scale = spent / total
-        for node, handled, sent, weight in zip(self.nodes, received, emitted, weights, strict=True):
-            stats = node._stats
-            share = scale * weight
+        if any(changes):
+            received = []
+            for change in changes:
+                received.append(count)
+                count += change
+            weights = [cost * n for cost, n in zip(self._cost_per_item, received, strict=True)]
+            total = sum(weights)
+            if total <= 0:
+                weights, total = received, sum(received) or 1
+            shares = [weight / total for weight in weights]
+        else:  # every item went through every node: the common case, made quick
+            received = [count] * len(changes)
+            shares = self._shares
+        # The last node's results are counted as emitted as they leave.
+        for stats, handled, sent, share in zip(
+            self._stats, received, [*received[1:], 0], shares, strict=True
+        ):
+            busy = spent * share
             stats.received += handled
             stats.emitted += sent
-            stats.busy_seconds += share
-            stats.worker_busy_seconds[0] += share
-            if share > LOOP_HOLD_WARNING:
+            stats.busy_seconds += busy
+            stats.worker_busy_seconds[0] += busy
+        if spent > LOOP_HOLD_WARNING:
+            for node, handled, share in zip(self.nodes, received, shares, strict=True):
                 assert node._workers is not None
-                node._workers.styles.hold_watch.check_held("process_item", share, handled)
+                watch = node._workers.styles.hold_watch
+                watch.check_held("process_item", spent * share, handled)
 
     async def _handle_node_by_node(self, items: list, tickets: Tickets) -> list:
         """Run ``items`` through each node's own handler in turn, and take
@@ -356,6 +367,9 @@ class FusedStages:
             if index < last:
                 stats.emitted += len(results)
             items = results
+        total = sum(self._cost_per_item)
+        if total > 0:
+            self._shares = [cost / total for cost in self._cost_per_item]
         return items
 
     def running_node(self) -> object:
