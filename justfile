@@ -59,3 +59,7 @@ docs: reference
 # Measure the loop, thread and process executors against each other and multiprocessing.Pool.
 bench-executors *args:
     python benchmarks/bench_executors.py {{args}}
+
+# Measure a keyed tumbling-window count over 1M items: NanoStream's Window against bytewax and a plain loop.
+bench-state *args:
+    python benchmarks/bench_state.py {{args}}

@@ -12,7 +12,14 @@ import importlib as _importlib
 from ._durations import Duration, duration
 from ._graph import GraphError, GraphProblem, NanoStreamGraph, Node
 from ._options import NodeOptions
-from ._processor import DeadLetter, FailedItems, NanoStreamProcessor, Rejected, WithAck
+from ._processor import (
+    DeadLetter,
+    FailedItems,
+    FromParent,
+    NanoStreamProcessor,
+    Rejected,
+    WithAck,
+)
 from ._runtime import GraphRun, NodeError, NodeStats, node_nursery, run, run_graph
 from ._state import KeyedState, NoKeyError
 from .nodes import BUILTIN_NODES as _BUILTIN_NODES
@@ -33,6 +40,7 @@ _LAZY = {
     **_BUILTIN_NODES,
     "FileData": "nanostream.nodes.files:FileData",
     "KafkaRecord": "nanostream.nodes.kafka:KafkaRecord",
+    "LateItem": "nanostream.nodes.window:LateItem",
     "serve_metrics": "nanostream.observe._metrics:serve_metrics",
 }
 
@@ -59,6 +67,7 @@ __all__ = [
     "DeadLetter",
     "Duration",
     "FailedItems",
+    "FromParent",
     "GraphError",
     "GraphProblem",
     "GraphRun",

@@ -11,7 +11,13 @@ from typing import Any
 import attrs
 
 from ._options import NodeOptions
-from ._processor import NanoStreamProcessor, _defines, call_style, is_source
+from ._processor import (
+    NanoStreamProcessor,
+    _defines,
+    call_style,
+    is_source,
+    parent_parameters,
+)
 
 
 class GraphError(ValueError):
@@ -145,6 +151,16 @@ class NanoStreamGraph:
                         node.name, self._unknown_message("dead_letter node", target), "dead_letter"
                     )
                 )
+            elif target is not None and parent_parameters(self._nodes[target].processor):
+                kind = type(self._nodes[target].processor).__name__
+                found.append(
+                    GraphProblem(
+                        node.name,
+                        f"dead_letter: {target!r} is a {kind}, which receives items from the "
+                        "parents it names only",
+                        "dead_letter",
+                    )
+                )
             if node.is_source and node.parents:
                 found.append(
                     GraphProblem(
@@ -164,6 +180,7 @@ class NanoStreamGraph:
                 )
             found += _executor_problems(node)
             found += _key_problems(node)
+            found += _parent_parameter_problems(node)
             if not node.is_source and not self.inputs(node.name):
                 found.append(
                     GraphProblem(
@@ -310,14 +327,68 @@ def unpicklable(processor: NanoStreamProcessor) -> str | None:
     return None
 
 
+def _parent_parameter_problems(node: Node) -> list[GraphProblem]:
+    """What is wrong with the parents of a node that names them in its
+    parameters (see :func:`parent_parameters`): a parameter naming a node
+    that is not a parent, two naming the same, or parents left unnamed."""
+    named = parent_parameters(node.processor)
+    if not named:
+        return []
+    kind = type(node.processor).__name__
+    parents = node.parents
+    found = []
+    for parameter, parent in named.items():
+        if parent not in parents:
+            listed = ", ".join(map(repr, parents)) or "none"
+            found.append(
+                GraphProblem(
+                    node.name,
+                    f"{parameter}: {parent!r} is not one of the node's parents ({listed})"
+                    + did_you_mean(str(parent), parents),
+                    parameter,
+                )
+            )
+    values = list(named.values())
+    for parent in dict.fromkeys(values):
+        if values.count(parent) > 1 and parent in parents:
+            same = [name for name, value in named.items() if value == parent]
+            found.append(
+                GraphProblem(
+                    node.name,
+                    f"{' and '.join(same)} name the same parent {parent!r}: a {kind} "
+                    "needs a different parent for each",
+                    same[-1],
+                )
+            )
+    if len(parents) != len(named):
+        found.append(
+            GraphProblem(
+                node.name,
+                f"{kind} takes exactly {len(named)} parents, the ones its "
+                f"{' and '.join(map(repr, named))} name, not {len(parents)}",
+                "parents",
+            )
+        )
+    return found
+
+
 def _key_problems(node: Node) -> list[GraphProblem]:
     """A ``key`` where keyed state cannot work: on a source (it has no
     incoming items to key), or in worker processes (state lives in the
-    pipeline's process)."""
+    pipeline's process); or none, for a node that ``needs_key``."""
     key = node.options.key
-    if key is None:
-        return []
     kind = type(node.processor).__name__
+    if key is None:
+        if getattr(node.processor, "needs_key", False):
+            return [
+                GraphProblem(
+                    node.name,
+                    f"{kind} keeps state by key: give it a key (a field of the items, or "
+                    "a function by import path 'module:function')",
+                    "class",
+                )
+            ]
+        return []
     if node.is_source:
         return [
             GraphProblem(

@@ -54,3 +54,13 @@ def known_encoding(_: Any, attribute: attrs.Attribute, value: str) -> None:
         codecs.lookup(value)
     except LookupError:
         raise ValueError(f"{attribute.name} {value!r} is not an encoding Python knows") from None
+
+
+def positive(_: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    """attrs validator: ``value`` is more than 0 (``None`` passes: an
+    optional parameter left out).
+
+    Raises ``ValueError`` naming the parameter.
+    """
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be more than 0, not {value!r}")

@@ -81,6 +81,17 @@ class NanoStreamProcessor:
     back to ``restore(self, snapshot)`` before ``setup`` on the next run. A
     source's snapshot is where it stands after the last item it yielded;
     its acknowledgements run only once a checkpoint covering them is saved.
+    A node that cannot work without a ``key`` says so with the class
+    attribute ``needs_key = True``, and ``nanostream check`` reports a node
+    of it declared without one.
+
+    A node that must know which parent each item came from (a join) names
+    its parents in parameters declared with ``metadata={"parent": True}``,
+    such as ``left: str = attrs.field(metadata={"parent": True, ...})``.
+    Its parents must then be exactly the ones those parameters name, which
+    the graph checks; and it receives each item wrapped in a
+    :class:`FromParent` that says which parent sent it (its ``key``, if it
+    has one, is read from the item inside).
 
     A node's parameters are its attrs fields: decorate the subclass with
     ``@attrs.define`` and declare typed fields with defaults. That single
@@ -88,6 +99,9 @@ class NanoStreamProcessor:
     keeps its own state (channels, counters) outside the instance, so the
     class holds only what the user declared.
     """
+
+    #: Whether the node keeps state by key and so cannot run without a ``key``.
+    needs_key = False
 
     def setup(self) -> Any:
         """Open resources before any item flows."""
@@ -126,6 +140,29 @@ class WithAck:
 
     item: Any
     ack: Callable[[], None]
+
+
+@attrs.frozen
+class FromParent:
+    """An item as a node that names its parents receives it (see
+    :class:`NanoStreamProcessor`): ``item``, sent by the node called ``parent``."""
+
+    parent: str
+    item: Any
+
+
+def parent_parameters(processor: NanoStreamProcessor) -> dict[str, Any]:
+    """The parameters of ``processor`` that name one of its parents (declared
+    with ``metadata={"parent": True}``), with their values; empty for a node
+    that receives its items as they are."""
+    kind = type(processor)
+    if not attrs.has(kind):
+        return {}
+    return {
+        field.name: getattr(processor, field.name)
+        for field in attrs.fields(kind)
+        if field.metadata.get("parent")
+    }
 
 
 @attrs.frozen

@@ -80,6 +80,13 @@ class KeyedState(MutableMapping[Hashable, Any]):
                 "state.key is only set in process_item of a node with a key (the runtime key 'key')"
             ) from None
 
+    @property
+    def key_function(self) -> Callable[[Any], Hashable] | None:
+        """The function giving an item's key by the node's declared ``key``,
+        or ``None`` for a node without one: what :meth:`key_of` calls, for a
+        ``process_batch`` that keys many items."""
+        return self._key_function
+
     def key_of(self, item: Any) -> Hashable:
         """The key of ``item`` by the node's declared ``key``; for
         ``process_batch``, which sees a batch of items of any keys.
@@ -184,10 +191,11 @@ class KeyedState(MutableMapping[Hashable, Any]):
             self._written[key] = written
 
 
-def key_function(key: str) -> Callable[[Any], Hashable]:
+def key_function(key: str, what: str = "the node's key") -> Callable[[Any], Hashable]:
     """The function a node's ``key`` names: ``module:function`` (an import
     path) is called on the item; anything else is a field name, read as
     ``item[key]`` from a mapping and ``item.key`` from any other object.
+    ``what`` names the setting in the error for a missing field.
 
     Raises :class:`~nanostream._imports.ImportPathError` for an import
     path that names nothing.
@@ -199,20 +207,20 @@ def key_function(key: str) -> Callable[[Any], Hashable]:
         if not callable(function):
             raise TypeError(f"key {key!r} is not a function")
         return function
-    return _field_reader(key)
+    return _field_reader(key, what)
 
 
-def _field_reader(field: str) -> Callable[[Any], Hashable]:
+def _field_reader(field: str, what: str) -> Callable[[Any], Hashable]:
     def read(item: Any) -> Hashable:
         if isinstance(item, dict):
             try:
                 return item[field]
             except KeyError:
-                raise KeyError(f"the item has no field {field!r} (the node's key)") from None
+                raise KeyError(f"the item has no field {field!r} ({what})") from None
         try:
             return getattr(item, field)
         except AttributeError:
-            raise KeyError(f"the item has no field {field!r} (the node's key)") from None
+            raise KeyError(f"the item has no field {field!r} ({what})") from None
 
     read.__name__ = f"field {field!r}"
     return read

@@ -25,3 +25,15 @@ def test_bench_chain_runs_every_contender_and_checks_its_output():
         assert heading in out
     for contender in ("NanoStream, chained", "NanoStream, unchained", "threads + `queue.Queue`"):
         assert f"| {contender} |" in out
+
+
+def test_bench_state_runs_every_contender_and_checks_its_windows():
+    finished = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_state.py"), "--items", "3000", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr
+    for contender in ("plain Python loop over a dict", "NanoStream `Window`", "bytewax"):
+        assert f"| {contender}" in finished.stdout

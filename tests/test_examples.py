@@ -393,3 +393,84 @@ def test_the_executors_example_prints_each_hash_in_order():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"{n}: {digest(n)}" for n in range(20)]
+
+
+def test_the_window_example_counts_clicks_per_user_and_minute():
+    done = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=EXAMPLES / "window_counts",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    ten = 1714557600.0  # 2024-05-01T10:00:00Z
+    windows = [
+        (o["key"], o["start"] - ten, o["end"] - ten, o["clicks"], o["spent"], o["biggest"])
+        for o in lines
+        if "late" not in o
+    ]
+    assert windows == [
+        ("ann", 0, 60, 2, 7, 4),
+        ("bob", 0, 60, 2, 7, 5),
+        ("ann", 60, 120, 2, 8, 7),
+        ("bob", 60, 120, 1, 6, 6),
+        ("ann", 120, 180, 1, 2, 2),
+    ]
+    assert [o["late"] for o in lines if "late" in o] == [
+        {"user": "bob", "at": "2024-05-01T10:00:59Z", "amount": 9}
+    ]
+    assert "LateItem" in done.stderr
+
+
+def test_the_orders_join_example_joins_each_order_with_its_payment_once():
+    done = subprocess.run(
+        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=EXAMPLES / "orders_join",
+    )
+    assert done.returncode == 0, done.stderr
+    joined = sorted((json.loads(line) for line in done.stdout.splitlines()), key=str)
+    assert (
+        sorted(
+            [
+                {
+                    "left": {
+                        "order": "o1",
+                        "customer": "c1",
+                        "amount": 30,
+                        "at": "2024-05-01T12:00:00Z",
+                        "name": "Ada",
+                        "country": "UK",
+                    },
+                    "right": {"payment": "p1", "order": "o1", "at": "2024-05-01T12:03:00Z"},
+                },
+                {
+                    "left": {
+                        "order": "o2",
+                        "customer": "c2",
+                        "amount": 12,
+                        "at": "2024-05-01T12:05:00Z",
+                        "name": "Brian",
+                        "country": "FR",
+                    },
+                    "right": None,
+                },
+                {
+                    # c9 is not in customers.csv: the order goes on as it is.
+                    "left": {
+                        "order": "o3",
+                        "customer": "c9",
+                        "amount": 99,
+                        "at": "2024-05-01T12:20:00Z",
+                    },
+                    "right": {"payment": "p3", "order": "o3", "at": "2024-05-01T12:21:00Z"},
+                },
+            ],
+            key=str,
+        )
+        == joined
+    )

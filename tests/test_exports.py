@@ -16,6 +16,7 @@ PUBLIC_NAMES = [
     "DeadLetter",
     "Duration",
     "FailedItems",
+    "FromParent",
     "GraphError",
     "GraphProblem",
     "GraphRun",
@@ -41,6 +42,7 @@ PUBLIC_NAMES = [
     *BUILTIN_NODES,
     "FileData",
     "KafkaRecord",
+    "LateItem",
 ]
 PUBLIC_NAMES = sorted(set(PUBLIC_NAMES))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._processor import NanoStreamProcessor, call_style
+from .._processor import NanoStreamProcessor, call_style, parent_parameters
 from .._state import KeyedState, key_function
 
 
@@ -17,13 +17,26 @@ def attach_state(processor: NanoStreamProcessor, state: KeyedState) -> None:
 def state_of(
     processor: NanoStreamProcessor, key: str | None, ttl: float | None, attach: bool = True
 ) -> KeyedState:
-    """The state a node runs with: a new one, keyed by its ``key``; made
-    the node's own unless ``attach`` is false (a node run in worker
-    processes, which keeps no state in the pipeline's process)."""
-    state = KeyedState(ttl, None if key is None else key_function(key))
+    """The state a node runs with: a new one, keyed by its ``key`` (read
+    from the item inside the :class:`FromParent` for a node that names its
+    parents); made the node's own unless ``attach`` is false (a node run in
+    worker processes, which keeps no state in the pipeline's process)."""
+    function = None if key is None else key_function(key)
+    if function is not None and parent_parameters(processor):
+        function = _inside(function)
+    state = KeyedState(ttl, function)
     if attach:
         attach_state(processor, state)
     return state
+
+
+def _inside(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``read`` applied to the item a :class:`FromParent` wraps."""
+
+    def read_inside(tagged: Any) -> Any:
+        return read(tagged.item)
+
+    return read_inside
 
 
 class KeyedProcessor:

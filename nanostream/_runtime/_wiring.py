@@ -1,13 +1,20 @@
 """Wiring: one bounded channel per node input, a send end per sender; or,
-for a node chained to its parent, a :class:`ChainedInput` in its place."""
+for a node chained to its parent, a :class:`ChainedInput` in its place.
+
+A node that names its parents in parameters (a join, see
+:func:`parent_parameters`) gets its parents' items wrapped in
+:class:`FromParent` on the way in, so that it knows which sent what."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
 from .._graph import NanoStreamGraph
+from .._processor import FromParent, parent_parameters
+from ._batches import Batch
 from ._chaining import ChainedInput, chained_parents
 from ._dead_letters import DeadLetterRoute
 from ._node import NodePorts
@@ -27,10 +34,14 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
         if not senders:
             continue
         node = graph.nodes[name]
+        tagged = bool(parent_parameters(node.processor))
         if name in chained:
             parent = chained[name]
             ports[name].chained = ChainedInput(stats[name], node.options.max_batch)
-            ports[parent].outputs.add_child(ports[name].chained, stats[name])
+            child: Any = ports[name].chained
+            ports[parent].outputs.add_child(
+                _Tagging(parent, child) if tagged else child, stats[name]
+            )
             if parent not in chained:
                 max_batch = graph.nodes[parent].options.max_batch
                 ports[parent].head = ChainedInput(stats[parent], max_batch, head=True)
@@ -39,10 +50,28 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
         ports[name].inbox = receive
         stats[name].watch_input(receive, node.options.buffer_size)
         for parent in node.parents:
-            ports[parent].outputs.add_child(send.clone(), stats[name])
+            child = _Tagging(parent, send.clone()) if tagged else send.clone()
+            ports[parent].outputs.add_child(child, stats[name])
         for sender in senders[len(node.parents) :]:
             ports[sender].dead_letters = DeadLetterRoute(
                 sender, send.clone(), stats[sender], stats[name]
             )
         send.close()
     return ports
+
+
+class _Tagging:
+    """A child's input as one parent sends to it: each item wrapped in a
+    :class:`FromParent` naming that parent."""
+
+    def __init__(self, parent: str, channel: Any) -> None:
+        self._parent = parent
+        self._channel = channel
+
+    async def send(self, batch: Batch) -> None:
+        parent = self._parent
+        items = [FromParent(parent, item) for item in batch.items]
+        await self._channel.send(Batch(items, batch.tickets))
+
+    def close(self) -> None:
+        self._channel.close()

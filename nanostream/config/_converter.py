@@ -17,6 +17,7 @@ import cattrs
 
 from .._durations import Duration, duration
 from .._params import describe
+from ..nodes._aggregations import AggregationSpec, check_spec
 
 
 @attrs.define
@@ -46,6 +47,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict(str, "a string", (str,)))
     converter.register_structure_hook(bool, _strict(bool, "true or false", (bool,)))
     converter.register_structure_hook(Duration, lambda value, _type: duration(value))
+    converter.register_structure_hook(AggregationSpec, check_spec)
 
     def is_literal(type_: Any) -> bool:
         return typing.get_origin(type_) is typing.Literal

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import types
 import typing
 from typing import Any
@@ -14,6 +15,7 @@ import attrs
 from .._durations import DURATION_PATTERN, Duration
 from .._options import NodeOptions
 from ..nodes import ALIASES, BUILTIN_NODES, load_builtin
+from ..nodes._aggregations import SPEC_SCHEMA, AggregationSpec
 
 SCHEMA_ID = "https://nanostream.dev/schemas/nanostream.schema.json"
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -30,6 +32,8 @@ def type_schema(type_: Any) -> dict[str, Any]:
                 {"type": "string", "pattern": DURATION_PATTERN},
             ]
         }
+    if type_ is AggregationSpec:
+        return SPEC_SCHEMA
     origin = typing.get_origin(type_)
     args = typing.get_args(type_)
     if origin is typing.Literal:
@@ -119,7 +123,8 @@ def type_name(type_: Any) -> str:
         return "Any"
     if isinstance(type_, type) and not typing.get_args(type_):
         return type_.__name__
-    return str(type_).replace("typing.", "")
+    # Named types by their names: Duration, not nanostream._durations.Duration.
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Z])", "", str(type_))
 
 
 def summary(cls: type) -> str:
@@ -162,7 +167,7 @@ def pipeline_schema() -> dict[str, Any]:
         properties.update(
             {f.name: {"$ref": f"#/$defs/option_{f.name}"} for f in attrs.fields(NodeOptions)}
         )
-        required = ["name", "class"]
+        required = ["name", "class", *(["key"] if getattr(cls, "needs_key", False) else [])]
         for field in _fields(cls):
             properties[field.name] = field_schema(field)
             if field.default is attrs.NOTHING:

@@ -37,6 +37,10 @@ BUILTIN_NODES: dict[str, str] = {
     "HttpPoller": "nanostream.nodes.http:HttpPoller",
     "SqlWriter": "nanostream.nodes.sql:SqlWriter",
     "SqlReader": "nanostream.nodes.sql:SqlReader",
+    "Window": "nanostream.nodes.window:Window",
+    "Join": "nanostream.nodes.join:Join",
+    "Lookup": "nanostream.nodes.lookup:Lookup",
+    "Dedup": "nanostream.nodes.dedup:Dedup",
 }
 
 #: Built-in nodes for programs that embed NanoStream (``run_graph`` in a trio

@@ -8,12 +8,8 @@ from typing import Any
 import attrs
 import trio
 
+from .._params import positive
 from .._processor import NanoStreamProcessor
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be more than 0, not {value!r}")
 
 
 @attrs.define
@@ -29,12 +25,12 @@ class Batcher(NanoStreamProcessor):
 
     count: int = attrs.field(
         default=100,
-        validator=_positive,
+        validator=positive,
         metadata={"description": "How many items make a full list."},
     )
     seconds: float | None = attrs.field(
         default=None,
-        validator=_positive,
+        validator=positive,
         metadata={
             "description": "How long the oldest waiting item may wait before a partial list "
             "is sent; empty means only full lists are sent (and the last one at the end)."

@@ -25,10 +25,10 @@ import attrs
 import trio
 
 from .. import node_nursery
+from .._params import positive
 from .._processor import FailedItems, NanoStreamProcessor, Rejected, WithAck
 from . import _jsonable
 from ._checkpoint import Checkpoint
-from .batching import _positive
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class HttpServer(NanoStreamProcessor):
     )
     ack_timeout: float = attrs.field(
         default=30.0,
-        validator=_positive,
+        validator=positive,
         metadata={
             "description": "Seconds a request waits for its item to be handled before it is"
             " answered 504."
@@ -429,7 +429,7 @@ class HttpStatusError(Exception):
 #: The parameters of timeouts and retries that both client nodes take:
 #: name -> (default, validator, description).
 _RETRY_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
-    "timeout": (10.0, _positive, "Seconds one request may take, connecting included."),
+    "timeout": (10.0, positive, "Seconds one request may take, connecting included."),
     "retries": (
         3,
         attrs.validators.ge(0),
@@ -438,13 +438,13 @@ _RETRY_PARAMETERS: dict[str, tuple[Any, Any, str]] = {
     ),
     "retry_delay": (
         0.5,
-        _positive,
+        positive,
         "Seconds of the first wait before a retry; each next wait may be twice as long"
         " (full jitter: a random part of it).",
     ),
     "max_retry_delay": (
         30.0,
-        _positive,
+        positive,
         "The longest wait before a retry, Retry-After included, in seconds.",
     ),
 }
@@ -701,7 +701,7 @@ class HttpPoller(NanoStreamProcessor):
     )
     interval: float = attrs.field(
         default=60.0,
-        validator=_positive,
+        validator=positive,
         metadata={"description": "Seconds between the end of one round and the next."},
     )
     once: bool = attrs.field(

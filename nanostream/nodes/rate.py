@@ -10,12 +10,8 @@ from typing import Any
 import attrs
 import trio
 
+from .._params import positive
 from .._processor import NanoStreamProcessor
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be more than 0, not {value!r}")
 
 
 @attrs.define
@@ -33,18 +29,18 @@ class Throttle(NanoStreamProcessor):
 
     rate: float = attrs.field(
         converter=float,
-        validator=_positive,
+        validator=positive,
         metadata={"description": "How many items may go on per period."},
     )
     per: float = attrs.field(
         default=1.0,
         converter=float,
-        validator=_positive,
+        validator=positive,
         metadata={"description": "The period, in seconds."},
     )
     burst: int = attrs.field(
         default=1,
-        validator=[attrs.validators.instance_of(int), _positive],
+        validator=[attrs.validators.instance_of(int), positive],
         metadata={"description": "How many items may go on at once after a quiet spell."},
     )
     _waiting: deque[Any] = attrs.field(factory=deque, init=False, repr=False, eq=False)
