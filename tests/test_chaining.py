@@ -213,3 +213,160 @@ async def test_a_chained_nodes_code_sees_its_own_node_nursery():
     assert len(child.seen) == 3
     assert len(set(child.seen)) == 1
     assert set(child.seen).isdisjoint(parent.seen)
+
+
+# -- fused stages: consecutive chained nodes with a plain process_item run as one loop --
+
+
+class Trace(NanoStreamProcessor):
+    """Passes items on, noting (its name, the item) in ``log`` as it handles each."""
+
+    def __init__(self, name, log):
+        self.name = name
+        self.log = log
+
+    def process_item(self, message):
+        self.log.append((self.name, message))
+        return message
+
+
+def traced(steps, log, items, **options):
+    """items -> head -> each of ``steps`` (a name, or a node) -> sink."""
+    graph = NanoStreamGraph("traced")
+    graph.add("numbers", SequenceEmitter(list(items)))
+    graph.add("head", Trace("head", log), ["numbers"])
+    parent = "head"
+    for step in steps:
+        name, node = (step, Trace(step, log)) if isinstance(step, str) else step
+        graph.add(name, node, [parent], **options.get(name, {}))
+        parent = name
+    sink = graph.add("sink", Collector(), [parent])
+    return graph, sink
+
+
+@pytest.fixture(params=["fused", "node by node"])
+def sampling(request, monkeypatch):
+    """Every batch of a fused chain run fused, or every batch run node by node
+    (as the batches that time the nodes are)."""
+    every = 10**9 if request.param == "fused" else 1
+    monkeypatch.setattr("nanostream._runtime._chaining.FusedStages.SAMPLE_EVERY", every)
+    return request.param
+
+
+async def test_fused_stages_take_each_item_through_every_node_before_the_next(sampling):
+    log = []
+    graph, sink = traced("bc", log, range(3))
+    await run_graph(graph)
+    assert sink.items == [0, 1, 2]
+    after_head = [entry for entry in log if entry[0] != "head"]
+    if sampling == "fused":
+        assert after_head == [("b", 0), ("c", 0), ("b", 1), ("c", 1), ("b", 2), ("c", 2)]
+    else:
+        assert after_head == [("b", 0), ("b", 1), ("b", 2), ("c", 0), ("c", 1), ("c", 2)]
+
+
+class Odd(NanoStreamProcessor):
+    """Drops the even numbers."""
+
+    def process_item(self, message):
+        return message if message % 2 else None
+
+
+async def test_a_none_in_a_middle_fused_stage_drops_the_item_and_counts_exactly(sampling):
+    log = []
+    graph, sink = traced(["b", ("odd", Odd()), "c"], log, range(10))
+    run = await run_graph(graph)
+    assert sink.items == [1, 3, 5, 7, 9]
+    assert [message for name, message in log if name == "c"] == [1, 3, 5, 7, 9]
+    counts = {name: (run.stats[name].received, run.stats[name].emitted) for name in run.stats}
+    assert counts == {
+        "numbers": (0, 10),
+        "head": (10, 10),
+        "b": (10, 10),
+        "odd": (10, 5),
+        "c": (5, 5),
+        "sink": (5, 0),
+    }
+    assert all(stats.in_flight == 0 for stats in run.stats.values())
+
+
+async def test_a_fused_stage_failing_under_skip_dead_letters_that_item_and_the_rest_go_on(sampling):
+    log = []
+    options = {"bad": {"on_error": "skip", "dead_letter": "letters"}}
+    graph, sink = traced(["b", ("bad", FailOn(4)), "c"], log, range(8), **options)
+    letters = graph.add("letters", Collector(), [])
+    run = await run_graph(graph)
+    assert sink.items == [0, 1, 2, 3, 5, 6, 7]
+    assert [message for name, message in log if name == "c"] == [0, 1, 2, 3, 5, 6, 7]
+    assert [(letter.node, letter.item) for letter in letters.items] == [("bad", 4)]
+    stats = run.stats["bad"]
+    assert (stats.received, stats.emitted, stats.errors, stats.skipped) == (8, 7, 1, 1)
+    assert (run.stats["b"].emitted, run.stats["c"].received, run.stats["c"].emitted) == (8, 7, 7)
+
+
+class FailOnce(NanoStreamProcessor):
+    """Fails the first time it sees each of ``bad``, then doubles it; passes the rest."""
+
+    def __init__(self, bad):
+        self.bad = set(bad)
+        self.failed = set()
+
+    def process_item(self, message):
+        if message in self.bad:
+            if message not in self.failed:
+                self.failed.add(message)
+                raise ValueError(f"not yet {message}")
+            return message * 10
+        return message
+
+
+async def test_a_fused_stage_retried_sends_its_result_through_the_stages_after_it(
+    sampling, autojump_clock
+):
+    log = []
+    options = {"flaky": {"on_error": "retry", "retries": 2, "retry_delay": 1.0}}
+    graph, sink = traced(["b", ("flaky", FailOnce({2, 5})), "c"], log, range(7), **options)
+    run = await run_graph(graph)
+    assert sink.items == [0, 1, 20, 3, 4, 50, 6]
+    assert [message for name, message in log if name == "c"] == [0, 1, 20, 3, 4, 50, 6]
+    stats = run.stats["flaky"]
+    assert (stats.received, stats.emitted, stats.errors, stats.retries) == (7, 7, 2, 2)
+    assert stats.skipped == 0
+
+
+async def test_a_fused_stage_that_fails_under_fail_fails_its_own_node(sampling):
+    graph, _ = traced(["b", ("bad", FailOn(3)), "c"], [], range(6))
+    with pytest.raises(NodeError) as caught:
+        await run_graph(graph)
+    assert caught.value.node == "bad"
+    assert caught.value.item == 3
+
+
+async def test_each_fused_node_sees_its_own_node_nursery(sampling):
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter([1, 2, 3]))
+    parent = "numbers"
+    nodes = []
+    for name in ("head", "b", "c", "d"):
+        nodes.append(graph.add(name, NurseryOf(), [parent]))
+        parent = name
+    assert chained_parents(graph) == {"b": "head", "c": "b", "d": "c"}
+    await run_graph(graph)
+    # Its setup and its three items each saw one nursery, its own.
+    assert [(len(node.seen), len(set(node.seen))) for node in nodes] == [(4, 1)] * 4
+    assert len(set().union(*(node.seen for node in nodes))) == 4
+
+
+async def test_busy_time_of_fused_nodes_is_shared_among_them():
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter(list(range(5000))), max_batch=10)
+    parent = "numbers"
+    for name in ("head", "b", "c", "d"):
+        graph.add(name, Trace(name, []), [parent], max_batch=10)
+        parent = name
+    run = await run_graph(graph)
+    for name in "bcd":
+        stats = run.stats[name]
+        assert stats.received == 5000
+        assert stats.busy_seconds > 0
+        assert stats.worker_busy_seconds == [stats.busy_seconds]

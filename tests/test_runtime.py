@@ -1056,3 +1056,42 @@ async def test_a_clean_drain_has_exit_status_0(autojump_clock):
         run.stop()
     assert run.drained
     assert (run.exit_status, run.abandoned) == (0, 0)
+
+
+class TicksSeen(NanoStreamProcessor):
+    """A sink noting, for each item, how many times ``ticker`` has run."""
+
+    def __init__(self, ticker):
+        self.ticker = ticker
+        self.seen = []
+
+    def process_item(self, message):
+        self.seen.append(self.ticker.ticks)
+
+
+class Ticker:
+    """Counts its turns: another task, that runs only when the nodes yield."""
+
+    def __init__(self):
+        self.ticks = 0
+
+    async def run(self):
+        while True:
+            self.ticks += 1
+            await trio.lowlevel.checkpoint()
+
+
+async def test_every_node_yields_to_other_tasks_once_per_batch_it_handles():
+    ticker = Ticker()
+    graph = NanoStreamGraph()
+    graph.add("numbers", SequenceEmitter(list(range(200))), max_batch=1)
+    graph.add("a", Record("a", []), ["numbers"], max_batch=1)
+    sink = graph.add("sink", TicksSeen(ticker), ["a"], max_batch=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker.run)
+        await run_graph(graph)
+        nursery.cancel_scope.cancel()
+    assert len(sink.seen) == 200
+    # Each batch (of one item here) in a turn of the scheduler of its own:
+    # the ticker ran in the turn between any batch and the one after next.
+    assert all(before < after for before, after in zip(sink.seen, sink.seen[2:], strict=False))

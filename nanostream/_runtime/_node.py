@@ -12,7 +12,7 @@ import trio
 
 from .._graph import Node
 from .._processor import call_hook
-from ._chaining import ChainedInput
+from ._chaining import ChainedInput, FusedStages
 from ._checkpoints import Checkpoints
 from ._control import TEARDOWN_TIMEOUT, RunControl
 from ._dead_letters import DeadLetterRoute
@@ -29,8 +29,9 @@ from ._workers import Workers
 
 logger = logging.getLogger("nanostream")
 
-#: The nursery of the node whose task is running; see :func:`node_nursery`.
-_current_node_nursery: contextvars.ContextVar[trio.Nursery] = contextvars.ContextVar(
+#: The nursery of the node whose task is running, or the fused stages whose
+#: loop is running (which know whose code runs); see :func:`node_nursery`.
+_current_node_nursery: contextvars.ContextVar[trio.Nursery | FusedStages] = contextvars.ContextVar(
     "nanostream node nursery"
 )
 
@@ -45,9 +46,12 @@ def node_nursery() -> trio.Nursery:
     Called anywhere but in a node's own code, it raises ``RuntimeError``.
     """
     try:
-        return _current_node_nursery.get()
+        current = _current_node_nursery.get()
     except LookupError:
         raise RuntimeError("node_nursery() is only available in a node's own code") from None
+    if isinstance(current, FusedStages):
+        return current.running_node()  # type: ignore[return-value]
+    return current
 
 
 class NodePorts:
@@ -57,6 +61,8 @@ class NodePorts:
     def __init__(self, all_stats: Mapping[str, NodeStats], stats: NodeStats) -> None:
         self.inbox: trio.MemoryReceiveChannel | None = None
         self.chained: ChainedInput | None = None
+        #: The head of a chain: its own link, through which its items go down the chain.
+        self.head: ChainedInput | None = None
         self.outputs = Outputs(all_stats, stats)
         self.dead_letters: DeadLetterRoute | None = None
 
@@ -150,9 +156,12 @@ class NodeLifecycle:
             await self._setup()
             set_up = True
             workers = None if self.node.is_source else self._workers()
-            if self.ports.chained is not None:
-                assert workers is not None
-                self.ports.chained.attach(workers, _current_node_nursery, self._nursery)
+            for link in (self.ports.chained, self.ports.head):
+                if link is not None:
+                    assert workers is not None
+                    link.attach(workers, _current_node_nursery, self._nursery)
+            if workers is not None:
+                workers.chain = self.ports.head
             control.set_up()
             await control.all_set_up.wait()
             self.stats.state = "running"

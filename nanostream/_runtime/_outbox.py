@@ -29,7 +29,13 @@ class Outputs:
 
     async def send(self, items: list, tickets: Tickets) -> None:
         """Send ``items`` to every child, or release their tickets if this
-        is where they end; count them as emitted."""
+        is where they end; count them as emitted.
+
+        Either way this is a checkpoint (a channel's send is one; where the
+        batch ends, :func:`trio.lowlevel.checkpoint`), so that a node yields
+        to the others, and can be cancelled, once per batch it handles,
+        though it takes a waiting batch without yielding (see ``Inbox``).
+        """
         children = self.children
         if items and children:
             if tickets is not None and len(children) > 1:
@@ -38,8 +44,10 @@ class Outputs:
             for channel, stats in children:
                 stats.waiting += len(items)
                 await channel.send(batch)
-        elif tickets is not None:
-            acknowledge(release(tickets), self._all_stats)
+        else:
+            if tickets is not None:
+                acknowledge(release(tickets), self._all_stats)
+            await trio.lowlevel.checkpoint()
         self._stats.emitted += len(items)
 
     def close(self) -> None:

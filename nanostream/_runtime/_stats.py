@@ -22,9 +22,12 @@ class NodeStats:
     of which ``dead_lettered`` were sent to a dead-letter node.
     ``busy_seconds`` is the time spent in the node's own code, summed over
     its workers; ``worker_busy_seconds`` is the same for each worker (one
-    entry per worker of the node). The input queue is counted in batches:
-    ``queued`` of ``queue_capacity`` (both 0 for a source). ``state`` goes
-    starting, running, then finished, failed or cancelled.
+    entry per worker of the node). For nodes run fused in a chain, busy time
+    is an estimate: the time of the fused loop, shared among them by what a
+    sampled batch run node by node costs each (see "Operator chaining" in
+    docs/runtime.md). The input queue is counted in batches: ``queued`` of
+    ``queue_capacity`` (both 0 for a source). ``state`` goes starting,
+    running, then finished, failed or cancelled.
     """
 
     received: int = 0

@@ -96,7 +96,12 @@ class LoopHoldWatch:
         self.logged = False
 
     def check(self, during: str, started: float, count: int) -> None:
-        held = time.perf_counter() - started
+        """Log if the call that began at ``started`` (a :func:`time.perf_counter`
+        reading) held the loop too long."""
+        self.check_held(during, time.perf_counter() - started, count)
+
+    def check_held(self, during: str, held: float, count: int) -> None:
+        """Log if ``held`` seconds of the node's code on ``count`` items held the loop too long."""
         if held > LOOP_HOLD_WARNING and not self.logged:
             self.logged = True
             logger.warning(
@@ -182,8 +187,26 @@ class LoopStyles:
             return [] if result is None else [r for r in result if r is not None]
         return [] if result is None else [result]
 
+    def plain_process_item(self) -> Callable[[Any], Any] | None:
+        """The node's ``process_item`` if it is a plain function (not async,
+        not a generator) and the node has no ``process_batch`` or
+        ``process_item_batches``: the style that a chain may fuse (see
+        ``_chaining``)."""
+        processor = self.processor
+        if callable(getattr(processor, "process_batch", None)) or callable(
+            getattr(processor, "process_item_batches", None)
+        ):
+            return None
+        process_item = getattr(processor, "process_item", None)
+        if callable(process_item) and call_style(process_item) == "plain":
+            return process_item
+        return None
+
     def handler(self) -> Handler:
         processor = self.processor
+        plain = self.plain_process_item()
+        if plain is not None:
+            return self._plain_handler(plain)
         if callable(getattr(processor, "process_batch", None)):
             return self._batch_handler(processor.process_batch)
         in_lists = getattr(processor, "process_item_batches", None)
@@ -203,8 +226,6 @@ class LoopStyles:
         style = call_style(process_item)
         if style == "generator":
             return self._generator_handler(process_item)
-        if style == "plain":
-            return self._plain_handler(process_item)
         return self._each_handler(process_item, style, "process_item")
 
     def _batch_handler(self, process_batch: Callable[[list], Any]) -> Handler:
@@ -252,7 +273,7 @@ class LoopStyles:
     def _plain_handler(self, process_item: Callable[[Any], Any]) -> Handler:
         """A tight loop with no per-item overhead beyond the call itself;
         an error leaves the loop and re-enters it after the failed item."""
-        recover = self._recover_item
+        recover = self.recover_item
         check = self.hold_watch.check
 
         async def handle_plain(piece: Piece, counter: WorkerCounter) -> list:
@@ -269,7 +290,7 @@ class LoopStyles:
                             append(result)
                     break
                 except Exception as error:
-                    results += await recover(process_item, piece, item, error)
+                    results += await recover(process_item, item, error, piece.tickets)
             check("process_item", started, len(items))
             counter.done(len(items), started)
             return results
@@ -280,7 +301,7 @@ class LoopStyles:
         """A plain generator ``process_item``, iterated directly with no
         async wrapper per item."""
         chunk = self.chunk
-        recover = self._recover_item
+        recover = self.recover_item
         send_part = self.outbox.send_part
         check = self.hold_watch.check
 
@@ -303,7 +324,7 @@ class LoopStyles:
                 except Exception as error:
                     # What the failed item yielded before it failed goes with it.
                     del results[kept:]
-                    results += await recover(process_item, piece, item, error)
+                    results += await recover(process_item, item, error, piece.tickets)
             check("process_item", started, len(items))
             counter.done(len(items), started)
             return results
@@ -342,15 +363,18 @@ class LoopStyles:
 
         return handle_each
 
-    async def _recover_item(
-        self, process_item: Callable[[Any], Any], piece: Piece, item: Any, error: Exception
+    async def recover_item(
+        self, process_item: Callable[[Any], Any], item: Any, error: Exception, tickets: Tickets
     ) -> list:
+        """Apply the node's error policy to ``item``, on which ``process_item``
+        raised ``error``; a retry calls ``process_item`` again. Returns what
+        a successful retry produced, or nothing once the item is given up on."""
         return await self.policy.recover_item(
             item,
             "process_item",
             error,
             partial(self.results_of, process_item, "process_item", None, item),
-            piece.tickets,
+            tickets,
         )
 
 

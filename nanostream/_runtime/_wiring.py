@@ -25,7 +25,8 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
     """Every node's ports: an input channel for each node with senders
     (``buffer_size`` batches), a clone of its send end for each parent and
     each node whose dead letters it takes. A node chained to its parent
-    (see ``_chaining``) gets a :class:`ChainedInput` instead."""
+    (see ``_chaining``) gets a :class:`ChainedInput` instead, and the head
+    of each chain one of its own, fed from its inbox."""
     ports = {node.name: NodePorts(stats, stats[node.name]) for node in graph}
     chained = chained_parents(graph)
     for name in graph.topological_order():
@@ -35,12 +36,15 @@ def wire(graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> dict[str, No
         node = graph.nodes[name]
         tagged = bool(parent_parameters(node.processor))
         if name in chained:
-            ports[name].chained = ChainedInput(stats[name], node.options.max_batch)
             parent = chained[name]
+            ports[name].chained = ChainedInput(stats[name], node.options.max_batch)
             child: Any = ports[name].chained
             ports[parent].outputs.add_child(
                 _Tagging(parent, child) if tagged else child, stats[name]
             )
+            if parent not in chained:
+                max_batch = graph.nodes[parent].options.max_batch
+                ports[parent].head = ChainedInput(stats[parent], max_batch, head=True)
             continue
         send, receive = trio.open_memory_channel(node.options.buffer_size)
         ports[name].inbox = receive

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -15,6 +16,9 @@ from ._inbox import Inbox
 from ._outbox import Outbox
 from ._stats import NodeStats, WorkerCounter
 from ._styles import Handler, LoopStyles
+
+if TYPE_CHECKING:
+    from ._chaining import ChainedInput
 
 
 class Workers:
@@ -48,6 +52,8 @@ class Workers:
         self.stats = stats
         self.workers = workers
         self.held = HeldTickets() if callable(getattr(processor, "holding", None)) else None
+        #: For the head of a chain (see ``_chaining``): its items go down the chain from here.
+        self.chain: ChainedInput | None = None
         stats.worker_busy_seconds = [0.0] * workers
 
     async def run(self) -> None:
@@ -86,6 +92,9 @@ class Workers:
             except trio.EndOfChannel:
                 return
             assert piece is not None
+            if self.chain is not None:
+                await self.chain.run_taken(piece)
+                continue
             results = await handle(piece, counter)
             tickets = piece.tickets
             if held is not None:
