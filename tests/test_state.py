@@ -306,7 +306,10 @@ async def test_a_checkpoint_that_cannot_drain_is_skipped(
             run.checkpoints.timeout = 0.05
             while "checkpoint skipped" not in caplog.text:
                 await trio.sleep(0.01)
-            assert run.checkpoints.saved == 0
+            saved = run.checkpoints.saved  # one may come before the item does
+            while caplog.text.count("checkpoint skipped") < 2:
+                await trio.sleep(0.01)
+            assert run.checkpoints.saved == saved  # none while the item is held
             run.stop()
     assert "checkpoint skipped: 1 batches still in flight after 0.05s" in caplog.text
     assert run.checkpoints.saved >= 1  # once everything has drained
