@@ -2,6 +2,7 @@
 keys, the store, and what the sources save and restore."""
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -13,6 +14,8 @@ import trio
 
 import nanostream as ns
 from nanostream import KeyedState, NoKeyError, WithAck, duration
+from nanostream._runtime._checkpoints import CheckpointError
+from nanostream._runtime._store import StateStore
 from nanostream.nodes import SequenceEmitter
 from nanostream.nodes.directory import WatchdogDirectoryListener
 
@@ -440,3 +443,60 @@ def test_a_kafka_consumer_restored_from_a_checkpoint_starts_at_its_offsets(broke
     # The group has committed everything; the checkpoint says otherwise, and wins.
     values, _ = trio.run(consume, {(topic, 0): 7, (topic, 1): 9}, 4)
     assert values == [14, 16, 18, 19]
+
+
+# ---------------------------------------------------------------- the store, guarded
+
+
+@attrs.define
+class Weighted(ns.NanoStreamProcessor):
+    weight: int = 1
+
+    def process_item(self, item):
+        key = self.state.key
+        self.state[key] = self.state.get(key, 0) + self.weight
+        return (key, self.state[key])
+
+
+def weighted_graph(state_dir: Path, weight: int, name: str = "sum") -> ns.NanoStreamGraph:
+    graph = ns.NanoStreamGraph("weights", state_dir=state_dir)
+    graph.add("src", SequenceEmitter([{"user": "a"}] * 3))  # the same three each run
+    graph.add(name, Weighted(weight), ["src"], key="user")
+    return graph
+
+
+async def test_a_node_changed_since_its_state_was_saved_is_refused(tmp_path: Path) -> None:
+    assert await collect(weighted_graph(tmp_path, 1), "sum") == [("a", 1), ("a", 2), ("a", 3)]
+    with pytest.raises(CheckpointError) as raised:
+        await collect(weighted_graph(tmp_path, 5), "sum")
+    assert "node 'sum' has changed since its state was saved (weight: 1 -> 5)" in str(raised.value)
+    assert f"delete {tmp_path / 'state.sqlite3'} to start over" in str(raised.value)
+    # The same node again goes on.
+    assert await collect(weighted_graph(tmp_path, 1), "sum") == [("a", 4), ("a", 5), ("a", 6)]
+
+
+async def test_state_that_no_node_takes_up_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await collect(weighted_graph(tmp_path, 1), "sum")
+    with caplog.at_level(logging.WARNING, logger="nanostream"):
+        assert await collect(weighted_graph(tmp_path, 1, "total"), "total") == [
+            ("a", 1), ("a", 2), ("a", 3)
+        ]  # fmt: skip
+    assert "holds state of node 'sum', which this pipeline does not have" in caplog.text
+
+
+async def test_one_process_owns_a_state_dir(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path))
+    try:
+        with pytest.raises(CheckpointError, match=f"in use by process {os.getpid()}"):
+            await collect(weighted_graph(tmp_path, 1), "sum")
+    finally:
+        store.close()
+    await collect(weighted_graph(tmp_path, 1), "sum")  # free again
+
+
+async def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("")
+    with pytest.raises(CheckpointError, match=r"'.*state' is a file, not a folder"):
+        await collect(weighted_graph(tmp_path / "state", 1), "sum")

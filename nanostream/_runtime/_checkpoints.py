@@ -26,6 +26,7 @@ the simpler trade.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from .._processor import NanoStreamProcessor
@@ -88,6 +90,8 @@ class Checkpoints:
         #: Set once the last checkpoint, taken when every node but the
         #: sources has finished, is saved and acknowledged.
         self.final = trio.Event()
+        #: Each node's configuration (see :func:`node_config`), by name.
+        self.configs: Mapping[str, str] = {}
         self._store: StateStore | None = None
         self._snapshots: dict[str, Any] = {}
         self._in_flight = 0
@@ -111,7 +115,14 @@ class Checkpoints:
         try:
             self._store = await trio.to_thread.run_sync(StateStore, self.state_dir)
             restored = await trio.to_thread.run_sync(self._load)
-        except (OSError, sqlite3.Error, pickle.UnpicklingError, EOFError) as error:
+        except (
+            OSError,
+            RuntimeError,
+            ValueError,
+            sqlite3.Error,
+            pickle.UnpicklingError,
+            EOFError,
+        ) as error:
             raise CheckpointError(
                 self.pipeline, f"cannot use state_dir {self.state_dir!r}", error
             ) from error
@@ -130,12 +141,39 @@ class Checkpoints:
         store = self._store
         assert store is not None
         count = store.checkpoints()
+        self._check_configs(store)
         for name, state in self.states.items():
             state.load(store.state(name))
             found, snapshot = store.snapshot(name)
             if found:
                 self._snapshots[name] = snapshot
         return count
+
+    def _check_configs(self, store: StateStore) -> None:
+        """Refuse saved state that a node changed since may not fit (a
+        window's size, its aggregations); warn of state no node takes up.
+
+        Raises ``ValueError`` naming the node and what changed.
+        """
+        saved = store.configs()
+        with_state = store.nodes_with_state()
+        for name in sorted(with_state):
+            if name not in self.states:
+                logger.warning(
+                    "pipeline %r: %s holds state of node %r, which this pipeline does not "
+                    "have (renamed or removed?): it is left unused",
+                    self.pipeline,
+                    self.path,
+                    name,
+                    extra={"pipeline": self.pipeline, "node": name, "event": "state_unused"},
+                )
+            elif name in saved and name in self.configs and saved[name] != self.configs[name]:
+                changed = _differences(json.loads(saved[name]), json.loads(self.configs[name]))
+                raise ValueError(
+                    f"node {name!r} has changed since its state was saved ({changed}), and "
+                    f"that state may not fit it: put the old setting back, or delete "
+                    f"{self.path} to start over"
+                )
 
     def restored_snapshot(self, node: str) -> tuple[bool, Any]:
         """Whether the last checkpoint holds a snapshot of ``node``, and what it is."""
@@ -220,7 +258,8 @@ class Checkpoints:
             if waited.cancelled_caught:
                 logger.warning(
                     "pipeline %r: checkpoint skipped: %d batches still in flight after %ss "
-                    "(a node holding items back?); the next one tries again",
+                    "(a node holding items back, or a backlog slower to work through: "
+                    "lower buffer_size before the slow node); the next one tries again",
                     self.pipeline,
                     self._in_flight,
                     self.timeout,
@@ -247,6 +286,7 @@ class Checkpoints:
 
     def _changes(self) -> Changes:
         changes = Changes()
+        changes.configs = list(self.configs.items())
         for name, state in self.states.items():
             state.expire()
             written, deleted = state.changes()
@@ -263,3 +303,29 @@ class Checkpoints:
                 except Exception as error:
                     raise NodeError(name, "snapshot", error) from error
         return changes
+
+
+def node_config(processor: NanoStreamProcessor, key: str | None) -> str:
+    """What a node's saved state depends on, as JSON: its class, the
+    parameters it was made with, and its key."""
+    parameters = {}
+    if attrs.has(type(processor)):
+        parameters = {
+            field.name: getattr(processor, field.name)
+            for field in attrs.fields(type(processor))
+            if field.init
+        }
+    kind = type(processor)
+    config = {"class": f"{kind.__module__}:{kind.__qualname__}", "key": key, **parameters}
+    return json.dumps(config, sort_keys=True, default=repr)
+
+
+def _differences(saved: dict, now: dict) -> str:
+    """``size: 60.0 -> 300.0, aggregate``: what differs, briefly."""
+    parts = []
+    for name in sorted(set(saved) | set(now)):
+        before, after = saved.get(name), now.get(name)
+        if before != after:
+            short = len(repr(before)) + len(repr(after)) < 60
+            parts.append(f"{name}: {before!r} -> {after!r}" if short else name)
+    return ", ".join(parts)

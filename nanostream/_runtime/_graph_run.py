@@ -8,7 +8,7 @@ import signal
 import trio
 
 from .._graph import NanoStreamGraph
-from ._checkpoints import Checkpoints
+from ._checkpoints import Checkpoints, node_config
 from ._control import RunControl
 from ._errors import NodeError
 from ._node import NodeLifecycle
@@ -108,6 +108,13 @@ class GraphRun:
             checkpoints.states = {lifecycle.name: lifecycle.state for lifecycle in lifecycles}
             checkpoints.processors = {
                 lifecycle.name: lifecycle.processor for lifecycle in lifecycles
+            }
+            # A source's snapshot is a position, which its settings do not change the
+            # meaning of; a processor's state may not fit it once changed.
+            checkpoints.configs = {
+                node.name: node_config(node.processor, node.options.key)
+                for node in self.graph
+                if not node.is_source
             }
             self.checkpoints = checkpoints
             _warn_unless_replayable(self.graph)

@@ -357,7 +357,9 @@ class WatchdogDirectoryListener(NanoStreamProcessor):
             ack = None if keep else watch.with_ack(path, identity).ack
             items.append(Rejected(path, error, ack))
         files = found + unreadable
-        size = max(len(items), 1) if keep else _ACK_BATCH
+        # With checkpoints, a file a batch: a checkpoint then waits only for
+        # the files in flight, not for a hundred of a start-up backlog.
+        size = 1 if self.state.durable else max(len(items), 1) if keep else _ACK_BATCH
         for start in range(0, len(items), size):
             # Recorded as it is yielded, for snapshot(): nothing runs in between.
             with watch.lock:
