@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from ._durations import duration
 from ._options import NodeOptions
 from ._processor import (
     NanoStreamProcessor,
@@ -60,6 +61,12 @@ class NanoStreamGraph:
     Build it with :meth:`add`, in any order; :func:`run_graph` checks it as a
     whole before anything runs (unknown parents, cycles, sources given
     parents, processors left without any) and reports every problem at once.
+
+    With a ``state_dir``, the nodes' keyed state and the sources' positions
+    are saved there every ``checkpoint_interval`` (seconds, or a duration
+    such as ``"30s"``) and restored by the next run (see docs/state.md).
+    Raises ``ValueError`` for a ``checkpoint_interval`` that is not a
+    duration of more than 0.
     """
 
     def __init__(
@@ -68,7 +75,7 @@ class NanoStreamGraph:
         *,
         log_items: bool = True,
         state_dir: str | os.PathLike[str] | None = None,
-        checkpoint_interval: float = 10.0,
+        checkpoint_interval: float | str = 10.0,
     ) -> None:
         self.name = name
         #: Whether error messages and logs show the item that failed; off
@@ -78,8 +85,13 @@ class NanoStreamGraph:
         #: each checkpoint, to be restored on the next run; ``None`` keeps
         #: state in memory only.
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
-        #: Seconds between two checkpoints (with a ``state_dir``).
-        self.checkpoint_interval = checkpoint_interval
+        #: Seconds between two checkpoints (with a ``state_dir``): a number, or
+        #: a duration such as ``"30s"`` (see :func:`duration`).
+        self.checkpoint_interval = duration(checkpoint_interval)
+        if self.checkpoint_interval <= 0:
+            raise ValueError(
+                f"checkpoint_interval must be more than 0, not {checkpoint_interval!r}"
+            )
         self._nodes: dict[str, Node] = {}
 
     def add(

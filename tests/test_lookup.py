@@ -257,3 +257,19 @@ async def test_a_record_that_is_not_a_json_object_is_skipped_and_logged(broker, 
         results = (await collect(graph))["lookup"]
     assert results == [{"order": 0, "customer": 7}, {"order": 1, "customer": 8, "name": "Brian"}]
     assert f"Lookup: {topic}[0] offset 0 is not a JSON object" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer,name\n1,a,b\n", ":2: the row has more fields than the header"),
+        ("customer,name\n1,a\n2\n", ":3: the row has fewer fields than the header"),
+        ('customer,name\n1,"broken\n', ": after line 1: unexpected end of data"),
+    ],
+)
+def test_a_malformed_csv_row_is_an_error_naming_its_line(tmp_path, text, message):
+    path = tmp_path / "customers.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        read_table(str(path), "customer")
+    assert str(raised.value) == f"{path}{message}"

@@ -26,7 +26,7 @@ from .._durations import Duration
 from .._graph import NanoStreamGraph, did_you_mean
 from .._imports import ImportPathError, import_object
 from .._options import NodeOptions
-from .._params import describe
+from .._params import describe, positive
 from .._processor import NanoStreamProcessor
 from ..nodes import ALIASES, BUILTIN_NODES, EMBEDDING_NODES, load_builtin
 from . import _environment as env
@@ -53,7 +53,7 @@ class PipelineConfig:
     pipeline_name: str = "pipeline"
     log_items: bool = True
     state_dir: str | None = None
-    checkpoint_interval: Duration = 10.0  # type: ignore[assignment]
+    checkpoint_interval: Duration = attrs.field(default=10.0, validator=positive)
 
 
 # ---------------------------------------------------------------- class resolution

@@ -57,21 +57,39 @@ def read_table(path: str, key: str) -> Table:
     ``key``; a later row of a key replaces an earlier one.
 
     Raises ``ValueError`` naming the file and line of a row that is not a
-    JSON object or has no ``key`` field, and ``OSError`` for a file that
-    cannot be read.
+    JSON object, has no ``key`` field, or (CSV) has more or fewer fields
+    than the header or an unterminated quote; and ``OSError`` for a file
+    that cannot be read.
     """
     table: Table = {}
     with open(path, newline="", encoding="utf-8") as file:
-        if path.endswith(".csv"):
-            reader = csv.DictReader(file)
-            rows = ((reader.line_num, row) for row in reader)
-        else:
-            rows = _json_lines(path, file)
+        rows = _csv_rows(path, file) if path.endswith(".csv") else _json_lines(path, file)
         for line, row in rows:
             if key not in row:
                 raise ValueError(f"{path}:{line}: the row has no field {key!r} (table_key)")
             table[_key_text(row[key])] = row
     return table
+
+
+def _csv_rows(path: str, file: Any) -> Any:
+    """The rows of a CSV table with its header's fields, each with its line:
+    Python's ``csv.DictReader`` fills a short row with ``None`` and keeps a
+    long row's extra fields under the key ``None``; here both are errors,
+    as is a quote left open at the end of the file (``strict``)."""
+    reader = csv.DictReader(file, strict=True)
+    try:
+        for row in reader:
+            if None in row:
+                raise ValueError(
+                    f"{path}:{reader.line_num}: the row has more fields than the header"
+                )
+            if None in row.values():
+                raise ValueError(
+                    f"{path}:{reader.line_num}: the row has fewer fields than the header"
+                )
+            yield reader.line_num, row
+    except csv.Error as error:
+        raise ValueError(f"{path}: after line {reader.line_num}: {error}") from None
 
 
 def _json_lines(path: str, file: Any) -> Any:
