@@ -8,11 +8,7 @@ import attrs
 from attrs import validators as v
 
 from ._durations import Duration, optional_duration
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
+from ._params import positive
 
 
 def _not_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -69,7 +65,7 @@ class NodeOptions:
     )
     buffer_size: int = attrs.field(
         default=16,
-        validator=[v.instance_of(int), _positive],
+        validator=[v.instance_of(int), positive],
         metadata={
             "description": "How many batches this node's input holds before "
             "its parents wait (back-pressure)."
@@ -86,7 +82,7 @@ class NodeOptions:
     )
     workers: int = attrs.field(
         default=1,
-        validator=[v.instance_of(int), _positive],
+        validator=[v.instance_of(int), positive],
         metadata={
             "description": "How many parts of this node's input are handled at once: "
             "copies of its loop sharing that input, each with its own thread or process "
@@ -104,7 +100,7 @@ class NodeOptions:
     )
     max_batch: int = attrs.field(
         default=512,
-        validator=[v.instance_of(int), _positive],
+        validator=[v.instance_of(int), positive],
         metadata={"description": "The most items that travel together in one batch."},
     )
     chain: bool = attrs.field(

@@ -930,7 +930,7 @@ async def test_csv_mode_takes_the_dialect(tmp_path: Path) -> None:
     [
         ("delimiter: ';;'", "delimiter must be one character"),
         ("encoding: klingon", "encoding 'klingon' is not an encoding Python knows"),
-        ("max_line_bytes: 0", "max_line_bytes must be greater than 0"),
+        ("max_line_bytes: 0", "max_line_bytes must be more than 0"),
     ],
 )
 def test_reader_options_are_checked_where_they_are(

@@ -57,7 +57,7 @@ def test_add_rejects_unknown_options_with_did_you_mean():
 
 def test_add_rejects_invalid_option_values():
     graph = NanoStreamGraph()
-    with pytest.raises(GraphError, match="buffer_size must be greater than 0"):
+    with pytest.raises(GraphError, match="buffer_size must be more than 0"):
         graph.add("src", SequenceEmitter([1]), buffer_size=0)
     with pytest.raises(GraphError, match="on_error"):
         graph.add("src", SequenceEmitter([1]), on_error="explode")

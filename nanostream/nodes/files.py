@@ -24,8 +24,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: appends are not locked
     fcntl = None  # type: ignore[assignment]
 
-from .._options import _positive
-from .._params import known_encoding
+from .._params import known_encoding, positive
 from .._processor import DeadLetter, FailedItems, NanoStreamProcessor
 from . import _csv
 
@@ -231,7 +230,7 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
     )
     max_line_bytes: int = attrs.field(
         default=_MAX_LINE_BYTES,
-        validator=[attrs.validators.instance_of(int), _positive],
+        validator=[attrs.validators.instance_of(int), positive],
         metadata={
             "description": "lines, jsonl, csv: the longest line read, in bytes; a longer"
             " one is bad input, so a file without line breaks cannot fill the memory."
