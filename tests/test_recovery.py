@@ -14,13 +14,11 @@ the same.
 import json
 import random
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_cli import wait_while_running
+from test_cli import start_nanostream_run, wait_while_running
 
 COUNTER = """\
 import time
@@ -82,16 +80,6 @@ node_sequence:
 USERS = ["ann", "bob", "cy", "dee", "eve"]
 
 
-def start(cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nanostream", "run", "pipeline.yaml"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def results(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -115,13 +103,13 @@ def kill_and_restart(cwd: Path, progress, kills: list[int], done) -> str:
     reaches the next of ``kills``, start it again; stop it (SIGTERM) once
     ``done()``. Returns the last run's standard error."""
     for point in kills:
-        process = start(cwd)
+        process = start_nanostream_run(cwd)
         try:
             wait_while_running(process, lambda p=point: progress() >= p, f"{point} results", 60)
         finally:
             process.send_signal(signal.SIGKILL)
             process.communicate()
-    process = start(cwd)
+    process = start_nanostream_run(cwd)
     try:
         wait_while_running(process, done, "every result", 60)
         process.send_signal(signal.SIGTERM)
@@ -179,7 +167,7 @@ def test_a_clean_stop_and_start_repeats_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     for run in range(2):
         (inbox / f"run-{run}.jsonl").write_text('{"user": "ann"}\n' * 10)
-        process = start(tmp_path)
+        process = start_nanostream_run(tmp_path)
         wait_while_running(process, lambda r=run: len(results(out)) >= 10 * (r + 1), "results")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
