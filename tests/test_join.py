@@ -11,13 +11,13 @@ import trio
 import trio.testing
 from inbox_feeder import InboxFeeder, appended
 from test_cli import start_nanostream_run, wait_while_running
+from test_window import Acked
 
 from nanostream import (
     FromParent,
     NanoStreamGraph,
     NanoStreamProcessor,
     SequenceEmitter,
-    WithAck,
     run_graph,
 )
 from nanostream._runtime._keys import KeyedProcessor, state_of
@@ -300,18 +300,6 @@ def test_the_state_guide_shows_the_join_example_pipeline_as_it_is():
     example = (root / "examples" / "orders_join" / "pipeline.yaml").read_text()
     body = example.split("\n", 1)[1]  # without the schema comment line
     assert f"```yaml\n{body}```" in guide
-
-
-class Acked(NanoStreamProcessor):
-    """A source fed through a channel whose items are acknowledged into ``acked``."""
-
-    def __init__(self, receive, acked):
-        self.receive = receive
-        self.acked = acked
-
-    async def generate(self):
-        async for item in self.receive:
-            yield WithAck(item, lambda item=item: self.acked.append(item))
 
 
 async def test_a_source_item_is_acknowledged_once_the_join_has_forgotten_it(autojump_clock):
