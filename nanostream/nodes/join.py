@@ -16,7 +16,7 @@ from .._durations import Duration, duration, optional_duration
 from .._imports import ImportPathError
 from .._processor import FromParent, NanoStreamProcessor
 from .._state import NoKeyError, key_function
-from .window import seconds
+from ._event_time import seconds
 
 logger = logging.getLogger("nanostream")
 

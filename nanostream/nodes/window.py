@@ -23,10 +23,11 @@ import trio
 
 from .._durations import Duration, duration, optional_duration
 from .._imports import ImportPathError
-from .._params import describe, positive
+from .._params import positive
 from .._processor import FailedItems, NanoStreamProcessor
 from .._state import key_function
 from ._aggregations import AggregationSpec, aggregations
+from ._event_time import seconds
 
 #: The fields every output item has, which an aggregate may not be called.
 OUTPUT_FIELDS = ("key", "start", "end", "timing")
@@ -64,38 +65,6 @@ def _shown(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, UTC).isoformat()
     except (OverflowError, OSError, ValueError):
         return repr(seconds)
-
-
-def seconds(value: Any) -> float:
-    """An item's time in seconds since the epoch: a number as is, a
-    ``datetime`` or an ISO-8601 string (Python's ``datetime.fromisoformat``)
-    converted, naive ones taken as UTC.
-
-    Raises ``TypeError`` for anything else and ``ValueError`` for a string
-    that is not ISO 8601 or a time that is not finite.
-    """
-    kind = type(value)
-    if kind is not float and kind is not int:
-        if kind is str:
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(
-                    f"time {value!r} is neither seconds since the epoch nor an ISO-8601 "
-                    "date and time"
-                ) from None
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-            return value.timestamp()
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(
-                "time: expected seconds since the epoch, a datetime or an ISO-8601 string, "
-                f"got {describe(value)}"
-            )
-    if not -math.inf < value < math.inf:
-        raise ValueError(f"time {value!r} is not a finite number of seconds")
-    return float(value)
 
 
 def _aggregate_specs(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
