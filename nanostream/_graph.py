@@ -19,6 +19,7 @@ from ._processor import (
     is_source,
     parent_parameters,
 )
+from ._state import key_function
 
 
 class GraphError(ValueError):
@@ -416,13 +417,10 @@ def _key_problems(node: Node) -> list[GraphProblem]:
                 "executor",
             )
         ]
-    if ":" in key:
-        from ._imports import ImportPathError, import_object
+    from ._imports import ImportPathError  # _imports needs this module
 
-        try:
-            function = import_object(key, "function")
-        except ImportPathError as error:
-            return [GraphProblem(node.name, str(error), "key")]
-        if not callable(function):
-            return [GraphProblem(node.name, f"key {key!r} is not a function", "key")]
+    try:
+        key_function(key)
+    except (ImportPathError, TypeError) as error:
+        return [GraphProblem(node.name, str(error), "key")]
     return []
