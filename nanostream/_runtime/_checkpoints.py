@@ -38,6 +38,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._graph import NanoStreamGraph
 from .._processor import NanoStreamProcessor
 from .._state import KeyedState
 from ._acks import Ticket, run_acks
@@ -63,41 +64,49 @@ class CheckpointError(NodeError):
 
 
 class Checkpoints:
-    """The checkpoints of one run: the ledger of tickets in flight, the
-    sources' pause, and the store.
+    """The checkpoints of one run of ``graph``: the ledger of tickets in
+    flight, the sources' pause, and the store. Each node's state is added
+    with :meth:`keep` before the run opens the store."""
 
-    ``states`` and ``processors`` are every node's, by name.
-    """
-
-    def __init__(
-        self,
-        pipeline: str,
-        state_dir: str,
-        interval: float,
-        states: Mapping[str, KeyedState],
-        processors: Mapping[str, NanoStreamProcessor],
-        stats: Mapping[str, NodeStats],
-    ) -> None:
-        self.pipeline = pipeline
-        self.state_dir = state_dir
-        self.interval = interval
+    def __init__(self, graph: NanoStreamGraph, stats: Mapping[str, NodeStats]) -> None:
+        assert graph.state_dir is not None
+        self.pipeline = graph.name
+        self.state_dir = graph.state_dir
+        self.interval = graph.checkpoint_interval
         self.timeout = CHECKPOINT_TIMEOUT
-        self.states = states
-        self.processors = processors
         self.stats = stats
+        self.states: dict[str, KeyedState] = {}
+        self.processors: dict[str, NanoStreamProcessor] = {}
+        #: What each processing node's state depends on (see :func:`node_config`).
+        #: A source's snapshot is a position, which its settings do not change
+        #: the meaning of; a processor's state may not fit it once changed.
+        self.configs = {
+            node.name: node_config(node.processor, node.options.key)
+            for node in graph
+            if not node.is_source
+        }
+        #: The sources that save no position (no ``snapshot``).
+        self.sources_without_position = [
+            (node.name, type(node.processor).__name__)
+            for node in graph
+            if node.is_source and not callable(getattr(node.processor, "snapshot", None))
+        ]
         #: How many checkpoints this run has saved.
         self.saved = 0
         #: Set once the last checkpoint, taken when every node but the
         #: sources has finished, is saved and acknowledged.
         self.final = trio.Event()
-        #: Each node's configuration (see :func:`node_config`), by name.
-        self.configs: Mapping[str, str] = {}
         self._store: StateStore | None = None
         self._snapshots: dict[str, Any] = {}
         self._in_flight = 0
         self._drained: trio.Event | None = None
         self._resume: trio.Event | None = None
         self._covered: list[Ticket] = []
+
+    def keep(self, name: str, state: KeyedState, processor: NanoStreamProcessor) -> None:
+        """Save ``state`` and ``processor``'s snapshot as node ``name``'s."""
+        self.states[name] = state
+        self.processors[name] = processor
 
     @property
     def path(self) -> str:
@@ -112,6 +121,16 @@ class Checkpoints:
         Raises :class:`CheckpointError` if the ``state_dir`` cannot be
         made, opened or read.
         """
+        for name, kind in self.sources_without_position:
+            logger.warning(
+                "pipeline %r: source %r (%s) saves no position at checkpoints: after a "
+                "crash, what it sent since the last checkpoint is missing from the state "
+                "unless it sends it again, and what it sends again is counted again",
+                self.pipeline,
+                name,
+                kind,
+                extra={"pipeline": self.pipeline, "node": name, "event": "not_replayable"},
+            )
         try:
             self._store = await trio.to_thread.run_sync(StateStore, self.state_dir)
             restored = await trio.to_thread.run_sync(self._load)

@@ -8,7 +8,7 @@ import signal
 import trio
 
 from .._graph import NanoStreamGraph
-from ._checkpoints import Checkpoints, node_config
+from ._checkpoints import Checkpoints
 from ._control import RunControl
 from ._errors import NodeError
 from ._node import NodeLifecycle
@@ -92,32 +92,14 @@ class GraphRun:
         ports = wire(self.graph, self.stats)
         checkpoints = None
         if self.graph.state_dir is not None:
-            checkpoints = Checkpoints(
-                self.graph.name,
-                self.graph.state_dir,
-                self.graph.checkpoint_interval,
-                {},
-                {},
-                self.stats,
-            )
+            checkpoints = self.checkpoints = Checkpoints(self.graph, self.stats)
         lifecycles = [
             NodeLifecycle(control, node, self.stats[node.name], ports[node.name], checkpoints)
             for node in self.graph
         ]
         if checkpoints is not None:
-            checkpoints.states = {lifecycle.name: lifecycle.state for lifecycle in lifecycles}
-            checkpoints.processors = {
-                lifecycle.name: lifecycle.processor for lifecycle in lifecycles
-            }
-            # A source's snapshot is a position, which its settings do not change the
-            # meaning of; a processor's state may not fit it once changed.
-            checkpoints.configs = {
-                node.name: node_config(node.processor, node.options.key)
-                for node in self.graph
-                if not node.is_source
-            }
-            self.checkpoints = checkpoints
-            _warn_unless_replayable(self.graph)
+            for lifecycle in lifecycles:
+                checkpoints.keep(lifecycle.name, lifecycle.state, lifecycle.processor)
         signals = None
         if handle_signals:
             signals = SignalHandling(
@@ -234,19 +216,3 @@ def run(graph: NanoStreamGraph, *, drain_timeout: float | None = 30.0) -> GraphR
     The entry point for a script; inside a trio program use :func:`run_graph`.
     """
     return trio.run(lambda: run_graph(graph, drain_timeout=drain_timeout, handle_signals=True))
-
-
-def _warn_unless_replayable(graph: NanoStreamGraph) -> None:
-    """Warn of each source that saves no position at checkpoints: the
-    state cannot be exact across a crash for what it sends."""
-    for node in graph:
-        if node.is_source and not callable(getattr(node.processor, "snapshot", None)):
-            logger.warning(
-                "pipeline %r: source %r (%s) saves no position at checkpoints: after a "
-                "crash, what it sent since the last checkpoint is missing from the state "
-                "unless it sends it again, and what it sends again is counted again",
-                graph.name,
-                node.name,
-                type(node.processor).__name__,
-                extra={"pipeline": graph.name, "node": node.name, "event": "not_replayable"},
-            )
