@@ -189,6 +189,51 @@ async def test_a_slow_chained_sink_holds_the_source_back():
     assert len(gate.items) == 100_001
 
 
+class Expand(NanoStreamProcessor):
+    """Sends ``range(n)`` for an item ``n``, in one list (as FileReader sends a file's records)."""
+
+    def process_item_batches(self, message):
+        yield list(range(message))
+
+
+class EveryFourth(NanoStreamProcessor):
+    """Keeps the multiples of four, and notes the size of each batch it handles."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def process_batch(self, messages):
+        self.sizes.append(len(messages))
+        return [message for message in messages if message % 4 == 0]
+
+
+class BatchSizes(Collector):
+    """Collects, and notes the size of each batch it handles."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def process_batch(self, messages):
+        self.sizes.append(len(messages))
+        self.items += messages
+
+
+async def test_a_batch_cut_for_a_chained_node_reaches_the_next_node_whole():
+    # A node is handed at most max_batch items at a time; what it sends on
+    # for all of them goes to the next node together, not in small parts.
+    graph = NanoStreamGraph()
+    graph.add("sizes", SequenceEmitter([4096]))
+    graph.add("numbers", Expand(), ["sizes"], max_batch=512)
+    quarter = graph.add("quarter", EveryFourth(), ["numbers"], max_batch=512)
+    sink = graph.add("sink", BatchSizes(), ["quarter"], max_batch=512)
+    assert chained_parents(graph) == {"quarter": "numbers", "sink": "quarter"}
+    await run_graph(graph)
+    assert quarter.sizes == [512] * 8
+    assert sink.sizes == [512, 512]
+    assert sink.items == list(range(0, 4096, 4))
+
+
 class NurseryOf(NanoStreamProcessor):
     """Notes the node nursery its setup and its items see."""
 

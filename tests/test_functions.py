@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nanostream import NanoStreamGraph, NodeError, SequenceEmitter
+from nanostream import NanoStreamGraph, NodeError, SequenceEmitter, run_graph
 from nanostream.config import ConfigErrors, check_text, load_pipeline, load_text
 from nanostream.nodes.functions import Filter, Map
-from nanostream.testing import collect, process_items, run_pipeline
+from nanostream.testing import Collector, collect, process_items, run_pipeline
 
 
 def map_config(function: str, extra: str = "") -> str:
@@ -39,6 +39,9 @@ def user_module(tmp_path: Path, monkeypatch, request) -> str:
             def is_even(x):
                 return x % 2 == 0
 
+            def is_above_four(x):
+                return x > 4
+
             async def is_big(x):
                 await trio.sleep(0)
                 return x > 2
@@ -58,6 +61,11 @@ def user_module(tmp_path: Path, monkeypatch, request) -> str:
                 if x == 3:
                     raise ValueError("three is not allowed")
                 return x
+
+            def is_even_but_three(x):
+                if x == 3:
+                    raise ValueError("three is not allowed")
+                return x % 2 == 0
 
             not_a_function = 42
             """
@@ -111,6 +119,33 @@ def test_filter_and_map_in_a_graph(user_module):
     out = run_pipeline(graph, inputs={"numbers": range(2000)})
     assert out["tenfold"] == [10 * n for n in range(0, 2000, 2)]
     assert out["odds"] == list(range(1, 2000, 2))
+
+
+async def test_filters_in_a_line_keep_drop_dead_letter_and_count_each_item_exactly(user_module):
+    # Chained, the filters run fused, their tests called by the chain's own
+    # loop: each item's fate and each node's counters must be as unchained.
+    graph = NanoStreamGraph("filters")
+    graph.add("numbers", SequenceEmitter(list(range(10))))
+    graph.add("same", Map("operator:pos"), ["numbers"])
+    graph.add(
+        "evens",
+        Filter(f"{user_module}:is_even_but_three"),
+        ["same"],
+        on_error="skip",
+        dead_letter="letters",
+    )
+    graph.add("small", Filter(f"{user_module}:is_above_four", invert=True), ["evens"])
+    sink = graph.add("sink", Collector(), ["small"])
+    letters = graph.add("letters", Collector(), [])
+    run = await run_graph(graph)
+    assert sink.items == [0, 2, 4]
+    assert [letter.item for letter in letters.items] == [3]
+    counts = {name: (run.stats[name].received, run.stats[name].emitted) for name in run.stats}
+    assert counts["same"] == (10, 10)
+    assert counts["evens"] == (10, 5)
+    assert (run.stats["evens"].errors, run.stats["evens"].skipped) == (1, 1)
+    assert counts["small"] == (5, 3)
+    assert counts["sink"] == (3, 0)
 
 
 async def test_a_failing_item_goes_through_the_error_policy(user_module):

@@ -15,7 +15,8 @@ stopping), ``_signals``, ``_control`` (what nodes share), ``_node`` (a
 node's lifecycle), ``_sources``, ``_batches`` and ``_inbox`` (batching),
 ``_workers``, ``_styles`` (call-style adapters), ``_executors``,
 ``_outbox``, ``_policy`` (error policies), ``_dead_letters``, ``_acks``,
-``_held`` (tickets of held items) and ``_stats`` (counters).
+``_held`` (tickets of held items), ``_stats`` (counters) and ``_heap``
+(the garbage collector while a graph runs).
 """
 
 from ._control import TEARDOWN_GRACE, TEARDOWN_TIMEOUT

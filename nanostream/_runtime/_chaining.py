@@ -38,7 +38,7 @@ import trio
 
 from .._graph import NanoStreamGraph, Node, holds_items
 from ._acks import Tickets
-from ._batches import Batch, Piece, split
+from ._batches import Batch, Piece
 from ._errors import NodeError
 from ._outbox import Outputs
 from ._stats import NodeStats, WorkerCounter
@@ -103,6 +103,7 @@ class ChainedInput:
         self._context: contextvars.ContextVar | None = None
         self._node: object = None
         self._process_item: Callable[[Any], Any] | None = None
+        self._stage: tuple[Callable[[Any], Any], str] | None = None
         self._counter = WorkerCounter(stats, 0)
         self._ended = trio.Event()
         self._failure: NodeError | None = None
@@ -119,6 +120,7 @@ class ChainedInput:
         self._context = context
         self._node = node
         self._process_item = workers.styles.plain_process_item()
+        self._stage = workers.styles.fused_stage()
         children = workers.outbox.outputs.children
         only = children[0][0] if len(children) == 1 else None
         self._following = only if isinstance(only, ChainedInput) else None
@@ -126,11 +128,7 @@ class ChainedInput:
     async def send(self, batch: Batch) -> None:
         items, tickets = batch
         self._stats.waiting -= len(items)
-        if len(items) <= self._max_batch:
-            await self._run(items, tickets)
-            return
-        for part in self._parts(batch):
-            await self._run(*part)
+        await self._run(items, tickets)
 
     async def run_taken(self, piece: Piece) -> None:
         """Handle ``piece``, which the chain's head took from its own inbox
@@ -139,18 +137,27 @@ class ChainedInput:
         await self._run(piece.items, piece.tickets)
 
     async def _run(self, items: list, tickets: Tickets) -> None:
-        """Handle ``items`` here and down the chain, as far as it goes."""
+        """Handle ``items`` here and down the chain, as far as it goes.
+
+        A node is handed at most its ``max_batch`` items at a time; the
+        results of all of them go on to the next node together, so that a
+        batch shrunk by a filter still reaches a sink whole, rather than in
+        as many small parts as the nodes before it cut it into.
+        """
         node = self
         while True:
             fused = node._fused_from_here()
-            if fused is None:
-                results = await node.handle(items, tickets)
-                last = node
+            stage = node if fused is None else fused
+            size = node._max_batch
+            if len(items) <= size:
+                results = await stage.handle(items, tickets)
             else:
-                results = await fused.handle(items, tickets)
-                last = fused.last
+                results = []
+                for start in range(0, len(items), size):
+                    results += await stage.handle(items[start : start + size], tickets)
+            last = node if fused is None else fused.last
             following = last._following
-            if following is None or not results or len(results) > following._max_batch:
+            if following is None or not results:
                 # One worker: the outbox is unordered, so the results go straight out.
                 await last._outputs().send(results, tickets)
                 return
@@ -164,9 +171,9 @@ class ChainedInput:
         if not self._fused_looked_for:
             self._fused_looked_for = True
             nodes = [self]
-            while nodes[-1]._process_item is not None and nodes[-1]._following is not None:
+            while nodes[-1]._stage is not None and nodes[-1]._following is not None:
                 nodes.append(nodes[-1]._following)
-            if nodes[-1]._process_item is None:
+            if nodes[-1]._stage is None:
                 nodes.pop()
             self._fused = FusedStages(nodes) if len(nodes) > 1 else None
         return self._fused
@@ -214,13 +221,6 @@ class ChainedInput:
         assert self._workers is not None
         return self._workers.outbox.outputs
 
-    def _parts(self, batch: Batch) -> Iterator[Batch]:
-        """``batch`` in parts of at most ``max_batch`` items."""
-        while len(batch.items) > self._max_batch:
-            part, batch = split(batch, self._max_batch)
-            yield part
-        yield batch
-
     def close(self) -> None:
         self._ended.set()
 
@@ -261,7 +261,7 @@ class FusedStages:
     def __init__(self, nodes: list[ChainedInput]) -> None:
         self.nodes = nodes
         self.last = nodes[-1]
-        self.functions = tuple(node._process_item for node in nodes)
+        self.stages = tuple(node._stage for node in nodes)
         #: The fused loops from each node on (the first node, or after a
         #: retry), made when first needed; for each, the node at each line.
         self._loops: dict[int, Callable[[Iterator, Callable, list], Any]] = {}
@@ -305,22 +305,19 @@ class FusedStages:
         """
         results: list = []
         append = results.append
-        dropped: list[int] = []
         remaining = iter(items)
         run = self._loops.get(start)
         if run is None:
-            run, stage_at = _fused_loop(self.functions, start)
+            run, stage_at = _fused_loop(self.stages, start)
             self._loops[start] = run
             self._stage_at[run.__code__] = stage_at
-        while (failed := run(remaining, append, dropped)) is not None:
+        while (failed := run(remaining, append, changes)) is not None:
             stage, item, error = failed
             recovered = await self.nodes[stage].recover_item(item, error, tickets)
             changes[stage] += len(recovered) - 1
             if recovered and stage + 1 < len(self.nodes):
                 recovered = await self._loop(stage + 1, recovered, tickets, changes)
             results += recovered
-        for stage in dropped:
-            changes[stage] -= 1
         return results
 
     def _count(self, count: int, changes: list[int], spent: float) -> None:
@@ -386,33 +383,45 @@ class FusedStages:
 
 
 def _fused_loop(
-    functions: tuple, start: int
+    stages: tuple[tuple[Callable[[Any], Any], str], ...], start: int
 ) -> tuple[Callable[[Iterator, Callable, list], Any], dict[int, int]]:
-    """A function that runs each item of an iterator through ``functions``
-    from index ``start`` on, unrolled: one line per call, no loop over the
-    functions per item, so that an item pays for the calls and little else
-    (Spark's whole-stage code generation, in small). It appends what comes
-    out of the last function, notes the index of the function that
-    returned ``None`` for an item, and stops at the first exception,
-    returning (the index of the function, the item it was given, the
-    exception), to be called again for the items left.
+    """A function that runs each item of an iterator through ``stages``
+    from index ``start`` on, unrolled: one line per stage, no loop over the
+    stages per item, so that an item pays for the calls and little else
+    (Spark's whole-stage code generation, in small).
 
-    Also returns, by line number, the index of the function called there.
+    A stage is ``(function, kind)``: a ``"map"`` stage replaces the item
+    with what the function returns and drops it at ``None``; a ``"keep"``
+    (``"drop"``) stage calls the function as a test and drops the item
+    when it is false (true), with no wrapper call between (see
+    :meth:`~nanostream._runtime._styles.LoopStyles.fused_stage`).
+
+    The function appends what comes out of the last stage, takes one off
+    ``dropped[i]`` for each item stage ``i`` drops, and stops at the first
+    exception, returning (the index of the stage, the item it was given,
+    the exception), to be called again for the items left. Also returns,
+    by line number, the index of the stage called there.
     """
-    lines = ["def fused(remaining, append, dropped):", "    for item in remaining:"]
+    indices = range(start, len(stages))
+    count_back = [f"    dropped[{index}] -= d{index}" for index in indices]
+    lines = ["def fused(remaining, append, dropped):"]
+    lines += [f"    d{index} = 0" for index in indices]
+    lines.append("    for item in remaining:")
     stage_at = {}
-    for index in range(start, len(functions)):
-        lines.append("        try:")
-        lines.append(f"            item = f{index}(item)")
+    for index in indices:
+        call = f"f{index}(item)"
+        test = {"map": f"(item := {call}) is None", "keep": f"not {call}", "drop": call}
+        lines += ["        try:", f"            if {test[stages[index][1]]}:"]
         stage_at[len(lines)] = index
         lines += [
+            f"                d{index} += 1",
+            "                continue",
             "        except Exception as error:",
+            *(f"        {line}" for line in count_back),
             f"            return {index}, item, error",
-            "        if item is None:",
-            f"            dropped.append({index})",
-            "            continue",
         ]
     lines.append("        append(item)")
-    namespace = {f"f{index}": function for index, function in enumerate(functions)}
+    lines += count_back
+    namespace = {f"f{index}": function for index, (function, _) in enumerate(stages)}
     exec(compile("\n".join(lines), "<fused stages>", "exec"), namespace)
     return namespace["fused"], stage_at

@@ -11,6 +11,7 @@ from .._graph import NanoStreamGraph
 from ._checkpoints import Checkpoints
 from ._control import RunControl
 from ._errors import NodeError
+from ._heap import heap_frozen
 from ._node import NodeLifecycle
 from ._signals import SignalHandling
 from ._stats import NodeStats
@@ -206,7 +207,8 @@ async def run_graph(
     """
     graph.validate()
     run = GraphRun(graph, drain_timeout)
-    await run._run(handle_signals, task_status)
+    with heap_frozen():
+        await run._run(handle_signals, task_status)
     return run
 
 

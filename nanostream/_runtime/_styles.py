@@ -202,6 +202,21 @@ class LoopStyles:
             return process_item
         return None
 
+    def fused_stage(self) -> tuple[Callable[[Any], Any], str] | None:
+        """How a fused chain runs the node (see ``_chaining``), if it can:
+        ``(process_item, "map")`` for a plain ``process_item``, or, for a
+        node whose ``_fused_test`` gives a plain test that its
+        ``process_item`` keeps items by, ``(test, "keep")`` (or ``"drop"``
+        when inverted), so that the loop calls the test itself."""
+        process_item = self.plain_process_item()
+        if process_item is None:
+            return None
+        fused_test = getattr(self.processor, "_fused_test", None)
+        if fused_test is None:
+            return process_item, "map"
+        test, invert = fused_test
+        return test, "drop" if invert else "keep"
+
     def handler(self) -> Handler:
         processor = self.processor
         plain = self.plain_process_item()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import collections
 import contextlib
 import csv
 import ctypes
@@ -31,7 +32,7 @@ from . import _csv
 logger = logging.getLogger("nanostream")
 
 #: How many records a streaming read hands over per trip from its thread.
-_CHUNK = 1000
+_CHUNK = 2048
 
 #: How many bytes the streaming modes read and decode at a time.
 _BLOCK = 16 * 1024
@@ -143,51 +144,86 @@ def _lines_before_bad_byte(
     raise AssertionError("a block that failed to decode decoded line by line")
 
 
-def _records(reader: FileReader, path: str) -> Iterator[Any]:
+def _records(reader: FileReader, path: str) -> Iterator[list[Any]]:
+    """The records of the file ``path`` in ``reader``'s mode, in lists: one
+    per block read (lines, jsonl) or per ``_CHUNK`` rows (csv), so that a
+    record costs no step of a generator of its own."""
     blocks = _line_blocks(path, reader.encoding, reader.max_line_bytes)
     if reader.mode == "lines":
         for block in blocks:
-            for line in block:
-                yield line.rstrip("\r\n")
+            yield [line.rstrip("\r\n") for line in block]
     elif reader.mode == "jsonl":
-        for number, line in enumerate(itertools.chain.from_iterable(blocks), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                why = f"not valid JSON: {error.msg} (column {error.colno})"
-                raise _bad_input(path, number, why) from None
-            if record is None:  # None is never an item: it would vanish
-                raise _bad_input(path, number, "null, and None is never an item")
-            yield record
+        number = 0
+        for block in blocks:
+            records = []
+            for line in block:
+                number += 1
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield records
+                    why = f"not valid JSON: {error.msg} (column {error.colno})"
+                    raise _bad_input(path, number, why) from None
+                if record is None:  # None is never an item: it would vanish
+                    yield records
+                    raise _bad_input(path, number, "null, and None is never an item")
+                records.append(record)
+            yield records
     elif reader.mode == "csv":
         yield from _csv_rows(reader, path, itertools.chain.from_iterable(blocks))
     else:  # pragma: no cover - attrs validator
         raise ValueError(f"unknown mode {reader.mode!r}")
 
 
-def _csv_rows(reader: FileReader, path: str, lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """The rows after the header line, as dicts. A row with more or fewer
-    fields than the header, or a header naming a column twice, is an error,
-    not a row padded, cut or merged silently."""
+def _csv_rows(
+    reader: FileReader, path: str, lines: Iterator[str]
+) -> Iterator[list[dict[str, str]]]:
+    """The rows after the header line, as dicts, in lists of up to
+    ``_CHUNK``. A row with more or fewer fields than the header, or a
+    header naming a column twice, is an error, not a row padded, cut or
+    merged silently; the rows before it are yielded first. Blank lines are
+    skipped, before the header too."""
     rows = _csv.csv_reader(reader, lines)
     try:
-        header = next(rows, None)
-        if header is None:
-            return
-        repeated = sorted({name for name in header if header.count(name) > 1})
-        if repeated:
-            raise _bad_input(path, rows.line_num, f"the header repeats {', '.join(repeated)}")
-        for row in rows:
-            if not row:
-                continue
-            if len(row) != len(header):
-                why = f"{len(row)} fields where the header has {len(header)}"
-                raise _bad_input(path, rows.line_num, why)
-            yield dict(zip(header, row, strict=True))
+        header = next((row for row in rows if row), None)
     except csv.Error as error:
         raise _bad_input(path, rows.line_num, f"not valid CSV: {error}") from None
+    if header is None:
+        return
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise _bad_input(path, rows.line_num, f"the header repeats {', '.join(repeated)}")
+    columns = itertools.repeat(header)
+    while True:
+        parsed, error, more = _csv_some(rows, len(header), path)
+        yield list(map(dict, map(zip, columns, parsed)))
+        if error is not None:
+            raise error
+        if not more:
+            return
+
+
+def _csv_some(rows: Any, width: int, path: str) -> tuple[list[list[str]], ValueError | None, bool]:
+    """Up to ``_CHUNK`` rows of the ``csv.reader`` ``rows``, blank lines
+    skipped; the error of a bad row, which ends them; and whether there
+    may be more rows after them."""
+    parsed: list[list[str]] = []
+    append = parsed.append
+    blank = 0
+    try:
+        for row in itertools.islice(rows, _CHUNK):
+            if len(row) != width:
+                if row:
+                    why = f"{len(row)} fields where the header has {width}"
+                    return parsed, _bad_input(path, rows.line_num, why), False
+                blank += 1
+                continue
+            append(row)
+    except csv.Error as error:
+        return parsed, _bad_input(path, rows.line_num, f"not valid CSV: {error}"), False
+    return parsed, None, len(parsed) + blank == _CHUNK
 
 
 @attrs.define
@@ -278,23 +314,19 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
         # trip, and each chunk goes on whole: the runtime can send it on
         # before the file is done, with no step of a generator per record.
         path = self._path_of(message)
-        records = _records(self, path)
-        index = 0
+        chunks = _Chunks(self, path)
         try:
-            while True:
+            while not chunks.done:
                 try:
-                    chunk = await trio.to_thread.run_sync(_record_chunk, records, path, index)
+                    chunk = await trio.to_thread.run_sync(chunks.next)
                 except FileNotFoundError:
-                    if index or not self._may_be_gone(path):
+                    if chunks.count or not self._may_be_gone(path):
                         raise
                     return
                 if chunk:
                     yield chunk
-                index += len(chunk)
-                if len(chunk) < _CHUNK:
-                    break
         finally:
-            records.close()
+            chunks.close()
 
     async def process_item(self, message: Any) -> AsyncIterator[FileData]:
         """The records of the file ``message`` names, one by one, as the
@@ -306,42 +338,108 @@ class FileReader(_csv.CsvDialect, NanoStreamProcessor):
                     yield record
 
 
-def _record_chunk(records: Iterator[Any], path: str, start: int) -> list[FileData]:
-    """The next ``_CHUNK`` records (fewer at the end of the file), as
-    ``FileData`` numbered from ``start``.
+class _Chunks:
+    """The records of one file as ``FileData``, a chunk per call of
+    :meth:`next` (made in a worker thread), numbered from 0."""
 
-    Each is made by setting its slots directly: a frozen attrs class's
-    ``__init__`` goes through ``object.__setattr__`` per field, which costs
-    a small record's parsing again."""
-    chunk = []
-    append = chunk.append
-    for index, record in enumerate(itertools.islice(records, _CHUNK), start):
-        data = _new_file_data(FileData)
-        _set_path(data, path)
-        _set_data(data, record)
-        _set_index(data, index)
-        append(data)
-    return chunk
+    def __init__(self, reader: FileReader, path: str) -> None:
+        self._records = _records(reader, path)
+        self._path = path
+        #: The records made so far.
+        self.count = 0
+        self._error: Exception | None = None
+        #: Whether the file has been read to its end.
+        self.done = False
+
+    def next(self) -> list[FileData]:
+        """The next ``_CHUNK`` records or more, fewer at the end of the
+        file. Bad input is raised after the records before it."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        chunk: list[Any] = []
+        try:
+            for some in self._records:
+                chunk += some
+                if len(chunk) >= _CHUNK:
+                    break
+            else:
+                self.done = True
+        except Exception as error:
+            if not chunk:
+                raise
+            self._error = error
+        made = _file_data(self._path, chunk, self.count)
+        self.count += len(made)
+        return made
+
+    def close(self) -> None:
+        self._records.close()
 
 
-_new_file_data = object.__new__
+def _file_data(path: str, records: list[Any], start: int) -> list[FileData]:
+    """``FileData(path, record, index)`` for each record, numbered from ``start``.
+
+    Made by filling the slots of new instances directly, a slot across all
+    of them at a time, with no Python frame per record: a frozen attrs
+    class's ``__init__`` goes through ``object.__setattr__`` per field,
+    which costs as much as parsing a small record."""
+    count = len(records)
+    made = list(map(_new_instance, itertools.repeat(FileData, count)))
+    _each(map(_set_path, made, itertools.repeat(path, count)))
+    _each(map(_set_data, made, records))
+    _each(map(_set_index, made, range(start, start + count)))
+    return made
+
+
+def _each(calls: Iterator[Any]) -> None:
+    """Make every call of ``calls`` (a lazy ``map``), keeping no result."""
+    collections.deque(calls, maxlen=0)
+
+
+_new_instance = object.__new__
 _set_path = FileData.path.__set__  # type: ignore[attr-defined]
 _set_data = FileData.data.__set__  # type: ignore[attr-defined]
 _set_index = FileData.index.__set__  # type: ignore[attr-defined]
 
 
-#: ``json.dumps(value, ensure_ascii=False)`` as one encoder made once: dumps
-#: with any argument makes a new encoder per call, which costs as much as a
-#: small record's encoding.
-_to_json = json.JSONEncoder(ensure_ascii=False).encode
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
-def _as_line(item: Any) -> str:
+def _json_encoder() -> Callable[[Any], str]:
+    """A function giving ``json.dumps(value, ensure_ascii=False)``, for one
+    batch of values.
+
+    ``json.dumps`` with any argument, and ``JSONEncoder.encode`` with any
+    setting, build the json module's C encoder (``c_make_encoder``) anew for
+    each value, which costs about as much as encoding a small record. This
+    builds it once, with the arguments ``JSONEncoder.iterencode`` gives it.
+    A call that fails can leave the encoder's record of the containers it
+    was inside (for detecting cycles) behind, so one is made per batch, not
+    kept. Without the C encoder, it is ``JSONEncoder.encode``."""
+    make = json.encoder.c_make_encoder
+    if make is None:  # pragma: no cover - CPython has _json
+        return _JSON.encode
+    encode = make(
+        {},
+        _JSON.default,
+        json.encoder.encode_basestring,
+        None,
+        _JSON.key_separator,
+        _JSON.item_separator,
+        _JSON.sort_keys,
+        _JSON.skipkeys,
+        _JSON.allow_nan,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+def _as_line(item: Any, to_json: Callable[[Any], str]) -> str:
     if isinstance(item, DeadLetter):
         return _dead_letter_line(item)
     data = item.data if isinstance(item, FileData) else item
     if isinstance(data, (dict, list)):
-        return _to_json(data)
+        return to_json(data)
     if isinstance(data, bytes):
         return data.decode("utf-8", errors="replace")
     return str(data)
@@ -396,7 +494,7 @@ def _payload(data: Any) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, (dict, list)):
-        data = _to_json(data) + "\n"
+        data = _json_encoder()(data) + "\n"
     return str(data).encode("utf-8")
 
 
@@ -652,8 +750,10 @@ class FileWriter(NanoStreamProcessor):
             folder = os.path.dirname(self.path)
             if folder:
                 os.makedirs(folder, exist_ok=True)
-            lines = "".join(_as_line(item) + "\n" for item in messages)
-            _append_lines(self.path, lines.encode("utf-8"), self.fsync)
+            to_json = _json_encoder()
+            lines = [_as_line(item, to_json) for item in messages]
+            lines.append("")  # so that the last line ends too
+            _append_lines(self.path, "\n".join(lines).encode("utf-8"), self.fsync)
 
     async def process_batch(self, messages: list[Any]) -> None:
         await trio.to_thread.run_sync(self._write_batch, messages)

@@ -92,6 +92,15 @@ class Filter(_FunctionNode):
             return self._keep_async
         return self._drop if self.invert else self._keep
 
+    @property
+    def _fused_test(self) -> tuple[Callable[[Any], Any], bool] | None:
+        # For a fused chain (the runtime's _chaining): the function and
+        # invert, so that the chain's loop tests items itself, with no call
+        # of _keep or _drop between. None when the function is async.
+        if call_style(self._call) == "async":
+            return None
+        return self._call, self.invert
+
     def _keep(self, message: Any) -> Any:
         return message if self._call(message) else None
 
