@@ -2,7 +2,9 @@
 
 Three measurements, each interleaved: every round runs every contender once,
 in a new random order, and a figure is the median over the rounds with the
-min..max beside it. Only ratios within one run mean much on a shared machine.
+min..max beside it. Only ratios within one run mean much on a shared machine,
+and the contenders that a ratio compares run one after another, so that
+they meet the machine in the same state.
 
 * Throughput of K = 1, 3, 10 stages of ``x + 1`` behind a source of
   ``range(N)``: an inline generator chain (the ceiling for one Python
@@ -596,27 +598,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         source = os.path.join(directory, "rows.csv")
         write_csv(source, csv_rows)
-        jobs: list[Callable[[], None]] = []
-        for name, run in throughput.items():
-            n = thread_items if run is threads_chain else items
-            for stages in STAGES:
-                jobs.append(
+        # A group is the runs whose results are compared with each other:
+        # the contenders at one K, the latency runs, the CSV runs. A group's
+        # runs follow each other, in a new random order every round, so that
+        # a ratio compares runs made seconds apart, not minutes; the groups
+        # are shuffled too.
+        groups: list[list[Callable[[], None]]] = []
+        for stages in STAGES:
+            group = []
+            for name, run in throughput.items():
+                n = thread_items if run is threads_chain else items
+                group.append(
                     lambda name=name, run=run, n=n, stages=stages: measure(
                         rates.setdefault((name, stages), []), run, n, stages
                     )
                 )
-        for name, run in latency.items():
-            jobs.append(lambda name=name, run=run: delays[name].extend(run(samples)))
-        for name, run in csv_runs.items():
-            jobs.append(
+            groups.append(group)
+        groups.append(
+            [
+                lambda name=name, run=run: delays[name].extend(run(samples))
+                for name, run in latency.items()
+            ]
+        )
+        groups.append(
+            [
                 lambda name=name, run=run: csv_measure(
                     csv_rates[name], run, source, directory, csv_rows
                 )
-            )
+                for name, run in csv_runs.items()
+            ]
+        )
         for number in range(rounds):
-            shuffle(jobs)
-            for job in jobs:
-                job()
+            shuffle(groups)
+            for group in groups:
+                shuffle(group)
+                for job in group:
+                    job()
             print(f"round {number + 1}/{rounds} done", file=sys.stderr)
 
     print(f"\n## Throughput, items/s, median (min..max) of {rounds} rounds\n")
