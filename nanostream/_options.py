@@ -110,7 +110,8 @@ class NodeOptions:
             "description": "Operator chaining: when this node and its parent run on the "
             "loop with one worker and each is the other's only link, the node handles its "
             "items in the parent's task with no channel between them; false gives it a "
-            "channel and a task of its own."
+            "channel and a task of its own, so that it is chained neither to its parent "
+            "nor to its child."
         },
     )
 

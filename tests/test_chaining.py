@@ -197,14 +197,10 @@ class Expand(NanoStreamProcessor):
 
 
 class EveryFourth(NanoStreamProcessor):
-    """Keeps the multiples of four, and notes the size of each batch it handles."""
+    """Keeps the multiples of four."""
 
-    def __init__(self):
-        self.sizes = []
-
-    def process_batch(self, messages):
-        self.sizes.append(len(messages))
-        return [message for message in messages if message % 4 == 0]
+    def process_item(self, message):
+        return message if message % 4 == 0 else None
 
 
 class BatchSizes(Collector):
@@ -220,18 +216,37 @@ class BatchSizes(Collector):
 
 
 async def test_a_batch_cut_for_a_chained_node_reaches_the_next_node_whole():
-    # A node is handed at most max_batch items at a time; what it sends on
-    # for all of them goes to the next node together, not in small parts.
+    # A node is handed at most max_batch items at a time; what a plain
+    # process_item sends on for all of them goes to the next node together.
     graph = NanoStreamGraph()
     graph.add("sizes", SequenceEmitter([4096]))
     graph.add("numbers", Expand(), ["sizes"], max_batch=512)
-    quarter = graph.add("quarter", EveryFourth(), ["numbers"], max_batch=512)
+    graph.add("quarter", EveryFourth(), ["numbers"], max_batch=512)
     sink = graph.add("sink", BatchSizes(), ["quarter"], max_batch=512)
     assert chained_parents(graph) == {"quarter": "numbers", "sink": "quarter"}
     await run_graph(graph)
-    assert quarter.sizes == [512] * 8
     assert sink.sizes == [512, 512]
     assert sink.items == list(range(0, 4096, 4))
+
+
+class MostOf(NanoStreamProcessor):
+    """Yields each item but the multiples of 700 (a generator: it sends its
+    results on a chunk at a time while it runs)."""
+
+    def process_item(self, message):
+        if message % 700:
+            yield message
+
+
+async def test_a_generator_node_cut_into_parts_keeps_the_order_of_its_results():
+    graph = NanoStreamGraph()
+    graph.add("sizes", SequenceEmitter([5000]))
+    graph.add("numbers", Expand(), ["sizes"])
+    graph.add("most", MostOf(), ["numbers"], max_batch=100)
+    sink = graph.add("sink", BatchSizes(), ["most"])
+    assert chained_parents(graph) == {"most": "numbers", "sink": "most"}
+    await run_graph(graph)
+    assert sink.items == [n for n in range(5000) if n % 700]
 
 
 class NurseryOf(NanoStreamProcessor):

@@ -38,7 +38,7 @@ import trio
 
 from .._graph import NanoStreamGraph, Node, holds_items
 from ._acks import Tickets
-from ._batches import Batch, Piece
+from ._batches import Batch, Piece, split
 from ._errors import NodeError
 from ._outbox import Outputs
 from ._stats import NodeStats, WorkerCounter
@@ -139,22 +139,27 @@ class ChainedInput:
     async def _run(self, items: list, tickets: Tickets) -> None:
         """Handle ``items`` here and down the chain, as far as it goes.
 
-        A node is handed at most its ``max_batch`` items at a time; the
-        results of all of them go on to the next node together, so that a
-        batch shrunk by a filter still reaches a sink whole, rather than in
-        as many small parts as the nodes before it cut it into.
+        A node is handed at most its ``max_batch`` items at a time. For a
+        node with a plain ``process_item`` (fused or not), the results of
+        all the parts go on to the next node together, so that a batch
+        thinned by a filter still reaches a sink whole, rather than in as
+        many small parts as the batch was cut into. Any other node may send
+        results on while it handles a part (a generator sends them a chunk
+        at a time), so each of its parts goes down the whole chain before
+        the next, and its results keep their order.
         """
         node = self
         while True:
+            size = node._max_batch
+            if len(items) > size and node._stage is None:
+                for part in _parts(Batch(items, tickets), size):
+                    await node._run(*part)
+                return
             fused = node._fused_from_here()
             stage = node if fused is None else fused
-            size = node._max_batch
-            if len(items) <= size:
-                results = await stage.handle(items, tickets)
-            else:
-                results = []
-                for start in range(0, len(items), size):
-                    results += await stage.handle(items[start : start + size], tickets)
+            results = []
+            for start in range(0, len(items), size):
+                results += await stage.handle(items[start : start + size], tickets)
             last = node if fused is None else fused.last
             following = last._following
             if following is None or not results:
@@ -229,6 +234,15 @@ class ChainedInput:
         await self._ended.wait()
         if self._failure is not None:
             raise self._failure
+
+
+def _parts(batch: Batch, size: int) -> Iterator[Batch]:
+    """``batch`` in parts of at most ``size`` items, each with its own
+    reference on the batch's tickets."""
+    while len(batch.items) > size:
+        part, batch = split(batch, size)
+        yield part
+    yield batch
 
 
 class FusedStages:
