@@ -5,6 +5,8 @@ also run with chaining on and off (see conftest.py); these tests pin what
 chaining itself promises.
 """
 
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -190,10 +192,16 @@ async def test_a_slow_chained_sink_holds_the_source_back():
 
 
 class Expand(NanoStreamProcessor):
-    """Sends ``range(n)`` for an item ``n``, in one list (as FileReader sends a file's records)."""
+    """Sends ``range(n)`` for an item ``n``, in lists of ``size`` (one list
+    by default), as FileReader sends a file's records."""
+
+    def __init__(self, size=None):
+        self.size = size
 
     def process_item_batches(self, message):
-        yield list(range(message))
+        size = self.size or message
+        for start in range(0, message, size):
+            yield list(range(start, min(start + size, message)))
 
 
 class EveryFourth(NanoStreamProcessor):
@@ -247,6 +255,27 @@ async def test_a_generator_node_cut_into_parts_keeps_the_order_of_its_results():
     assert chained_parents(graph) == {"most": "numbers", "sink": "most"}
     await run_graph(graph)
     assert sink.items == [n for n in range(5000) if n % 700]
+
+
+class Slow(NanoStreamProcessor):
+    """Holds the loop for 50 ms per batch."""
+
+    def process_batch(self, messages):
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("chain", [True, False])
+async def test_a_generators_busy_time_leaves_out_handing_its_results_on(chain):
+    # Chained, the nodes after it run inside its hand-over; unchained, the
+    # hand-over waits for room in their full channel. Neither is its work.
+    graph = NanoStreamGraph()
+    graph.add("sizes", SequenceEmitter([2048]))
+    graph.add("numbers", Expand(size=256), ["sizes"], max_batch=256)
+    graph.add("slow", Slow(), ["numbers"], max_batch=256, buffer_size=1, chain=chain)
+    run = await run_graph(graph)
+    assert run.stats["slow"].received == 2048
+    assert run.stats["slow"].busy_seconds >= 0.4
+    assert run.stats["numbers"].busy_seconds < 0.2
 
 
 class NurseryOf(NanoStreamProcessor):

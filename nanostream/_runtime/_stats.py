@@ -66,16 +66,22 @@ class NodeStats:
 class WorkerCounter:
     """One worker's share of its node's counters: items done and time spent."""
 
-    __slots__ = ("index", "stats")
+    __slots__ = ("handing_over", "index", "stats")
 
     def __init__(self, stats: NodeStats, index: int) -> None:
         self.stats = stats
         self.index = index
+        #: Seconds the work under way has spent handing results on before
+        #: it is done (a generator's chunks): the nodes after it, when they
+        #: are chained, or a wait for room in a full channel. Not its own.
+        self.handing_over = 0.0
 
     def done(self, count: int, started: float) -> None:
         """``count`` items are handled, in work that began at ``started``
-        (a :func:`time.perf_counter` reading)."""
-        spent = time.perf_counter() - started
+        (a :func:`time.perf_counter` reading), less what it spent handing
+        results on."""
+        spent = time.perf_counter() - started - self.handing_over
+        self.handing_over = 0.0
         stats = self.stats
         stats.received += count
         stats.in_progress -= count

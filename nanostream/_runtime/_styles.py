@@ -148,12 +148,14 @@ class LoopStyles:
         *args: Any,
         style: str | None = None,
         in_lists: bool = False,
+        counter: WorkerCounter | None = None,
     ) -> list:
         """Call a user function of any call style; collect what it sends on.
 
         What a generator yields is sent on in chunks of ``max_batch`` while
         it runs (as parts of ``piece``), so a node may yield far more than
-        it could hold; only the last chunk is returned. ``in_lists``: the
+        it could hold; only the last chunk is returned, and the time the
+        chunks took to hand on is noted on ``counter``. ``in_lists``: the
         generator yields lists of results (``process_item_batches``), each
         added to the chunk whole.
         """
@@ -171,7 +173,7 @@ class LoopStyles:
                         elif result is not None:
                             results.append(result)
                         if len(results) >= self.chunk and piece is not None:
-                            await self.outbox.send_part(piece, results)
+                            await self._send_part(piece, results, counter)
                             results = []
                 return results
             result = function(*args)
@@ -186,6 +188,14 @@ class LoopStyles:
         if during == "process_batch":
             return [] if result is None else [r for r in result if r is not None]
         return [] if result is None else [result]
+
+    async def _send_part(self, piece: Piece, results: list, counter: WorkerCounter | None) -> None:
+        """Send part of ``piece``'s results on, and note on ``counter`` the
+        time that took, which is not the node's own."""
+        began = time.perf_counter()
+        await self.outbox.send_part(piece, results)
+        if counter is not None:
+            counter.handing_over += time.perf_counter() - began
 
     def plain_process_item(self) -> Callable[[Any], Any] | None:
         """The node's ``process_item`` if it is a plain function (not async,
@@ -264,7 +274,7 @@ class LoopStyles:
             started = time.perf_counter()
             try:
                 results = await results_of(
-                    process_batch, "process_batch", piece, items, style=style
+                    process_batch, "process_batch", piece, items, style=style, counter=counter
                 )
             except NodeError as failure:
                 if isinstance(failure.error, FailedItems):
@@ -279,7 +289,7 @@ class LoopStyles:
                         piece.tickets,
                     )
             if sync:
-                check("process_batch", started, len(items))
+                check("process_batch", started + counter.handing_over, len(items))
             counter.done(len(items), started)
             return results
 
@@ -317,7 +327,7 @@ class LoopStyles:
         async wrapper per item."""
         chunk = self.chunk
         recover = self.recover_item
-        send_part = self.outbox.send_part
+        send_part = self._send_part
         check = self.hold_watch.check
 
         async def handle_generated(piece: Piece, counter: WorkerCounter) -> list:
@@ -332,7 +342,7 @@ class LoopStyles:
                             if result is not None:
                                 results.append(result)
                                 if len(results) >= chunk:
-                                    await send_part(piece, results)
+                                    await send_part(piece, results, counter)
                                     results, kept = [], 0
                 except NodeError:
                     raise
@@ -340,7 +350,7 @@ class LoopStyles:
                     # What the failed item yielded before it failed goes with it.
                     del results[kept:]
                     results += await recover(process_item, item, error, piece.tickets)
-            check("process_item", started, len(items))
+            check("process_item", started + counter.handing_over, len(items))
             counter.done(len(items), started)
             return results
 
@@ -362,7 +372,7 @@ class LoopStyles:
             for item in piece.items:
                 started = clock()
                 try:
-                    results += await results_of(process_item, during, piece, item)
+                    results += await results_of(process_item, during, piece, item, counter=counter)
                 except NodeError as failure:
                     results += await policy.recover(
                         [item],
