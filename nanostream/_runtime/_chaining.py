@@ -157,9 +157,12 @@ class ChainedInput:
                 return
             fused = node._fused_from_here()
             stage = node if fused is None else fused
-            results = []
-            for start in range(0, len(items), size):
-                results += await stage.handle(items[start : start + size], tickets)
+            if len(items) <= size:
+                results = await stage.handle(items, tickets)
+            else:
+                results = []
+                for start in range(0, len(items), size):
+                    results += await stage.handle(items[start : start + size], tickets)
             last = node if fused is None else fused.last
             following = last._following
             if following is None or not results:

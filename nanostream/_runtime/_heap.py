@@ -12,7 +12,7 @@ collection scans only what the pipeline made. ``gc.unfreeze()`` when the
 last pipeline of the process ends gives them back to the oldest generation,
 so garbage among them is collected as before, only later.
 
-A process that froze objects of its own, before or while a pipeline runs,
+A process that froze objects of its own before the first pipeline started
 is left alone.
 """
 
@@ -26,28 +26,29 @@ from collections.abc import Iterator
 #: Graphs may run in event loops of several threads at once.
 _lock = threading.Lock()
 _running = 0
-#: How many objects were frozen here, or None when nothing was.
-_frozen: int | None = None
+_froze = False
 
 
 @contextlib.contextmanager
 def heap_frozen() -> Iterator[None]:
     """Freeze the heap while the first of the pipelines running at once
-    runs, and unfreeze it when the last ends, unless the process froze
-    objects itself: before (nothing is frozen here), or meanwhile (more are
-    frozen than were, a count that freed objects only lower)."""
-    global _running, _frozen
+    runs, unless the process had frozen objects itself, and unfreeze it
+    when the last ends.
+
+    Objects the process freezes while a pipeline runs are unfrozen with the
+    rest: telling them apart would take ``gc.get_freeze_count()``, which
+    walks every frozen object, a cost each run would pay twice."""
+    global _running, _froze
     with _lock:
-        if _running == 0 and gc.get_freeze_count() == 0:
+        if _running == 0 and gc.get_freeze_count() == 0:  # walks what is frozen: nothing, as a rule
             gc.freeze()
-            _frozen = gc.get_freeze_count()
+            _froze = True
         _running += 1
     try:
         yield
     finally:
         with _lock:
             _running -= 1
-            if _running == 0 and _frozen is not None:
-                if gc.get_freeze_count() <= _frozen:
-                    gc.unfreeze()
-                _frozen = None
+            if _running == 0 and _froze:
+                _froze = False
+                gc.unfreeze()
