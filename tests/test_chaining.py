@@ -278,6 +278,45 @@ async def test_a_generators_busy_time_leaves_out_handing_its_results_on(chain):
     assert run.stats["numbers"].busy_seconds < 0.2
 
 
+class Gated(NanoStreamProcessor):
+    """Sends ``items`` once ``go`` is set."""
+
+    def __init__(self, items):
+        self.items = items
+        self.go = trio.Event()
+
+    async def generate(self):
+        await self.go.wait()
+        for item in self.items:
+            yield item
+
+
+class Watch(NanoStreamProcessor):
+    """Notes, at each batch, the busy seconds so far of the node whose ``stats`` it is given."""
+
+    def __init__(self):
+        self.stats = None
+        self.seen = []
+
+    def process_batch(self, messages):
+        self.seen.append(self.stats.busy_seconds)
+
+
+async def test_a_long_items_busy_time_counts_while_it_is_worked_on():
+    graph = NanoStreamGraph()
+    source = graph.add("sizes", Gated([2048]))
+    graph.add("numbers", Expand(size=256), ["sizes"], max_batch=256)
+    watch = graph.add("watch", Watch(), ["numbers"], max_batch=256)
+    async with trio.open_nursery() as nursery:
+        run = await nursery.start(run_graph, graph)
+        watch.stats = run.stats["numbers"]
+        source.go.set()
+    assert len(watch.seen) == 8
+    # Counted at each hand-over, before the one item (the 2,048) is done.
+    assert 0 < watch.seen[1] < watch.seen[-1]
+    assert run.stats["numbers"].received == 1
+
+
 class NurseryOf(NanoStreamProcessor):
     """Notes the node nursery its setup and its items see."""
 

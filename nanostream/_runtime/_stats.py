@@ -66,24 +66,41 @@ class NodeStats:
 class WorkerCounter:
     """One worker's share of its node's counters: items done and time spent."""
 
-    __slots__ = ("handing_over", "index", "stats")
+    __slots__ = ("credited", "handed_over", "index", "started", "stats")
 
     def __init__(self, stats: NodeStats, index: int) -> None:
         self.stats = stats
         self.index = index
-        #: Seconds the work under way has spent handing results on before
-        #: it is done (a generator's chunks): the nodes after it, when they
-        #: are chained, or a wait for room in a full channel. Not its own.
-        self.handing_over = 0.0
+        #: When the work under way began, for work that may hand results
+        #: on before it is done (a generator's chunks).
+        self.started = 0.0
+        #: Up to when that work has been counted as busy: the end of its
+        #: last hand-over.
+        self.credited = 0.0
+        #: Seconds that work has spent handing results on.
+        self.handed_over = 0.0
 
     def done(self, count: int, started: float) -> None:
         """``count`` items are handled, in work that began at ``started``
-        (a :func:`time.perf_counter` reading), less what it spent handing
-        results on."""
-        spent = time.perf_counter() - started - self.handing_over
-        self.handing_over = 0.0
+        (a :func:`time.perf_counter` reading): the time since it began, or
+        since it last handed results on, counts as busy."""
+        spent = time.perf_counter() - max(started, self.credited)
+        self.handed_over = 0.0
         stats = self.stats
         stats.received += count
         stats.in_progress -= count
         stats.busy_seconds += spent
         stats.worker_busy_seconds[self.index] += spent
+
+    def handed_on(self, began: float) -> None:
+        """The work under way, begun at :attr:`started`, handed results on
+        from ``began`` until now. What it did before counts as busy now, so
+        that a node's busy share moves while it works through a long item
+        (a file read record by record); the hand-over does not count: it
+        is the nodes chained after it, or a wait for room in a full queue."""
+        now = time.perf_counter()
+        spent = began - max(self.started, self.credited)
+        self.stats.busy_seconds += spent
+        self.stats.worker_busy_seconds[self.index] += spent
+        self.credited = now
+        self.handed_over += now - began

@@ -195,7 +195,7 @@ class LoopStyles:
         began = time.perf_counter()
         await self.outbox.send_part(piece, results)
         if counter is not None:
-            counter.handing_over += time.perf_counter() - began
+            counter.handed_on(began)
 
     def plain_process_item(self) -> Callable[[Any], Any] | None:
         """The node's ``process_item`` if it is a plain function (not async,
@@ -271,7 +271,7 @@ class LoopStyles:
 
         async def handle_batch(piece: Piece, counter: WorkerCounter) -> list:
             items = piece.items
-            started = time.perf_counter()
+            started = counter.started = time.perf_counter()
             try:
                 results = await results_of(
                     process_batch, "process_batch", piece, items, style=style, counter=counter
@@ -289,7 +289,7 @@ class LoopStyles:
                         piece.tickets,
                     )
             if sync:
-                check("process_batch", started + counter.handing_over, len(items))
+                check("process_batch", started + counter.handed_over, len(items))
             counter.done(len(items), started)
             return results
 
@@ -332,7 +332,7 @@ class LoopStyles:
 
         async def handle_generated(piece: Piece, counter: WorkerCounter) -> list:
             items = piece.items
-            started = time.perf_counter()
+            started = counter.started = time.perf_counter()
             results: list = []
             for item in items:
                 kept = len(results)
@@ -350,7 +350,7 @@ class LoopStyles:
                     # What the failed item yielded before it failed goes with it.
                     del results[kept:]
                     results += await recover(process_item, item, error, piece.tickets)
-            check("process_item", started + counter.handing_over, len(items))
+            check("process_item", started + counter.handed_over, len(items))
             counter.done(len(items), started)
             return results
 
@@ -370,7 +370,7 @@ class LoopStyles:
         async def handle_each(piece: Piece, counter: WorkerCounter) -> list:
             results: list = []
             for item in piece.items:
-                started = clock()
+                started = counter.started = clock()
                 try:
                     results += await results_of(process_item, during, piece, item, counter=counter)
                 except NodeError as failure:
