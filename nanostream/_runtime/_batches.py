@@ -10,6 +10,7 @@ tickets (see ``_acks``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -47,6 +48,15 @@ def split(batch: Batch, size: int) -> tuple[Batch, Batch]:
     if tickets is not None:
         retain(tickets, 1)
     return Batch(items[:size], tickets), Batch(items[size:], tickets)
+
+
+def parts(batch: Batch, size: int) -> Iterator[Batch]:
+    """``batch`` in parts of at most ``size`` items, in order, each with its
+    own reference on the batch's tickets."""
+    while len(batch.items) > size:
+        part, batch = split(batch, size)
+        yield part
+    yield batch
 
 
 def cut(batch: Batch, parts: int) -> list[Batch]:

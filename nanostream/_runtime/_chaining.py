@@ -38,7 +38,7 @@ import trio
 
 from .._graph import NanoStreamGraph, Node, holds_items
 from ._acks import Tickets
-from ._batches import Batch, Piece, split
+from ._batches import Batch, Piece, parts
 from ._errors import NodeError
 from ._outbox import Outputs
 from ._stats import NodeStats, WorkerCounter
@@ -152,7 +152,7 @@ class ChainedInput:
         while True:
             size = node._max_batch
             if len(items) > size and node._stage is None:
-                for part in _parts(Batch(items, tickets), size):
+                for part in parts(Batch(items, tickets), size):
                     await node._run(*part)
                 return
             fused = node._fused_from_here()
@@ -237,15 +237,6 @@ class ChainedInput:
         await self._ended.wait()
         if self._failure is not None:
             raise self._failure
-
-
-def _parts(batch: Batch, size: int) -> Iterator[Batch]:
-    """``batch`` in parts of at most ``size`` items, each with its own
-    reference on the batch's tickets."""
-    while len(batch.items) > size:
-        part, batch = split(batch, size)
-        yield part
-    yield batch
 
 
 class FusedStages:
