@@ -14,14 +14,22 @@ from nanostream.config import check_pipeline
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def run(*command: str) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=EXAMPLES)
+def run(*command: str, cwd: Path = EXAMPLES) -> subprocess.CompletedProcess:
+    """``command`` run to its end in ``cwd``, which it must end well."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done
+
+
+def finished_example(folder: str) -> subprocess.CompletedProcess:
+    """``nanostream run --quiet pipeline.yaml`` in an example's folder, run to its end."""
+    return run(
+        sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml", cwd=EXAMPLES / folder
+    )
 
 
 def test_the_python_quickstart_prints_even_squares():
-    output = run(sys.executable, "quickstart.py")
+    output = run(sys.executable, "quickstart.py").stdout
     assert output.splitlines() == [
         *(f"even square: {n * n}" for n in range(0, 10, 2)),
         "done: 5 items printed",
@@ -29,7 +37,7 @@ def test_the_python_quickstart_prints_even_squares():
 
 
 def test_the_yaml_quickstart_prints_each_number():
-    output = run(sys.executable, "-m", "nanostream", "run", "quickstart.yaml")
+    output = run(sys.executable, "-m", "nanostream", "run", "quickstart.yaml").stdout
     assert output.splitlines() == [f"number: {n}" for n in range(1, 6)]
 
 
@@ -383,27 +391,12 @@ def test_the_executors_example_prints_each_hash_in_order():
             value = hashlib.sha256(value).digest()
         return value.hex()[:12]
 
-    folder = EXAMPLES / "executors"
-    done = subprocess.run(
-        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=folder,
-    )
-    assert done.returncode == 0, done.stderr
+    done = finished_example("executors")
     assert done.stdout.splitlines() == [f"{n}: {digest(n)}" for n in range(20)]
 
 
 def test_the_window_example_counts_clicks_per_user_and_minute():
-    done = subprocess.run(
-        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=EXAMPLES / "window_counts",
-    )
-    assert done.returncode == 0, done.stderr
+    done = finished_example("window_counts")
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     ten = 1714557600.0  # 2024-05-01T10:00:00Z
     windows = [
@@ -425,14 +418,7 @@ def test_the_window_example_counts_clicks_per_user_and_minute():
 
 
 def test_the_orders_join_example_joins_each_order_with_its_payment_once():
-    done = subprocess.run(
-        [sys.executable, "-m", "nanostream", "run", "--quiet", "pipeline.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=EXAMPLES / "orders_join",
-    )
-    assert done.returncode == 0, done.stderr
+    done = finished_example("orders_join")
     joined = sorted((json.loads(line) for line in done.stdout.splitlines()), key=str)
     assert (
         sorted(
