@@ -66,6 +66,21 @@ class Inbox:
 
     async def _refill(self, deadline: float) -> Piece | None:
         """Receive, gather and cut the next batch; return its first piece."""
+        batch = await self._next_gathered(deadline)
+        if batch is None:
+            return None
+        if self._workers == 1:
+            # One piece: the batch as it is.
+            self._stats.in_progress += len(batch.items)
+            self._next_seq += 1
+            return Piece(batch.items, batch.tickets, self._next_seq - 1)
+        self._cut(batch)
+        return self._pieces.popleft()
+
+    async def _next_gathered(self, deadline: float = math.inf) -> Batch | None:
+        """The batch carried over from the last take, or else the next one
+        received (``None`` if ``deadline`` comes first), merged with what
+        else is waiting (see :meth:`_gather`)."""
         batch = self._carried
         self._carried = None
         if batch is None:
@@ -76,14 +91,7 @@ class Inbox:
                     batch = await self._receive(at_once=False)
                 if batch is None:
                     return None
-        batch = self._gather(batch)
-        if self._workers == 1:
-            # One piece: the batch as it is.
-            self._stats.in_progress += len(batch.items)
-            self._next_seq += 1
-            return Piece(batch.items, batch.tickets, self._next_seq - 1)
-        self._cut(batch)
-        return self._pieces.popleft()
+        return self._gather(batch)
 
     async def _receive(self, at_once: bool = True) -> Batch:
         """The next batch.
@@ -162,11 +170,9 @@ class Inbox:
                     if queue:
                         break
                 else:
-                    batch = self._carried
-                    self._carried = None
-                    if batch is None:
-                        batch = await self._receive()
-                    self._route_batch(self._gather(batch))
+                    batch = await self._next_gathered()
+                    assert batch is not None  # no deadline
+                    self._route_batch(batch)
         self._taken.set()
         return queue.popleft()
 
